@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""herd's builder: `python3 build.py --help`.
+
+This file only gets the machine ready, with nothing but the standard library: it installs the missing host
+tools with apt (when run as root), makes a virtual environment with the builder's Python dependencies under
+the cache directory, and hands over to `herd.build.cli` inside it. Run as root on Debian 12.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("HERD_CACHE", "/var/cache/herd"))
+VENV = Path(os.environ.get("HERD_VENV", CACHE / "venv"))
+
+
+def say(text: str) -> None:
+    print(f"build.py: {text}", file=sys.stderr, flush=True)
+
+
+def requirements(*names: str) -> list[tuple[str, str]]:
+    pairs = []
+    for name in names:
+        for line in (PROJECT / "image" / name).read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                command, package = line.split()
+                pairs.append((command, package))
+    return pairs
+
+
+def missing(pairs: list[tuple[str, str]]) -> list[str]:
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    return sorted({pkg for cmd, pkg in pairs
+                   if not (Path(cmd).exists() if cmd.startswith("/") else shutil.which(cmd, path=path))})
+
+
+def apt_install(packages: list[str]) -> None:
+    if not packages:
+        return
+    if os.geteuid() != 0:
+        say(f"missing Debian packages: {' '.join(packages)}\n"
+            f"  install them with: sudo apt-get install {' '.join(packages)}   (or run build.py as root)")
+        sys.exit(3)
+    say(f"installing host packages: {' '.join(packages)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], check=True, env=env)
+
+
+def ensure_venv(extras: list[str]) -> Path:
+    """The builder's Python dependencies in a venv under the cache (so repeat runs and CI reuse it); the
+    project itself is imported from this checkout."""
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]
+    deps = list(project["dependencies"])
+    for extra in extras:
+        deps += project["optional-dependencies"][extra]
+    stamp = hashlib.sha256("\n".join(sorted(deps)).encode()).hexdigest()
+    python = VENV / "bin" / "python"
+    marker = VENV / ".herd-deps"
+    if python.exists() and marker.exists() and stamp in marker.read_text().split():
+        return python
+    try:
+        import ensurepip  # noqa: F401  (Debian splits it into python3-venv)
+    except ImportError:
+        apt_install(["python3-venv"])
+    if not python.exists():
+        say(f"creating a virtual environment in {VENV}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    say("installing Python dependencies: " + ", ".join(deps))
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *deps], check=True,
+                   env={**os.environ, "PIP_CACHE_DIR": str(CACHE / "pip")})
+    old = marker.read_text().split() if marker.exists() else []
+    marker.write_text("\n".join([*old, stamp]) + "\n")
+    return python
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    # `--setup-only[=test]` is for the test command: get the machine ready, build nothing.
+    setup = next((a for a in argv if a.startswith("--setup-only")), None)
+    wants_tests = setup == "--setup-only=test"
+    if not (set(argv) & {"-h", "--help", "--version"}) or not VENV.exists():
+        apt_install(missing(requirements("host-packages.txt", *(["test-packages.txt"] if wants_tests else []))))
+    python = ensure_venv(["build", "test"] if wants_tests else ["build"])
+    if setup:
+        print(python)
+        return
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "src"),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    os.execve(python, [str(python), "-m", "herd.build.cli", *argv], env)
+
+
+if __name__ == "__main__":
+    main()

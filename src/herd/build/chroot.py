@@ -1,0 +1,56 @@
+"""Running commands inside a root tree. All mounts (proc, sys, dev, the shared .deb cache) are made inside a
+private mount namespace, so they disappear when the command ends, whether it succeeded, failed or was
+killed; nothing is ever left mounted inside a tree that is about to be deleted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from herd.build.run import OnLine, in_private_namespace, run
+
+_SETUP = r"""
+set -eu
+R="$1"; DEBS="$2"; shift 2
+mount -t proc proc "$R/proc"
+mount -t sysfs sysfs "$R/sys"
+mount --rbind /dev "$R/dev"
+mkdir -p "$R/var/cache/apt/archives" "$DEBS/partial"
+mount --bind "$DEBS" "$R/var/cache/apt/archives"
+rm -f "$R/etc/resolv.conf"
+cp /etc/resolv.conf "$R/etc/resolv.conf"
+# Packages must not start their daemons in the build tree.
+printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"
+chmod 755 "$R/usr/sbin/policy-rc.d"
+chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
+    DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true "$@"
+rm -f "$R/usr/sbin/policy-rc.d"
+"""
+
+
+def in_chroot(tree: Path, debs: Path, script: str, on_line: OnLine | None = None) -> str:
+    debs.mkdir(parents=True, exist_ok=True)
+    argv = in_private_namespace(["sh", "-c", _SETUP, "herd-chroot", tree.resolve(), debs.resolve(),
+                                 "/bin/sh", "-euc", script])
+    return run(argv, on_line=on_line)
+
+
+class AptProgress:
+    """Turns apt's APT::Status-Fd lines into a fraction: downloads are the first 30 %, dpkg the rest."""
+
+    def __init__(self) -> None:
+        self.fraction = 0.0
+
+    def feed(self, line: str) -> str | None:
+        """Returns the text to show, and updates `fraction` from status lines."""
+        kind, _, rest = line.partition(":")
+        if kind not in ("dlstatus", "pmstatus"):
+            return line
+        parts = rest.split(":", 2)
+        if len(parts) < 3:
+            return None
+        try:
+            percent = float(parts[1])
+        except ValueError:
+            return None
+        self.fraction = 0.3 * percent / 100 if kind == "dlstatus" else 0.3 + 0.7 * percent / 100
+        return parts[2]

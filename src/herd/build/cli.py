@@ -1,0 +1,166 @@
+"""`python build.py`: one bootable USB image per role from a cluster spec."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.table import Table
+
+from herd import __version__
+from herd.build import host
+from herd.build.cache import Cache
+from herd.build.context import BuildContext, ImageResult
+from herd.build.fs import remove_tree
+from herd.build.overlay import OverlayError
+from herd.build.plan import make_plan
+from herd.build.progress import Reporter, plain_console
+from herd.build.recipes import RecipeError, load_base, load_role
+from herd.build.run import CommandError
+from herd.build.runner import execute, steps_for
+from herd.build.steps import BuildError
+from herd.build.steps.zipapp import zipapp_key
+from herd.spec import Role, SpecError, load, valid_release
+
+PROJECT = Path(__file__).resolve().parents[3]
+EXIT_BAD_INPUT = 2
+EXIT_HOST = 3
+EXIT_FAILED = 1
+
+EPILOG = """\
+examples:
+  python3 build.py                          build every role of examples/cluster.toml into out/
+  python3 build.py --spec site.toml --role web --release 2026.12.1
+  python3 build.py --no-cache               rebuild the root trees from scratch
+
+Images land in OUT/<release>/<cluster>-<role>-<release>.img with SHA256SUMS and manifest.json.
+The cluster key is made once beside the spec (<spec>.key, mode 0600) and reused by later releases,
+so new images join the running cluster. Exit codes: 0 built, 1 build failed, 2 bad input, 3 host not ready.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="build.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Build one bootable USB disk image (BIOS and UEFI) per node role of a herd cluster.")
+    p.add_argument("--spec", type=Path, default=PROJECT / "examples/cluster.toml",
+                   help="cluster spec (TOML); default: examples/cluster.toml")
+    p.add_argument("--out", type=Path, default=PROJECT / "out", help="output directory; default: out/")
+    p.add_argument("--role", action="append", choices=[r.value for r in Role], dest="roles",
+                   help="build only this role (repeatable); default: every role in the spec")
+    p.add_argument("--release", help="image version; default: the spec's cluster.release")
+    p.add_argument("--key", type=Path, help="cluster key file; default: the spec's path with .key")
+    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("HERD_CACHE", "/var/cache/herd")),
+                   help="cache for root trees, .debs and wheels; default: /var/cache/herd")
+    p.add_argument("--no-cache", action="store_true", help="do not reuse cached trees (still refreshes them)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every command and its output")
+    p.add_argument("--version", action="version", version=f"herd {__version__}")
+    return p.parse_args(argv)
+
+
+def cluster_key(path: Path) -> Path:
+    """The cluster secret: made once, kept (0600) beside the spec, reused by every later build."""
+    if path.exists():
+        if path.stat().st_size < 32:
+            raise BuildError(f"{path}: cluster key is too short; delete it to make a new one "
+                             "(nodes built with the old key will not join)")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    os.replace(path.with_name(f".{path.name}.tmp"), path)
+    return path
+
+
+def summary(ctx: BuildContext) -> Table:
+    table = Table(title=f"{ctx.plan.spec.name} release {ctx.plan.release}", title_justify="left")
+    for col in ("role", "image", "size", "on disk", "sha256"):
+        table.add_column(col, no_wrap=col != "image")
+    for role, r in ctx.images.items():
+        table.add_row(role.value, str(r.final_path), f"{r.size / 2**20:.0f} MiB", f"{r.allocated / 2**20:.0f} MiB",
+                      r.sha256[:16] + "…")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(message)s", stream=sys.stderr)
+    reporter = Reporter(quiet=args.quiet)
+    err = reporter.console
+    # Ctrl-C and SIGTERM both unwind through the steps' undo.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    try:
+        spec = load(args.spec)
+        release = args.release or spec.release
+        if not valid_release(release):
+            raise SpecError([f"--release: {release!r} must be letters, digits and . _ + - (it names files)"])
+        wanted = [Role(r) for r in args.roles] if args.roles else list(spec.roles)
+        missing = [r.value for r in wanted if r not in spec.roles]
+        if missing:
+            raise SpecError([f"--role: the spec has no {', '.join(missing)} node; "
+                             f"its roles are {', '.join(r.value for r in spec.roles)}"])
+        base = load_base(PROJECT / "image")
+        recipes = {r: load_role(PROJECT / "image", r) for r in wanted}
+    except SpecError as exc:
+        err.print(f"[red]error:[/] the spec is not valid:", highlight=False)
+        for problem in exc.problems:
+            err.print(f"  {problem}", highlight=False, markup=False)
+        return EXIT_BAD_INPUT
+    except RecipeError as exc:
+        err.print(f"[red]error:[/] {exc}", markup=False)
+        return EXIT_BAD_INPUT
+
+    problems = host.problems()
+    if problems:
+        err.print("[red]error:[/] this machine cannot build images yet:")
+        for line in problems:
+            err.print(f"  {line}", markup=False)
+        return EXIT_HOST
+
+    plan = make_plan(spec, release, wanted, base, recipes, zipapp_key(PROJECT), args.out)
+    cache = Cache(args.cache_dir, enabled=not args.no_cache)
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=args.cache_dir))
+    try:
+        key = cluster_key(args.key or args.spec.with_suffix(".key"))
+        ctx = BuildContext(plan=plan, project=PROJECT, cache=cache, work=work, key_file=key, reporter=reporter)
+        for rp in plan.roles:
+            final = plan.out_dir / rp.image_name
+            ctx.images[rp.role] = ImageResult(rp.role, final.with_name(f".{final.name}.{os.getpid()}.tmp"), final)
+        reporter.info(f"herd {__version__}: building {', '.join(r.value for r in wanted)} for cluster "
+                      f"[bold]{spec.name}[/] release [bold]{release}[/] from {args.spec}")
+        execute(ctx, steps_for(ctx))
+    except (BuildError, OverlayError) as exc:
+        err.print(f"[red]error:[/] {exc}", markup=False)
+        return EXIT_BAD_INPUT if isinstance(exc, OverlayError) else EXIT_FAILED
+    except CommandError as exc:
+        err.print(f"[red]error:[/] build failed: {exc}", markup=False, highlight=False)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: nothing was written to the release directory; the cache is intact")
+        return 130
+    finally:
+        try:
+            remove_tree(work)
+        except (OSError, RuntimeError) as exc:
+            err.print(f"[yellow]warning:[/] could not remove scratch space {work}: {exc}", markup=False)
+    plain_console().print(summary(ctx))
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""What changes during a build, kept apart from the frozen spec and plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from herd.build.cache import Cache
+from herd.build.plan import BuildPlan
+from herd.build.progress import Reporter
+from herd.spec import Role
+
+
+@dataclass
+class ImageResult:
+    role: Role
+    tmp_path: Path          # written here, renamed to final_path at the very end
+    final_path: Path
+    size: int = 0
+    allocated: int = 0
+    sha256: str = ""
+    packages: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BuildContext:
+    plan: BuildPlan
+    project: Path           # the checkout: image/, overlay/, src/
+    cache: Cache
+    work: Path              # scratch space, removed at the end
+    key_file: Path          # the cluster secret
+    reporter: Reporter
+    zipapp: Path | None = None
+    base_tarball: Path | None = None
+    role_tarballs: dict[Role, Path] = field(default_factory=dict)
+    trees: dict[Role, Path] = field(default_factory=dict)
+    kernel_versions: dict[Role, str] = field(default_factory=dict)
+    images: dict[Role, ImageResult] = field(default_factory=dict)
+
+    @property
+    def image_dir(self) -> Path:
+        return self.project / "image"
+
+    @property
+    def overlay_dir(self) -> Path:
+        return self.project / "overlay"
+
+    @property
+    def debs(self) -> Path:
+        """.deb files shared by debootstrap and apt, outside every image."""
+        return self.cache.root / "debs"

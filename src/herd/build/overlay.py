@@ -1,0 +1,141 @@
+"""Overlay rendering: `overlay/common/` then `overlay/<role>/`, copied into a root tree with `*.j2` files
+rendered by jinja2 (StrictUndefined: a missing variable is an error, never an empty string).
+
+`render()` is pure (files in, bytes out) so every role's templates can be checked before anything is built;
+`install()` writes the result, refusing any path that would leave the tree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jinja2
+
+from herd import __version__
+from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
+
+
+class OverlayError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class OverlayFile:
+    path: PurePosixPath  # inside the root tree, relative
+    data: bytes
+    mode: int
+
+
+def template_context(plan: BuildPlan, role_plan: RolePlan, kernel_version: str) -> dict[str, Any]:
+    spec = plan.spec
+    return {
+        "spec": spec,
+        "cluster": spec.name,
+        "release": plan.release,
+        "role": role_plan.role.value,
+        "nodes": spec.nodes,
+        "role_nodes": spec.nodes_of(role_plan.role),
+        "network": spec.network,
+        "services": spec.services,
+        "ssh_keys": spec.ssh_keys,
+        "ids": role_plan.ids,
+        "root_label": ROOT_LABEL,
+        "kernel_version": kernel_version,
+        "kernel_cmdline": plan.kernel_cmdline,
+        "herd_version": __version__,
+    }
+
+
+def _sources(overlay_dir: Path, role: str) -> list[tuple[Path, PurePosixPath]]:
+    """(source file, relative path) pairs; a role file overrides a common one at the same path."""
+    chosen: dict[PurePosixPath, Path] = {}
+    for layer in ("common", role):
+        base = overlay_dir / layer
+        if not base.is_dir():
+            continue
+        for src in sorted(base.rglob("*")):
+            if src.is_file() and "__pycache__" not in src.parts:
+                rel = PurePosixPath(src.relative_to(base).as_posix())
+                if rel.suffix == ".j2":
+                    rel = rel.with_suffix("")
+                chosen[rel] = src
+    return sorted(((src, rel) for rel, src in chosen.items()), key=lambda p: str(p[1]))
+
+
+def render(overlay_dir: Path, role: str, context: dict[str, Any]) -> list[OverlayFile]:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(overlay_dir)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # config files, not HTML
+    )
+    files = []
+    for src, rel in _sources(overlay_dir, role):
+        if ".." in rel.parts:
+            raise OverlayError(f"{src}: path leaves the root tree")
+        mode = src.stat().st_mode & 0o7777
+        if src.suffix == ".j2":
+            name = src.relative_to(overlay_dir).as_posix()
+            try:
+                data = env.get_template(name).render(context).encode()
+            except jinja2.TemplateError as exc:
+                line = getattr(exc, "lineno", None)
+                where = f"{src}:{line}" if line else str(src)
+                raise OverlayError(f"{where}: template error: {exc}") from None
+        else:
+            data = src.read_bytes()
+        files.append(OverlayFile(rel, data, mode))
+    return files
+
+
+def safe_path(root: Path, rel: PurePosixPath) -> Path:
+    """root/rel, guaranteed inside root even where the tree holds absolute symlinks (which point at the
+    *host* when followed from outside the chroot)."""
+    real_root = Path(os.path.realpath(root))
+    dest = root.joinpath(*rel.parts)
+    parent = Path(os.path.realpath(dest.parent))
+    if parent != real_root and real_root not in parent.parents:
+        raise OverlayError(f"/{rel}: its directory resolves outside the image tree ({parent})")
+    return parent / dest.name
+
+
+def write_file(root: Path, rel: PurePosixPath, data: bytes, mode: int) -> None:
+    """Write one file into the tree atomically; a symlink in its place is replaced, never followed."""
+    safe_path(root, rel.parent / "x").parent.mkdir(parents=True, exist_ok=True)
+    dest = safe_path(root, rel)
+    tmp = dest.with_name(f".{dest.name}.herd-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        os.fchown(fd, 0, 0)
+    finally:
+        os.close(fd)
+    os.replace(tmp, dest)
+
+
+def install(root: Path, files: list[OverlayFile]) -> None:
+    for f in files:
+        write_file(root, f.path, f.data, f.mode)
+
+
+def enable_unit(root: Path, unit: str) -> None:
+    """What `systemctl enable` does for a unit with `WantedBy=`: no systemd needed on the build host."""
+    path = root / "etc/systemd/system" / unit
+    if not path.is_file():
+        path = root / "usr/lib/systemd/system" / unit
+    if not path.is_file():
+        raise OverlayError(f"cannot enable {unit}: no such unit in the image")
+    wanted = [t for line in path.read_text().splitlines() if line.startswith("WantedBy=")
+              for t in line.split("=", 1)[1].split()]
+    if not wanted:
+        raise OverlayError(f"cannot enable {unit}: it has no WantedBy= in [Install]")
+    for target in wanted:
+        link = safe_path(root, PurePosixPath(f"etc/systemd/system/{target}.wants/{unit}"))
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to("/" + str(path.relative_to(root)))

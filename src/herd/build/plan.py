@@ -1,0 +1,97 @@
+"""spec + recipes -> a build plan: what to build, where it goes, and the cache keys. Pure, no I/O but hashing
+files handed in by the caller."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from herd.build.recipes import BaseRecipe, RoleRecipe
+from herd.spec import Role, Spec
+
+# Bump when the way a cached tree is made changes (not what goes in it: that is in the key already).
+BASE_FORMAT = 1
+ROLE_FORMAT = 1
+
+ROOT_LABEL = "herd-root"
+_NAMESPACE = uuid.UUID("5f0c7b3e-2a4d-4c41-9d6e-6865726421aa")
+
+
+def digest(*parts: object) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class DiskIds:
+    """Fixed per cluster/role/release, so the same inputs give the same bytes and GRUB and the kernel can
+    find the root by identity instead of by bus (the stick may be sda today and sdb tomorrow)."""
+
+    disk_guid: str
+    bios_guid: str
+    esp_guid: str
+    root_partuuid: str
+    root_fs_uuid: str
+    esp_serial: str  # FAT volume id, 8 hex digits
+
+
+def disk_ids(cluster: str, role: Role, release: str) -> DiskIds:
+    def make(what: str) -> str:
+        return str(uuid.uuid5(_NAMESPACE, f"{cluster}/{role.value}/{release}/{what}"))
+
+    return DiskIds(make("disk"), make("bios"), make("esp"), make("root"), make("rootfs"), make("esp-id")[:8])
+
+
+@dataclass(frozen=True)
+class RolePlan:
+    role: Role
+    recipe: RoleRecipe
+    cache_key: str
+    image_name: str
+    ids: DiskIds
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    spec: Spec
+    release: str
+    base: BaseRecipe
+    base_key: str
+    zipapp_key: str
+    roles: tuple[RolePlan, ...]
+    out_dir: Path  # out/<release>
+
+    @property
+    def kernel_cmdline(self) -> str:
+        return "console=tty0 console=ttyS0,115200n8"
+
+
+def make_plan(spec: Spec, release: str, roles: list[Role], base: BaseRecipe, role_recipes: dict[Role, RoleRecipe],
+              zipapp_key: str, out: Path) -> BuildPlan:
+    base_key = digest("base", BASE_FORMAT, spec.debian.suite, spec.debian.arch, spec.debian.mirror,
+                      base.packages, base.kernel, base.initramfs_modules)
+    plans = []
+    for role in roles:
+        recipe = role_recipes[role]
+        plans.append(RolePlan(
+            role=role,
+            recipe=recipe,
+            cache_key=digest("role", ROLE_FORMAT, base_key, role.value, recipe.packages),
+            image_name=f"{spec.name}-{role.value}-{release}.img",
+            ids=disk_ids(spec.name, role, release),
+        ))
+    return BuildPlan(spec=spec, release=release, base=base, base_key=base_key, zipapp_key=zipapp_key,
+                     roles=tuple(plans), out_dir=out / release)
+
+
+def tree_digest(root: Path, patterns: tuple[str, ...] = ("**/*",)) -> str:
+    """A content hash of the files under root (names and bytes), for cache keys."""
+    h = hashlib.sha256()
+    files = sorted({p for pat in patterns for p in root.glob(pat) if p.is_file() and "__pycache__" not in p.parts})
+    for path in files:
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(path.read_bytes())
+    return h.hexdigest()[:20]

@@ -1,0 +1,71 @@
+"""The release directory: images renamed from their temporary names, SHA256SUMS and manifest.json. This is
+the commit point of a build; nothing before it is visible under out/<release>/."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from herd import __version__
+from herd.build.context import BuildContext
+from herd.build.steps import Step
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, Any]:
+    plan = ctx.plan
+    images: dict[str, Any] = {}
+    # A build of some roles keeps the entries of the others if their images are still there.
+    if previous and previous.get("spec_sha256") == plan.spec.digest:
+        for role, entry in previous.get("images", {}).items():
+            if (plan.out_dir / entry["file"]).is_file():
+                images[role] = entry
+    for role, result in ctx.images.items():
+        images[role.value] = {
+            "file": result.final_path.name,
+            "size": result.size,
+            "allocated": result.allocated,
+            "sha256": result.sha256,
+            "kernel": ctx.kernel_versions.get(role, ""),
+            "packages": result.packages,
+        }
+    return {
+        "cluster": plan.spec.name,
+        "release": plan.release,
+        "herd_version": __version__,
+        "spec_sha256": plan.spec.digest,
+        "debian": {"suite": plan.spec.debian.suite, "arch": plan.spec.debian.arch},
+        "images": dict(sorted(images.items())),
+    }
+
+
+class Artifacts(Step):
+    name = "artifacts"
+
+    def label(self) -> str:
+        return f"release {self.out}"
+
+    def run(self, ctx: BuildContext) -> None:
+        out = ctx.plan.out_dir
+        self.out = out
+        with ctx.reporter.step(self.label()):
+            path = out / "manifest.json"
+            previous = None
+            if path.is_file():
+                try:
+                    previous = json.loads(path.read_text())
+                except json.JSONDecodeError:
+                    previous = None
+            for result in ctx.images.values():
+                os.replace(result.tmp_path, result.final_path)
+            data = manifest(ctx, previous)
+            sums = "".join(f"{e['sha256']}  {e['file']}\n" for e in data["images"].values())
+            write_atomic(out / "SHA256SUMS", sums)
+            write_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,115 @@
+"""The raw disk image, built without mounting anything: a sparse file partitioned by sfdisk, the root made by
+`mkfs.ext4 -d` straight into its partition's offset, the ESP by `mkfs.fat --offset` + mtools, GRUB's BIOS
+core.img written by grub-bios-setup and its EFI image copied to the removable path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from herd.build.context import BuildContext
+from herd.build.disk import Layout, layout, root_size
+from herd.build.fs import remove_tree, tree_bytes
+from herd.build.plan import ROOT_LABEL, RolePlan
+from herd.build.run import in_private_namespace, run
+from herd.build.steps import Step
+
+GRUB_COMMON = ["part_gpt", "part_msdos", "ext2", "fat", "search", "search_fs_uuid", "search_label", "normal",
+               "configfile", "linux", "gzio", "echo", "test", "serial", "terminal", "boot", "ls", "cat"]
+GRUB_BIOS = ["biosdisk", *GRUB_COMMON]
+GRUB_EFI = [*GRUB_COMMON, "efi_gop", "efi_uga", "all_video"]
+
+
+def early_config(fs_uuid: str) -> str:
+    # Find the root by its filesystem UUID (fixed per image) whatever disk number the firmware gives it.
+    return f"search --no-floppy --fs-uuid --set=root {fs_uuid}\nset prefix=($root)/boot/grub\n"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 * 1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Disk(Step):
+    name = "disk"
+
+    def __init__(self, role_plan: RolePlan) -> None:
+        self.role_plan = role_plan
+
+    def label(self) -> str:
+        return f"[{self.role_plan.role}] disk image: GPT, ext4, ESP, GRUB (BIOS + UEFI)"
+
+    def run(self, ctx: BuildContext) -> None:
+        role = self.role_plan.role
+        result = ctx.images[role]
+        tree = ctx.trees[role]
+        ids = self.role_plan.ids
+        with ctx.reporter.step(self.label()) as progress:
+            used, inodes = tree_bytes(tree)
+            disk = layout(ids, root_size(used, inodes))
+            image = result.tmp_path
+            image.parent.mkdir(parents=True, exist_ok=True)
+            image.unlink(missing_ok=True)
+            with open(image, "wb") as f:
+                f.truncate(disk.size)
+            progress.line("partitioning")
+            run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", image], input=disk.sfdisk_script())
+            progress.line(f"ext4 root ({disk.root.size // 2**20} MiB)")
+            epoch = os.environ.get("SOURCE_DATE_EPOCH", "1700000000")
+            run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-U", ids.root_fs_uuid, "-J", "size=16",
+                 "-E", f"offset={disk.root.start},nodiscard,lazy_itable_init=1,lazy_journal_init=1,"
+                       f"root_owner=0:0,hash_seed={ids.root_fs_uuid}",
+                 "-d", tree, image, f"{disk.root.size // 1024}k"],
+                on_line=progress.line, env={"E2FSPROGS_FAKE_TIME": epoch})
+            progress.line("EFI system partition")
+            self._esp(ctx, disk, image)
+            progress.line("GRUB for BIOS")
+            self._bios(ctx, disk, image)
+            result.size = disk.size
+            progress.line("sha256")
+            result.sha256 = sha256_file(image)
+            result.allocated = os.stat(image).st_blocks * 512
+            # The tree is in the image now; free its space before the next role.
+            remove_tree(ctx.work / role.value)
+            ctx.trees.pop(role, None)
+
+    def _grub_dir(self, ctx: BuildContext) -> Path:
+        path = ctx.work / self.role_plan.role.value / "grub"
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "early.cfg").write_text(early_config(self.role_plan.ids.root_fs_uuid))
+        return path
+
+    def _esp(self, ctx: BuildContext, disk: Layout, image: Path) -> None:
+        grub = self._grub_dir(ctx)
+        efi = grub / "BOOTX64.EFI"
+        run(["grub-mkimage", "-O", "x86_64-efi", "-o", efi, "-c", grub / "early.cfg", "-p", "/boot/grub",
+             *GRUB_EFI])
+        run(["mkfs.fat", "-F", "32", "-s", "1", "-n", "HERD-ESP", "-i", self.role_plan.ids.esp_serial,
+             f"--offset={disk.esp.start // 512}", image, str(disk.esp.size // 1024)])
+        target = f"{image}@@{disk.esp.start}"
+        run(["mmd", "-i", target, "::/EFI", "::/EFI/BOOT"], env={"MTOOLS_SKIP_CHECK": "1"})
+        run(["mcopy", "-i", target, efi, "::/EFI/BOOT/BOOTX64.EFI"], env={"MTOOLS_SKIP_CHECK": "1"})
+
+    def _bios(self, ctx: BuildContext, disk: Layout, image: Path) -> None:
+        grub = self._grub_dir(ctx)
+        setup = grub / "bios"
+        setup.mkdir(exist_ok=True)
+        run(["grub-mkimage", "-O", "i386-pc", "-o", setup / "core.img", "-c", grub / "early.cfg",
+             "-p", "/boot/grub", *GRUB_BIOS])
+        (setup / "boot.img").write_bytes(Path("/usr/lib/grub/i386-pc/boot.img").read_bytes())
+        (setup / "device.map").write_text(f"(hd0) {image.resolve()}\n")
+        # grub-bios-setup insists that the directory it reads core.img from lives on the disk it writes to:
+        # make it so, in a mount namespace of our own, by mounting a tmpfs "from" the image over it.
+        script = ('set -e; mount -t tmpfs "$1" "$2"; cp "$3"/boot.img "$3"/core.img "$2"/; '
+                  '/usr/lib/grub/i386-pc/grub-bios-setup --skip-fs-probe -d "$2" -m "$3/device.map" "$1"')
+        mnt = grub / "mnt"
+        mnt.mkdir(exist_ok=True)
+        run(in_private_namespace(["sh", "-c", script, "-", image.resolve(), mnt, setup]))
+
+    def undo(self, ctx: BuildContext) -> None:
+        ctx.images[self.role_plan.role].tmp_path.unlink(missing_ok=True)
+        remove_tree(ctx.work / self.role_plan.role.value)

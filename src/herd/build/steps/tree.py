@@ -1,0 +1,121 @@
+"""A role's final root tree: its cached packages tree, the overlay rendered for this cluster, herdd and the
+cluster's spec and key installed, GRUB's modules in /boot, and everything node-specific or useless removed
+(SSH host keys, machine-id, apt lists, docs, logs): every node must make its own identity at first boot."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+
+from herd.build.context import BuildContext
+from herd.build.dpkg import tree_packages
+from herd.build.fs import remove_tree, unpack
+from herd.build.overlay import OverlayFile, enable_unit, install, render, template_context, write_file
+from herd.build.plan import RolePlan
+from herd.build.steps import BuildError, Step
+
+GRUB_MODULES = Path("/usr/lib/grub")
+UNITS = ("herdd.service", "herd-growroot.service")
+
+# Globs (relative to the root) deleted from every image.
+DROP = (
+    "etc/ssh/ssh_host_*", "var/lib/dbus/machine-id", "var/lib/systemd/random-seed",
+    "var/lib/apt/lists/*", "var/cache/apt/*.bin", "var/cache/apt/archives/*.deb",
+    "var/cache/debconf/*-old", "var/lib/dpkg/*-old", "var/log/*.log", "var/log/apt/*", "var/log/journal/*",
+    "usr/share/man/*", "usr/share/info/*", "usr/share/lintian/*", "tmp/*", "var/tmp/*",
+    "root/.bash_history", "usr/sbin/policy-rc.d", "initrd.img.old", "vmlinuz.old", "boot/*.dpkg-bak",
+    "boot/*.new", "debootstrap",
+)
+
+
+def kernel_version(tree: Path) -> str:
+    versions = sorted(p.name.removeprefix("vmlinuz-") for p in (tree / "boot").glob("vmlinuz-*"))
+    if len(versions) != 1:
+        raise BuildError(f"expected one kernel in {tree}/boot, found {versions or 'none'}")
+    version = versions[0]
+    if not (tree / "boot" / f"initrd.img-{version}").is_file():
+        raise BuildError(f"no initramfs for kernel {version} in the tree")
+    return version
+
+
+def clean(tree: Path) -> None:
+    for pattern in DROP:
+        for path in tree.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                remove_tree(path)
+            else:
+                path.unlink()
+    docs = tree / "usr/share/doc"
+    for path in docs.rglob("*") if docs.is_dir() else ():
+        if path.is_file() and path.name != "copyright":
+            path.unlink()
+    locale = tree / "usr/share/locale"
+    for path in locale.iterdir() if locale.is_dir() else ():
+        if path.name != "locale.alias":
+            remove_tree(path) if path.is_dir() else path.unlink()
+    (tree / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+    # Empty, not missing: systemd then treats the next boot as the first and makes a machine-id.
+    write_file(tree, PurePosixPath("etc/machine-id"), b"", 0o444)
+
+
+class Tree(Step):
+    name = "tree"
+
+    def __init__(self, role_plan: RolePlan) -> None:
+        self.role_plan = role_plan
+
+    def label(self) -> str:
+        return f"[{self.role_plan.role}] root tree: overlay, herdd, cluster key"
+
+    def tree(self, ctx: BuildContext) -> Path:
+        return ctx.work / self.role_plan.role.value / "root"
+
+    def check(self, ctx: BuildContext) -> None:
+        # Render every template now, before any slow step, so a template error costs seconds, not minutes.
+        context = template_context(ctx.plan, self.role_plan, "0.0.0-check")
+        render(ctx.overlay_dir, self.role_plan.role.value, context)
+        for arch in ("i386-pc", "x86_64-efi"):
+            if not (GRUB_MODULES / arch).is_dir():
+                raise BuildError(f"{GRUB_MODULES / arch} is missing: install grub-pc-bin and grub-efi-amd64-bin")
+
+    def run(self, ctx: BuildContext) -> None:
+        role = self.role_plan.role
+        with ctx.reporter.step(self.label()) as progress:
+            tree = ctx.trees.get(role)
+            if tree is None:
+                tree = self.tree(ctx)
+                remove_tree(tree)
+                progress.line("unpacking the role tree")
+                unpack(ctx.role_tarballs[role], tree)
+                ctx.trees[role] = tree
+            version = kernel_version(tree)
+            ctx.kernel_versions[role] = version
+            ctx.images[role].packages = tree_packages(tree)
+            progress.line("cleaning")
+            clean(tree)
+            progress.line("overlay")
+            files = render(ctx.overlay_dir, role.value, template_context(ctx.plan, self.role_plan, version))
+            if ctx.zipapp is None:
+                raise BuildError("internal: the zipapp was not built before the tree")
+            files += [
+                OverlayFile(PurePosixPath("etc/herd/cluster.toml"), ctx.plan.spec.source.encode(), 0o644),
+                OverlayFile(PurePosixPath("etc/herd/cluster.key"), ctx.key_file.read_bytes(), 0o600),
+                OverlayFile(PurePosixPath("usr/lib/herd/herdd.pyz"), ctx.zipapp.read_bytes(), 0o755),
+            ]
+            install(tree, files)
+            os.chmod(tree / "etc/herd", 0o755)
+            os.chmod(tree / "root/.ssh", 0o700)
+            for unit in UNITS:
+                enable_unit(tree, unit)
+            herdd_link = tree / "usr/local/bin/herdd"
+            herdd_link.unlink(missing_ok=True)
+            herdd_link.symlink_to("/usr/lib/herd/herdd.pyz")
+            for arch in ("i386-pc", "x86_64-efi"):
+                dest = tree / "boot/grub" / arch
+                remove_tree(dest)
+                shutil.copytree(GRUB_MODULES / arch, dest,
+                                ignore=shutil.ignore_patterns("*.image", "*.exec", "*.module", "*.img", "*.efi"))
+
+    def undo(self, ctx: BuildContext) -> None:
+        remove_tree(self.tree(ctx))

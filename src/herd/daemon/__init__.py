@@ -1,0 +1,1 @@
+"""herdd: the cluster daemon every node runs."""

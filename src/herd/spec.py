@@ -1,0 +1,452 @@
+"""The cluster spec: `cluster.toml` parsed into one frozen, validated model.
+
+Both programs use it: the builder bakes the file into every image, and herdd reads it back on the node.
+Every error names the key (`node[3].address`), the line where it could be found, and what to do.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class Role(enum.StrEnum):
+    DIRECTOR = "director"
+    WEB = "web"
+    NFS = "nfs"
+    DB = "db"
+
+
+class Scheduler(enum.StrEnum):
+    RR = "rr"
+    WRR = "wrr"
+    LC = "lc"
+    WLC = "wlc"
+    SH = "sh"
+    MH = "mh"
+
+
+class Forwarding(enum.StrEnum):
+    DR = "dr"
+    NAT = "nat"
+
+
+class Protocol(enum.StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class CheckKind(enum.StrEnum):
+    HTTP = "http"
+    TCP = "tcp"
+
+
+@dataclass(frozen=True)
+class Debian:
+    suite: str = "bookworm"
+    arch: str = "amd64"
+    mirror: str = "http://deb.debian.org/debian"
+
+
+@dataclass(frozen=True)
+class Network:
+    subnet: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address | None
+    dns: tuple[ipaddress.IPv4Address, ...]
+    vip: ipaddress.IPv4Address
+    domain: str = "herd.lan"
+
+
+@dataclass(frozen=True)
+class Membership:
+    port: int = 694
+    interval_ms: int = 200
+    deadtime_ms: int = 1000
+
+
+@dataclass(frozen=True)
+class Check:
+    kind: CheckKind = CheckKind.HTTP
+    path: str = "/"
+    expect: str = ""
+    status: int = 200
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 2
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    port: int
+    protocol: Protocol = Protocol.TCP
+    scheduler: Scheduler = Scheduler.WLC
+    forwarding: Forwarding = Forwarding.DR
+    persistence: int = 0
+    check: Check = field(default_factory=Check)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    role: Role
+    address: ipaddress.IPv4Address
+    mac: str | None = None
+    priority: int = 100
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    release: str
+    debian: Debian
+    network: Network
+    membership: Membership
+    services: tuple[Service, ...]
+    nodes: tuple[Node, ...]
+    ssh_keys: tuple[str, ...]
+    source: str  # the TOML text as given: baked into images verbatim
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        present = {n.role for n in self.nodes}
+        return tuple(r for r in Role if r in present)
+
+    def nodes_of(self, role: Role) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.role == role)
+
+    def node_by_mac(self, macs: set[str]) -> Node | None:
+        wanted = {m.lower() for m in macs}
+        return next((n for n in self.nodes if n.mac is not None and n.mac in wanted), None)
+
+    def node_named(self, name: str) -> Node | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+class SpecError(Exception):
+    """Bad input, with where it is and what is wrong. The CLI prints it and exits 2."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Finding a key's line: tomllib gives none, so map key paths to lines from the text itself. It understands
+# what specs are written with (tables, arrays of tables, `key = value`); anything fancier just gets no line.
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
+_ASSIGN = re.compile(r"^\s*([A-Za-z0-9_\-]+|\"[^\"]*\")\s*=")
+
+
+def key_lines(text: str) -> dict[str, int]:
+    lines: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            name = ".".join(p.strip().strip('"') for p in header.group(2).split("."))
+            if header.group(1) == "[[":
+                counts[name] = counts.get(name, -1) + 1
+                table = f"{name}[{counts[name]}]"
+            else:
+                # `[service.check]` after `[[service]]` belongs to the latest service
+                parts = name.split(".")
+                prefix = parts[0]
+                table = f"{prefix}[{counts[prefix]}]" if prefix in counts else prefix
+                if len(parts) > 1:
+                    table += "." + ".".join(parts[1:])
+            lines.setdefault(table, number)
+            continue
+        assign = _ASSIGN.match(line)
+        if assign:
+            key = assign.group(1).strip('"')
+            lines.setdefault(f"{table}.{key}" if table else key, number)
+    return lines
+
+
+class _Reader:
+    """Walks the parsed TOML, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, file: str, text: str) -> None:
+        self.file = file
+        self.lines = key_lines(text)
+        self.problems: list[str] = []
+
+    def where(self, path: str) -> str:
+        probe = path
+        while probe:
+            if probe in self.lines:
+                return f"{self.file}:{self.lines[probe]}"
+            probe = probe.rpartition(".")[0] if "." in probe else ""
+        return self.file
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{self.where(path)}: {path}: {message}")
+
+    def table(self, data: Mapping[str, Any], path: str, known: set[str]) -> Mapping[str, Any]:
+        for key in data:
+            if key not in known:
+                hint = ", ".join(sorted(known))
+                self.fail(f"{path}.{key}" if path else key, f"unknown key; expected one of: {hint}")
+        return data
+
+    def get(self, data: Mapping[str, Any], path: str, key: str, kind: type[T], default: T | None = None,
+            *, required: bool = False) -> T | None:
+        full = f"{path}.{key}" if path else key
+        if key not in data:
+            if required:
+                self.fail(full, f"missing; add `{key} = …` here")
+            return default
+        value = data[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            self.fail(full, f"must be a {kind.__name__}, got {type(value).__name__} {value!r}")
+            return default
+        return value  # type: ignore[no-any-return]
+
+    def convert(self, path: str, value: Any, parse: Callable[[Any], T], what: str) -> T | None:
+        try:
+            return parse(value)
+        except (ValueError, TypeError):
+            self.fail(path, f"{value!r} is not {what}")
+            return None
+
+    def enum(self, data: Mapping[str, Any], path: str, key: str, kind: type[enum.StrEnum], default: Any) -> Any:
+        raw = self.get(data, path, key, str)
+        if raw is None:
+            return default
+        try:
+            return kind(raw)
+        except ValueError:
+            choices = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+            self.fail(f"{path}.{key}", f"{raw!r} is not one of: {choices}")
+            return default
+
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+
+
+def valid_release(release: str) -> bool:
+    return bool(_RELEASE.match(release))
+
+
+def parse(text: str, file: str = "<spec>") -> Spec:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError([f"{file}: not valid TOML: {exc}"]) from None
+    r = _Reader(file, text)
+    r.table(data, "", {"cluster", "debian", "network", "membership", "service", "node", "access"})
+
+    cluster = r.table(r.get(data, "", "cluster", dict, {}, required=True) or {}, "cluster", {"name", "release"})
+    name = r.get(cluster, "cluster", "name", str, "", required=True) or ""
+    if name and not _NAME.match(name):
+        r.fail("cluster.name", f"{name!r} must be lower-case letters, digits and '-' (a host name)")
+    release = r.get(cluster, "cluster", "release", str, "0.1.0") or "0.1.0"
+    if not valid_release(release):
+        r.fail("cluster.release", f"{release!r} must be letters, digits and . _ + - (it names files)")
+
+    deb = r.table(r.get(data, "", "debian", dict, {}) or {}, "debian", {"suite", "arch", "mirror"})
+    debian = Debian(
+        suite=r.get(deb, "debian", "suite", str, "bookworm") or "bookworm",
+        arch=r.get(deb, "debian", "arch", str, "amd64") or "amd64",
+        mirror=r.get(deb, "debian", "mirror", str, Debian.mirror) or Debian.mirror,
+    )
+    if debian.arch != "amd64":
+        r.fail("debian.arch", f"{debian.arch!r} is not supported; herd builds amd64 images")
+    if not re.match(r"^(https?|file)://", debian.mirror):
+        r.fail("debian.mirror", f"{debian.mirror!r} must be an http://, https:// or file:// URL")
+
+    network = _network(r, r.get(data, "", "network", dict, {}, required=True) or {})
+    mem = r.table(r.get(data, "", "membership", dict, {}) or {}, "membership", {"port", "interval_ms", "deadtime_ms"})
+    membership = Membership(
+        port=r.get(mem, "membership", "port", int, 694) or 694,
+        interval_ms=r.get(mem, "membership", "interval_ms", int, 200) or 200,
+        deadtime_ms=r.get(mem, "membership", "deadtime_ms", int, 1000) or 1000,
+    )
+    if not 1 <= membership.port <= 65535:
+        r.fail("membership.port", f"{membership.port} is not a port number (1-65535)")
+    if membership.interval_ms < 10:
+        r.fail("membership.interval_ms", "must be at least 10")
+    if membership.deadtime_ms < 3 * membership.interval_ms:
+        r.fail("membership.deadtime_ms", "must be at least 3 × interval_ms, or one lost packet kills a node")
+
+    services = _services(r, r.get(data, "", "service", list, []) or [])
+    nodes = _nodes(r, r.get(data, "", "node", list, []) or [], network)
+
+    access = r.table(r.get(data, "", "access", dict, {}) or {}, "access", {"ssh_keys"})
+    keys = r.get(access, "access", "ssh_keys", list, []) or []
+    for i, key in enumerate(keys):
+        if not isinstance(key, str) or not re.match(r"^(ssh-|ecdsa-|sk-)\S+ \S+", key) or "\n" in key:
+            r.fail(f"access.ssh_keys[{i}]", "is not an OpenSSH public key line (`ssh-ed25519 AAAA… comment`)")
+
+    if r.problems:
+        raise SpecError(r.problems)
+    return Spec(name=name, release=release, debian=debian, network=network, membership=membership,
+                services=tuple(services), nodes=tuple(nodes), ssh_keys=tuple(keys), source=text)
+
+
+def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
+    p = "network"
+    r.table(data, p, {"subnet", "gateway", "dns", "vip", "domain"})
+    subnet = r.convert(f"{p}.subnet", r.get(data, p, "subnet", str, "", required=True),
+                       lambda v: ipaddress.IPv4Network(v, strict=True), "an IPv4 CIDR such as 192.168.50.0/24")
+    subnet = subnet or ipaddress.IPv4Network("0.0.0.0/0")
+
+    def address(key: str, value: Any) -> ipaddress.IPv4Address | None:
+        addr = r.convert(key, value, ipaddress.IPv4Address, "an IPv4 address")
+        if addr is not None and subnet.prefixlen and addr not in subnet:
+            r.fail(key, f"{addr} is outside network.subnet {subnet}; use an address inside it")
+        return addr
+
+    gw_raw = r.get(data, p, "gateway", str)
+    gateway = address(f"{p}.gateway", gw_raw) if gw_raw is not None else None
+    dns_raw = r.get(data, p, "dns", list, []) or []
+    dns = [r.convert(f"{p}.dns[{i}]", v, ipaddress.IPv4Address, "an IPv4 address") for i, v in enumerate(dns_raw)]
+    vip = address(f"{p}.vip", r.get(data, p, "vip", str, "", required=True))
+    domain = r.get(data, p, "domain", str, "herd.lan") or "herd.lan"
+    return Network(subnet=subnet, gateway=gateway, dns=tuple(d for d in dns if d is not None),
+                   vip=vip or ipaddress.IPv4Address(0), domain=domain)
+
+
+def _services(r: _Reader, items: list[Any]) -> list[Service]:
+    services: list[Service] = []
+    seen: dict[tuple[str, int], str] = {}
+    for i, item in enumerate(items):
+        p = f"service[{i}]"
+        if not isinstance(item, dict):
+            r.fail(p, "must be a table ([[service]])")
+            continue
+        r.table(item, p, {"name", "port", "protocol", "scheduler", "forwarding", "persistence", "check"})
+        name = r.get(item, p, "name", str, f"service{i}") or f"service{i}"
+        port = r.get(item, p, "port", int, 0, required=True) or 0
+        if "port" in item and not 1 <= port <= 65535:
+            r.fail(f"{p}.port", f"{port} is not a port number (1-65535)")
+        protocol = r.enum(item, p, "protocol", Protocol, Protocol.TCP)
+        if (protocol.value, port) in seen:
+            r.fail(f"{p}.port", f"{protocol}/{port} is already used by service {seen[(protocol.value, port)]!r}")
+        seen[(protocol.value, port)] = name
+        persistence = r.get(item, p, "persistence", int, 0) or 0
+        if persistence < 0:
+            r.fail(f"{p}.persistence", "must be 0 (off) or a number of seconds")
+        ck = r.get(item, p, "check", dict, {}) or {}
+        cp = f"{p}.check"
+        r.table(ck, cp, {"type", "path", "expect", "status", "interval", "timeout", "rise", "fall"})
+        check = Check(
+            kind=r.enum(ck, cp, "type", CheckKind, CheckKind.HTTP if protocol == Protocol.TCP else CheckKind.TCP),
+            path=r.get(ck, cp, "path", str, "/") or "/",
+            expect=r.get(ck, cp, "expect", str, "") or "",
+            status=r.get(ck, cp, "status", int, 200) or 200,
+            interval=r.get(ck, cp, "interval", float, 2.0) or 2.0,
+            timeout=r.get(ck, cp, "timeout", float, 1.0) or 1.0,
+            rise=r.get(ck, cp, "rise", int, 2) or 2,
+            fall=r.get(ck, cp, "fall", int, 2) or 2,
+        )
+        if not check.path.startswith("/"):
+            r.fail(f"{cp}.path", f"{check.path!r} must start with '/'")
+        if check.timeout >= check.interval:
+            r.fail(f"{cp}.timeout", "must be shorter than check.interval")
+        for key in ("rise", "fall"):
+            if getattr(check, key) < 1:
+                r.fail(f"{cp}.{key}", "must be at least 1")
+        services.append(Service(name=name, port=port, protocol=protocol,
+                                scheduler=r.enum(item, p, "scheduler", Scheduler, Scheduler.WLC),
+                                forwarding=r.enum(item, p, "forwarding", Forwarding, Forwarding.DR),
+                                persistence=persistence, check=check))
+    return services
+
+
+def _nodes(r: _Reader, items: list[Any], network: Network) -> list[Node]:
+    nodes: list[Node] = []
+    names: dict[str, int] = {}
+    addresses: dict[ipaddress.IPv4Address, int] = {}
+    macs: dict[str, int] = {}
+    for i, item in enumerate(items):
+        p = f"node[{i}]"
+        if not isinstance(item, dict):
+            r.fail(p, "must be a table ([[node]])")
+            continue
+        r.table(item, p, {"name", "role", "address", "mac", "priority", "weight"})
+        name = r.get(item, p, "name", str, "", required=True) or ""
+        if name and not _NAME.match(name):
+            r.fail(f"{p}.name", f"{name!r} must be a host name: lower-case letters, digits and '-'")
+        if name in names:
+            r.fail(f"{p}.name", f"{name!r} is already the name of node[{names[name]}]; names must be unique")
+        names.setdefault(name, i)
+
+        role_raw = r.get(item, p, "role", str, "", required=True) or ""
+        role: Role | None = None
+        if role_raw:
+            try:
+                role = Role(role_raw)
+            except ValueError:
+                r.fail(f"{p}.role", f"{role_raw!r} is not a role; use one of: {', '.join(x.value for x in Role)}")
+
+        addr = r.convert(f"{p}.address", r.get(item, p, "address", str, "", required=True),
+                         ipaddress.IPv4Address, "an IPv4 address")
+        if addr is not None:
+            if network.subnet.prefixlen and addr not in network.subnet:
+                r.fail(f"{p}.address", f"{addr} is outside network.subnet {network.subnet}; "
+                       "use an address inside it")
+            elif addr in (network.subnet.network_address, network.subnet.broadcast_address):
+                r.fail(f"{p}.address", f"{addr} is the subnet's network or broadcast address")
+            if addr == network.vip:
+                r.fail(f"{p}.address", f"{addr} is the VIP (network.vip); a node needs an address of its own")
+            if addr == network.gateway:
+                r.fail(f"{p}.address", f"{addr} is the gateway (network.gateway)")
+            if addr in addresses:
+                r.fail(f"{p}.address", f"{addr} is already the address of node[{addresses[addr]}]")
+            addresses.setdefault(addr, i)
+
+        mac = r.get(item, p, "mac", str)
+        if mac is not None:
+            mac = mac.lower().replace("-", ":")
+            if not _MAC.match(mac):
+                r.fail(f"{p}.mac", f"{item['mac']!r} is not a MAC address like 52:54:00:12:34:56")
+            elif mac in macs:
+                r.fail(f"{p}.mac", f"{mac} is already the MAC of node[{macs[mac]}]")
+            macs.setdefault(mac, i)
+        priority = r.get(item, p, "priority", int, 100)
+        weight = r.get(item, p, "weight", int, 1)
+        if weight is not None and not 0 <= weight <= 65535:
+            r.fail(f"{p}.weight", "must be between 0 and 65535")
+        if role is not None and addr is not None:
+            nodes.append(Node(name=name, role=role, address=addr, mac=mac,
+                              priority=100 if priority is None else priority,
+                              weight=1 if weight is None else weight))
+    if not items:
+        r.fail("node", "no nodes; add [[node]] tables (at least one with role = \"director\")")
+    elif not r.problems and not any(n.role == Role.DIRECTOR for n in nodes):
+        r.fail("node", "no node has role = \"director\"; a cluster needs at least one to hold the VIP")
+    return nodes
+
+
+def load(path: Path) -> Spec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot read the spec: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise SpecError([f"{path}: not UTF-8 text"]) from None
+    return parse(text, str(path))
