@@ -51,8 +51,9 @@ def apt_install(packages: list[str]) -> None:
         sys.exit(3)
     say(f"installing host packages: {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], check=True, env=env)
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=sys.stderr)
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], check=True, env=env,
+                   stdout=sys.stderr)
 
 
 def ensure_venv(extras: list[str]) -> Path:
@@ -73,10 +74,10 @@ def ensure_venv(extras: list[str]) -> Path:
         apt_install(["python3-venv"])
     if not python.exists():
         say(f"creating a virtual environment in {VENV}")
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, stdout=sys.stderr)
     say("installing Python dependencies: " + ", ".join(deps))
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *deps], check=True,
-                   env={**os.environ, "PIP_CACHE_DIR": str(CACHE / "pip")})
+                   env={**os.environ, "PIP_CACHE_DIR": str(CACHE / "pip")}, stdout=sys.stderr)
     old = marker.read_text().split() if marker.exists() else []
     marker.write_text("\n".join([*old, stamp]) + "\n")
     return python

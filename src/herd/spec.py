@@ -165,6 +165,7 @@ def key_lines(text: str) -> dict[str, int]:
             if header.group(1) == "[[":
                 counts[name] = counts.get(name, -1) + 1
                 table = f"{name}[{counts[name]}]"
+                lines.setdefault(name, number)  # the array as a whole: where its first table is
             else:
                 # `[service.check]` after `[[service]]` belongs to the latest service
                 parts = name.split(".")
@@ -181,6 +182,11 @@ def key_lines(text: str) -> dict[str, int]:
     return lines
 
 
+_ELEMENT = re.compile(r"^(.+)\[\d+\]$")
+_KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+          dict: "a table"}
+
+
 class _Reader:
     """Walks the parsed TOML, collecting every problem instead of stopping at the first."""
 
@@ -194,7 +200,8 @@ class _Reader:
         while probe:
             if probe in self.lines:
                 return f"{self.file}:{self.lines[probe]}"
-            probe = probe.rpartition(".")[0] if "." in probe else ""
+            element = _ELEMENT.match(probe)
+            probe = element.group(1) if element else probe.rpartition(".")[0]
         return self.file
 
     def fail(self, path: str, message: str) -> None:
@@ -212,18 +219,27 @@ class _Reader:
         full = f"{path}.{key}" if path else key
         if key not in data:
             if required:
-                self.fail(full, f"missing; add `{key} = …` here")
+                hint = f"a [{full}] table" if kind is dict else f"`{key} = …` here"
+                self.fail(full, f"missing; add {hint}")
             return default
         value = data[key]
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
         if not ok:
-            self.fail(full, f"must be a {kind.__name__}, got {type(value).__name__} {value!r}")
+            want = _KINDS.get(kind, kind.__name__)
+            self.fail(full, f"must be {want}, got {type(value).__name__} {value!r}")
             return default
         return value  # type: ignore[no-any-return]
 
+    def value(self, data: Mapping[str, Any], path: str, key: str, kind: type[T], default: T) -> T:
+        """Like get() with a default, keeping given values that are falsy (0, 0.0, "") so they get checked."""
+        got = self.get(data, path, key, kind, default)
+        return default if got is None else got
+
     def convert(self, path: str, value: Any, parse: Callable[[Any], T], what: str) -> T | None:
+        if value is None:  # missing or of the wrong type: get() has said so already
+            return None
         try:
             return parse(value)
         except (ValueError, TypeError):
@@ -237,7 +253,7 @@ class _Reader:
         try:
             return kind(raw)
         except ValueError:
-            choices = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+            choices = ", ".join(m.value for m in kind)
             self.fail(f"{path}.{key}", f"{raw!r} is not one of: {choices}")
             return default
 
@@ -263,7 +279,7 @@ def parse(text: str, file: str = "<spec>") -> Spec:
     name = r.get(cluster, "cluster", "name", str, "", required=True) or ""
     if name and not _NAME.match(name):
         r.fail("cluster.name", f"{name!r} must be lower-case letters, digits and '-' (a host name)")
-    release = r.get(cluster, "cluster", "release", str, "0.1.0") or "0.1.0"
+    release = r.value(cluster, "cluster", "release", str, "0.1.0")
     if not valid_release(release):
         r.fail("cluster.release", f"{release!r} must be letters, digits and . _ + - (it names files)")
 
@@ -281,16 +297,16 @@ def parse(text: str, file: str = "<spec>") -> Spec:
     network = _network(r, r.get(data, "", "network", dict, {}, required=True) or {})
     mem = r.table(r.get(data, "", "membership", dict, {}) or {}, "membership", {"port", "interval_ms", "deadtime_ms"})
     membership = Membership(
-        port=r.get(mem, "membership", "port", int, 694) or 694,
-        interval_ms=r.get(mem, "membership", "interval_ms", int, 200) or 200,
-        deadtime_ms=r.get(mem, "membership", "deadtime_ms", int, 1000) or 1000,
+        port=r.value(mem, "membership", "port", int, 694),
+        interval_ms=r.value(mem, "membership", "interval_ms", int, 200),
+        deadtime_ms=r.value(mem, "membership", "deadtime_ms", int, 1000),
     )
     if not 1 <= membership.port <= 65535:
         r.fail("membership.port", f"{membership.port} is not a port number (1-65535)")
     if membership.interval_ms < 10:
         r.fail("membership.interval_ms", "must be at least 10")
     if membership.deadtime_ms < 3 * membership.interval_ms:
-        r.fail("membership.deadtime_ms", "must be at least 3 × interval_ms, or one lost packet kills a node")
+        r.fail("membership.deadtime_ms", "must be at least 3 x interval_ms, or one lost packet kills a node")
 
     services = _services(r, r.get(data, "", "service", list, []) or [])
     nodes = _nodes(r, r.get(data, "", "node", list, []) or [], network)
@@ -310,8 +326,15 @@ def parse(text: str, file: str = "<spec>") -> Spec:
 def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
     p = "network"
     r.table(data, p, {"subnet", "gateway", "dns", "vip", "domain"})
-    subnet = r.convert(f"{p}.subnet", r.get(data, p, "subnet", str, "", required=True),
-                       lambda v: ipaddress.IPv4Network(v, strict=True), "an IPv4 CIDR such as 192.168.50.0/24")
+    subnet_raw = r.get(data, p, "subnet", str, required=True)
+    subnet = r.convert(f"{p}.subnet", subnet_raw, lambda v: ipaddress.IPv4Network(v, strict=False),
+                       "an IPv4 CIDR such as 192.168.50.0/24")
+    if subnet is not None:
+        try:
+            ipaddress.IPv4Network(subnet_raw, strict=True)
+        except ValueError:
+            r.fail(f"{p}.subnet", f"{subnet_raw!r} has host bits set; the network is {subnet}, write that")
+            subnet = None
     subnet = subnet or ipaddress.IPv4Network("0.0.0.0/0")
 
     def address(key: str, value: Any) -> ipaddress.IPv4Address | None:
@@ -324,7 +347,7 @@ def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
     gateway = address(f"{p}.gateway", gw_raw) if gw_raw is not None else None
     dns_raw = r.get(data, p, "dns", list, []) or []
     dns = [r.convert(f"{p}.dns[{i}]", v, ipaddress.IPv4Address, "an IPv4 address") for i, v in enumerate(dns_raw)]
-    vip = address(f"{p}.vip", r.get(data, p, "vip", str, "", required=True))
+    vip = address(f"{p}.vip", r.get(data, p, "vip", str, required=True))
     domain = r.get(data, p, "domain", str, "herd.lan") or "herd.lan"
     return Network(subnet=subnet, gateway=gateway, dns=tuple(d for d in dns if d is not None),
                    vip=vip or ipaddress.IPv4Address(0), domain=domain)
@@ -340,14 +363,16 @@ def _services(r: _Reader, items: list[Any]) -> list[Service]:
             continue
         r.table(item, p, {"name", "port", "protocol", "scheduler", "forwarding", "persistence", "check"})
         name = r.get(item, p, "name", str, f"service{i}") or f"service{i}"
-        port = r.get(item, p, "port", int, 0, required=True) or 0
-        if "port" in item and not 1 <= port <= 65535:
+        port = r.get(item, p, "port", int, required=True)
+        if port is not None and not 1 <= port <= 65535:
             r.fail(f"{p}.port", f"{port} is not a port number (1-65535)")
+            port = None
         protocol = r.enum(item, p, "protocol", Protocol, Protocol.TCP)
-        if (protocol.value, port) in seen:
+        if port is not None and (protocol.value, port) in seen:
             r.fail(f"{p}.port", f"{protocol}/{port} is already used by service {seen[(protocol.value, port)]!r}")
-        seen[(protocol.value, port)] = name
-        persistence = r.get(item, p, "persistence", int, 0) or 0
+        if port is not None:
+            seen[(protocol.value, port)] = name
+        persistence = r.value(item, p, "persistence", int, 0)
         if persistence < 0:
             r.fail(f"{p}.persistence", "must be 0 (off) or a number of seconds")
         ck = r.get(item, p, "check", dict, {}) or {}
@@ -355,22 +380,27 @@ def _services(r: _Reader, items: list[Any]) -> list[Service]:
         r.table(ck, cp, {"type", "path", "expect", "status", "interval", "timeout", "rise", "fall"})
         check = Check(
             kind=r.enum(ck, cp, "type", CheckKind, CheckKind.HTTP if protocol == Protocol.TCP else CheckKind.TCP),
-            path=r.get(ck, cp, "path", str, "/") or "/",
-            expect=r.get(ck, cp, "expect", str, "") or "",
-            status=r.get(ck, cp, "status", int, 200) or 200,
-            interval=r.get(ck, cp, "interval", float, 2.0) or 2.0,
-            timeout=r.get(ck, cp, "timeout", float, 1.0) or 1.0,
-            rise=r.get(ck, cp, "rise", int, 2) or 2,
-            fall=r.get(ck, cp, "fall", int, 2) or 2,
+            path=r.value(ck, cp, "path", str, "/"),
+            expect=r.value(ck, cp, "expect", str, ""),
+            status=r.value(ck, cp, "status", int, 200),
+            interval=r.value(ck, cp, "interval", float, 2.0),
+            timeout=r.value(ck, cp, "timeout", float, 1.0),
+            rise=r.value(ck, cp, "rise", int, 2),
+            fall=r.value(ck, cp, "fall", int, 2),
         )
         if not check.path.startswith("/"):
             r.fail(f"{cp}.path", f"{check.path!r} must start with '/'")
-        if check.timeout >= check.interval:
+        if not 100 <= check.status <= 599:
+            r.fail(f"{cp}.status", f"{check.status} is not an HTTP status code (100-599)")
+        for key in ("interval", "timeout"):
+            if getattr(check, key) <= 0:
+                r.fail(f"{cp}.{key}", "must be a positive number of seconds")
+        if 0 < check.interval <= check.timeout:
             r.fail(f"{cp}.timeout", "must be shorter than check.interval")
         for key in ("rise", "fall"):
             if getattr(check, key) < 1:
                 r.fail(f"{cp}.{key}", "must be at least 1")
-        services.append(Service(name=name, port=port, protocol=protocol,
+        services.append(Service(name=name, port=port or 0, protocol=protocol,
                                 scheduler=r.enum(item, p, "scheduler", Scheduler, Scheduler.WLC),
                                 forwarding=r.enum(item, p, "forwarding", Forwarding, Forwarding.DR),
                                 persistence=persistence, check=check))
@@ -382,6 +412,8 @@ def _nodes(r: _Reader, items: list[Any], network: Network) -> list[Node]:
     names: dict[str, int] = {}
     addresses: dict[ipaddress.IPv4Address, int] = {}
     macs: dict[str, int] = {}
+    roles_seen: set[Role] = set()
+    role_unknown = False  # a node whose role is missing or misspelt may be the director
     for i, item in enumerate(items):
         p = f"node[{i}]"
         if not isinstance(item, dict):
@@ -391,7 +423,7 @@ def _nodes(r: _Reader, items: list[Any], network: Network) -> list[Node]:
         name = r.get(item, p, "name", str, "", required=True) or ""
         if name and not _NAME.match(name):
             r.fail(f"{p}.name", f"{name!r} must be a host name: lower-case letters, digits and '-'")
-        if name in names:
+        if name and name in names:
             r.fail(f"{p}.name", f"{name!r} is already the name of node[{names[name]}]; names must be unique")
         names.setdefault(name, i)
 
@@ -402,8 +434,12 @@ def _nodes(r: _Reader, items: list[Any], network: Network) -> list[Node]:
                 role = Role(role_raw)
             except ValueError:
                 r.fail(f"{p}.role", f"{role_raw!r} is not a role; use one of: {', '.join(x.value for x in Role)}")
+        if role is None:
+            role_unknown = True
+        else:
+            roles_seen.add(role)
 
-        addr = r.convert(f"{p}.address", r.get(item, p, "address", str, "", required=True),
+        addr = r.convert(f"{p}.address", r.get(item, p, "address", str, required=True),
                          ipaddress.IPv4Address, "an IPv4 address")
         if addr is not None:
             if network.subnet.prefixlen and addr not in network.subnet:
@@ -437,7 +473,7 @@ def _nodes(r: _Reader, items: list[Any], network: Network) -> list[Node]:
                               weight=1 if weight is None else weight))
     if not items:
         r.fail("node", "no nodes; add [[node]] tables (at least one with role = \"director\")")
-    elif not r.problems and not any(n.role == Role.DIRECTOR for n in nodes):
+    elif not role_unknown and Role.DIRECTOR not in roles_seen:
         r.fail("node", "no node has role = \"director\"; a cluster needs at least one to hold the VIP")
     return nodes
 

@@ -85,8 +85,8 @@ def summary(ctx: BuildContext) -> Table:
     for col in ("role", "image", "size", "on disk", "sha256"):
         table.add_column(col, no_wrap=col != "image")
     for role, r in ctx.images.items():
-        table.add_row(role.value, str(r.final_path), f"{r.size / 2**20:.0f} MiB", f"{r.allocated / 2**20:.0f} MiB",
-                      r.sha256[:16] + "…")
+        table.add_row(role.value, os.path.relpath(r.final_path), f"{r.size / 2**20:.0f} MiB",
+                      f"{r.allocated / 2**20:.0f} MiB", r.sha256[:16] + "…")
     return table
 
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         spec = load(args.spec)
-        release = args.release or spec.release
+        release = spec.release if args.release is None else args.release
         if not valid_release(release):
             raise SpecError([f"--release: {release!r} must be letters, digits and . _ + - (it names files)"])
         wanted = [Role(r) for r in args.roles] if args.roles else list(spec.roles)
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         base = load_base(PROJECT / "image")
         recipes = {r: load_role(PROJECT / "image", r) for r in wanted}
     except SpecError as exc:
-        err.print(f"[red]error:[/] the spec is not valid:", highlight=False)
+        err.print("[red]error:[/] the spec is not valid:", highlight=False)
         for problem in exc.problems:
             err.print(f"  {problem}", highlight=False, markup=False)
         return EXIT_BAD_INPUT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from herd.build.run import OnLine, run
@@ -28,7 +29,15 @@ def remove_tree(path: Path) -> None:
     busy = mounts_under(path)
     if busy:
         raise RuntimeError(f"refusing to delete {path}: still mounted inside it: {', '.join(busy)}")
-    shutil.rmtree(path)
+    for attempt in range(5):
+        try:
+            shutil.rmtree(path)
+            return
+        except OSError:
+            # A killed chroot's last processes may still be writing for a moment.
+            if attempt == 4:
+                raise
+            time.sleep(0.5)
 
 
 def pack(tree: Path, tarball: Path, on_line: OnLine | None = None) -> None:

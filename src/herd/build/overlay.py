@@ -107,14 +107,18 @@ def write_file(root: Path, rel: PurePosixPath, data: bytes, mode: int) -> None:
     safe_path(root, rel.parent / "x").parent.mkdir(parents=True, exist_ok=True)
     dest = safe_path(root, rel)
     tmp = dest.with_name(f".{dest.name}.herd-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-        os.fchown(fd, 0, 0)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o777)
+        try:
+            os.write(fd, data)
+            if os.geteuid() == 0:
+                os.fchown(fd, 0, 0)  # image files belong to root, whoever owns the overlay checkout
+            os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
     finally:
-        os.close(fd)
-    os.replace(tmp, dest)
+        tmp.unlink(missing_ok=True)
 
 
 def install(root: Path, files: list[OverlayFile]) -> None:

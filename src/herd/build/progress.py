@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 
@@ -19,7 +20,7 @@ class StepProgress:
 
     def line(self, text: str) -> None:
         if self._progress is not None and self._task is not None and text.strip():
-            self._progress.update(self._task, detail=text.strip()[:70])
+            self._progress.update(self._task, detail=escape(text.strip()[:70]))
 
     def fraction(self, value: float) -> None:
         if self._progress is not None and self._task is not None:
@@ -39,6 +40,7 @@ class Reporter:
     @contextmanager
     def step(self, label: str, cached: bool = False) -> Iterator[StepProgress]:
         start = time.monotonic()
+        label = escape(label)
         if cached:
             self.info(f"[green]✓[/] {label} [dim](cached)[/]")
             yield StepProgress(None, None)

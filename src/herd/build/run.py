@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,13 +48,32 @@ def run(argv: Sequence[str | Path], *, on_line: OnLine | None = None, env: dict[
 
     full_env = {**os.environ, "LC_ALL": "C.UTF-8", **(env or {})}
     try:
-        sh.Command(args[0])(*args[1:], _out=line, _err_to_out=True, _env=full_env, _cwd=str(cwd) if cwd else None,
-                            _in=input, _encoding="utf-8", _decode_errors="replace")
-    except sh.ErrorReturnCode as exc:
-        raise CommandError(args, exc.exit_code, tail) from None
+        process = sh.Command(args[0])(*args[1:], _out=line, _err_to_out=True, _env=full_env, _in=input,
+                                      _cwd=str(cwd) if cwd else None, _encoding="utf-8",
+                                      _decode_errors="replace", _bg=True, _bg_exc=False)
     except sh.CommandNotFound:
         raise CommandError(args, 127, [f"{args[0]}: command not found"]) from None
+    try:
+        process.wait()
+    except sh.ErrorReturnCode as exc:
+        raise CommandError(args, exc.exit_code, tail) from None
+    except BaseException:
+        # Ctrl-C or SIGTERM: the command must be gone (and reaped) before the steps' undo touches its files.
+        _stop(process)
+        raise
     return "\n".join(collected)
+
+
+def _stop(process: sh.RunningCommand) -> None:
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            process.signal(signum)
+            process.wait(timeout=15)
+            return
+        except sh.TimeoutException:
+            continue
+        except (sh.ErrorReturnCode, sh.SignalException, ProcessLookupError, OSError):
+            return
 
 
 def in_private_namespace(argv: Sequence[str | Path]) -> list[str | Path]:

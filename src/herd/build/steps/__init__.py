@@ -16,11 +16,11 @@ class Step:
     def label(self) -> str:
         return self.name
 
-    def check(self, ctx: BuildContext) -> None:  # noqa: B027 - optional hook
+    def check(self, ctx: BuildContext) -> None:
         """Raise BuildError for a problem found without side effects."""
 
     def run(self, ctx: BuildContext) -> None:
         raise NotImplementedError
 
-    def undo(self, ctx: BuildContext) -> None:  # noqa: B027 - optional hook
+    def undo(self, ctx: BuildContext) -> None:
         """Remove what run() made that must not outlive a failed build."""

@@ -1,0 +1,98 @@
+"""One shared build of the example cluster for every image test, and one round of boots (two VMs at a time)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herd.spec import Role, Spec, load
+
+from .qemu import Boot, boot
+
+PROJECT = Path(__file__).resolve().parents[2]
+EXAMPLE = PROJECT / "examples/cluster.toml"
+WAYS = ("bios", "uefi", "usb")
+STICK_EXTRA = 512 * 1024 * 1024  # the emulated stick is this much larger than the image
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/image/" in str(item.fspath):
+            item.add_marker(pytest.mark.image)
+
+
+@dataclass
+class Build:
+    spec: Spec
+    out: Path
+    key: Path
+    images: dict[Role, Path]
+    manifest: dict[str, Any]
+    log: str
+
+
+def run_build(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT / "src")}
+    return subprocess.run([sys.executable, "-m", "herd.build.cli", *args], text=True, capture_output=True,
+                          env=env, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    if os.geteuid() != 0:
+        pytest.fail("the image tests build and boot images: run them as root (see README.md)")
+    base = tmp_path_factory.mktemp("build")
+    key = base / "cluster.key"
+    start = time.monotonic()
+    r = run_build(["--spec", str(EXAMPLE), "--out", str(base / "out"), "--key", str(key)])
+    print(f"shared build: {time.monotonic() - start:.0f} s", file=sys.stderr)
+    assert r.returncode == 0, f"build failed:\n{r.stdout}\n{r.stderr}"
+    spec = load(EXAMPLE)
+    out = base / "out" / spec.release
+    manifest = json.loads((out / "manifest.json").read_text())
+    images = {role: out / f"{spec.name}-{role.value}-{spec.release}.img" for role in spec.roles}
+    return Build(spec, out, key, images, manifest, r.stdout + r.stderr)
+
+
+@pytest.fixture(scope="session")
+def boots(build: Build, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[Role, str], Boot]:
+    """Every role booted three ways, two VMs at a time; each waits for herdd's ready line."""
+    base = tmp_path_factory.mktemp("boots")
+
+    def one(role: Role, way: str) -> tuple[tuple[Role, str], Boot]:
+        work = base / f"{role.value}-{way}"
+        work.mkdir()
+        image = build.images[role]
+        if way == "usb":
+            # A stick larger than the image, as in real life: the root must grow into it at first boot.
+            stick = work / "stick.img"
+            subprocess.run(["cp", "--sparse=always", str(image), str(stick)], check=True)
+            with open(stick, "r+b") as f:
+                f.truncate(image.stat().st_size + STICK_EXTRA)
+            image = stick
+        node = build.spec.nodes_of(role)[-1]
+        result = boot(image, way, work, r"herd: (\S+) (\S+) ready", node.mac)
+        if way == "usb":
+            os.unlink(image)
+        return (role, way), result
+
+    jobs = [(role, way) for role in build.images for way in WAYS]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(lambda job: one(*job), jobs))
+
+
+@pytest.fixture(scope="session")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("scratch")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

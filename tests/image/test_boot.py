@@ -1,0 +1,43 @@
+"""Every role's image boots in QEMU three ways and herdd comes up on it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from herd.spec import Role
+
+from .conftest import STICK_EXTRA, WAYS, Build
+from .qemu import Boot
+
+
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+def test_boots_to_herdd_ready(role: Role, way: str, build: Build, boots: dict[tuple[Role, str], Boot]) -> None:
+    result = boots[(role, way)]
+    assert result.match, f"no `herd: … ready` line within {result.seconds:.0f} s; console tail:\n" + \
+        "\n".join(result.console.splitlines()[-40:])
+    name, seen_role = result.match.groups()
+    # The NIC carries the MAC of this role's last node in the spec: herdd must have recognised it.
+    assert (name, seen_role) == (build.spec.nodes_of(role)[-1].name, role.value)
+    assert "Kernel panic" not in result.console
+
+
+@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+def test_firmware_and_bus(role: Role, boots: dict[tuple[Role, str], Boot]) -> None:
+    """The three ways really differ: OVMF's UEFI banner, SeaBIOS's, and a USB disk seen by the kernel."""
+    uefi, bios, usb = (boots[(role, w)] for w in ("uefi", "bios", "usb"))
+    assert uefi.lines(r"BdsDxe|UEFI") or "EFI v" in uefi.console
+    assert bios.lines(r"SeaBIOS")
+    assert usb.lines(r"usb-storage|USB Mass Storage|uas")
+    assert usb.lines(r"sd[a-z]: sd[a-z]\d") or usb.lines(r"\[sd[a-z]\] Attached SCSI")
+
+
+@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+def test_root_grows_to_fill_the_stick(role: Role, boots: dict[tuple[Role, str], Boot]) -> None:
+    usb = boots[(role, "usb")]
+    lines = usb.lines(r"herd-growroot: \S+ from \d+ to \d+ bytes")
+    assert lines, "growroot did not report on the console"
+    before, after = map(int, re.search(r"from (\d+) to (\d+)", lines[0]).groups())  # type: ignore[union-attr]
+    assert after - before >= STICK_EXTRA - 2 * 1024 * 1024

@@ -1,0 +1,142 @@
+"""The built images, inspected without booting: partition table, boot loaders, files present and absent."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+import pytest
+
+from herd.build.disk import BIOS_BOOT, ESP, ROOT_X86_64
+from herd.build.plan import disk_ids
+from herd.spec import Role
+
+from .conftest import Build
+from .diskimage import Ext4, cpio_names, esp_listing, partitions
+
+ROLES = list(Role)
+IDS = [r.value for r in Role]
+ROLE_PACKAGES = {Role.DIRECTOR: ["ipvsadm"], Role.WEB: ["apache2", "nfs-common"],
+                 Role.NFS: ["nfs-kernel-server"], Role.DB: ["mariadb-server", "galera-4"]}
+
+
+def root_fs(build: Build, role: Role) -> Ext4:
+    _, parts = partitions(build.images[role])
+    return Ext4(build.images[role], parts[-1].start)
+
+
+def test_release_directory(build: Build) -> None:
+    files = sorted(os.listdir(build.out))
+    expected = sorted([p.name for p in build.images.values()] + ["SHA256SUMS", "manifest.json"])
+    assert files == expected, "only finished artifacts, no temporary files, in the release directory"
+    sums = dict(reversed(line.split("  ")) for line in (build.out / "SHA256SUMS").read_text().splitlines())
+    for image in build.images.values():
+        h = hashlib.sha256(image.read_bytes()).hexdigest()
+        assert sums[image.name] == h
+
+
+def test_manifest(build: Build) -> None:
+    m = build.manifest
+    assert m["release"] == build.spec.release and m["cluster"] == build.spec.name
+    assert m["spec_sha256"] == hashlib.sha256(build.spec.source.encode()).hexdigest()
+    assert m["herd_version"]
+    for role, image in build.images.items():
+        entry = m["images"][role.value]
+        assert entry["file"] == image.name
+        assert entry["size"] == image.stat().st_size
+        assert entry["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+        for pkg in ["linux-image-amd64", "systemd-sysv", "python3", "openssh-server", *ROLE_PACKAGES[role]]:
+            assert pkg in entry["packages"], f"{pkg} missing from the {role} manifest"
+        # Each role's first package is its own (nfs-common is shared: nfs-kernel-server depends on it).
+        others = {ps[0] for r, ps in ROLE_PACKAGES.items() if r != role}
+        assert not others & set(entry["packages"]), "another role's packages leaked into this image"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=IDS)
+def test_partition_table(build: Build, role: Role) -> None:
+    image = build.images[role]
+    ids = disk_ids(build.spec.name, role, build.spec.release)
+    label, parts = partitions(image)
+    assert label == "gpt"
+    assert [p.type for p in parts] == [BIOS_BOOT, ESP, ROOT_X86_64]
+    assert parts[2].uuid == ids.root_partuuid.upper()
+    assert all(p.start % (1024 * 1024) == 0 for p in parts)
+    assert parts[2].start + parts[2].size <= image.stat().st_size - 33 * 512
+    # Sparse: far fewer bytes on disk than the file's size.
+    assert os.stat(image).st_blocks * 512 < image.stat().st_size
+
+
+@pytest.mark.parametrize("role", ROLES, ids=IDS)
+def test_boot_loaders(build: Build, role: Role) -> None:
+    image = build.images[role]
+    ids = disk_ids(build.spec.name, role, build.spec.release)
+    _, parts = partitions(image)
+    data = image.read_bytes()[: parts[0].start + parts[0].size]
+    assert data[510:512] == b"\x55\xaa", "no boot sector: grub-bios-setup did not run"
+    assert b"GRUB" in data[:512]
+    core = data[parts[0].start: parts[0].start + parts[0].size]
+    assert core.strip(b"\0"), "BIOS boot partition is empty: no core.img"
+    listing = esp_listing(image, parts[1].start, "/EFI/BOOT")
+    assert "BOOTX64.EFI" in listing.upper()
+    fs = root_fs(build, role)
+    assert fs.label_and_uuid() == ("herd-root", ids.root_fs_uuid)
+    grub = fs.text("/boot/grub/grub.cfg")
+    kernel = build.manifest["images"][role.value]["kernel"]
+    assert f"root=PARTUUID={ids.root_partuuid}" in grub
+    assert "console=tty0" in grub and "console=ttyS0" in grub
+    assert f"search --no-floppy --fs-uuid --set=root {ids.root_fs_uuid}" in grub
+    assert fs.exists(f"/boot/vmlinuz-{kernel}") and fs.exists(f"/boot/initrd.img-{kernel}")
+    assert fs.exists("/boot/grub/i386-pc/normal.mod") and fs.exists("/boot/grub/x86_64-efi/normal.mod")
+    assert f"PARTUUID={ids.root_partuuid}" in fs.text("/etc/fstab")
+
+
+@pytest.mark.parametrize("role", [Role.WEB], ids=["web"])
+def test_initramfs_boots_from_usb(build: Build, role: Role) -> None:
+    fs = root_fs(build, role)
+    kernel = build.manifest["images"][role.value]["kernel"]
+    names = cpio_names(fs.read(f"/boot/initrd.img-{kernel}"))
+    for module in ("usb-storage", "uas", "xhci-pci", "ehci-pci", "sd_mod", "ext4", "virtio_blk"):
+        assert any(re.search(rf"/{module}\.ko(\.xz)?$", n) for n in names), f"{module} not in the initramfs"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=IDS)
+def test_files(build: Build, role: Role) -> None:
+    fs = root_fs(build, role)
+    # herdd: the zipapp, its unit, enabled.
+    assert fs.stat("/usr/lib/herd/herdd.pyz")["mode"] & 0o111  # type: ignore[index,operator]
+    assert "Type=notify" in fs.text("/etc/systemd/system/herdd.service")
+    assert fs.readlink("/etc/systemd/system/multi-user.target.wants/herdd.service") == \
+        "/etc/systemd/system/herdd.service"
+    assert fs.readlink("/etc/systemd/system/local-fs.target.wants/herd-growroot.service")
+    # /etc/herd: the spec verbatim, the role, the key (root-only).
+    assert fs.text("/etc/herd/cluster.toml") == build.spec.source
+    assert fs.text("/etc/herd/role").strip() == role.value
+    key = fs.stat("/etc/herd/cluster.key")
+    assert key is not None and key["mode"] & 0o777 == 0o600 and key["uid"] == 0 and key["gid"] == 0
+    assert fs.read("/etc/herd/cluster.key") == build.key.read_bytes()
+    # Nothing that must be unique per node.
+    assert not [n for n in fs.listdir("/etc/ssh") if n.startswith("ssh_host_")]
+    assert fs.stat("/etc/machine-id")["size"] == 0  # type: ignore[index]
+    assert not fs.exists("/var/lib/dbus/machine-id") or fs.readlink("/var/lib/dbus/machine-id")
+    # Access: keys only.
+    assert fs.text("/root/.ssh/authorized_keys").splitlines() == list(build.spec.ssh_keys)
+    assert fs.stat("/root/.ssh")["mode"] & 0o777 == 0o700  # type: ignore[index,operator]
+    sshd = fs.text("/etc/ssh/sshd_config.d/herd.conf")
+    assert "PermitRootLogin prohibit-password" in sshd and "PasswordAuthentication no" in sshd
+    root_hash = fs.text("/etc/shadow").splitlines()[0].split(":")[1]
+    assert root_hash in ("*", "!", "!*") or root_hash.startswith("!"), "root has a usable password"
+    # No build leftovers.
+    assert not fs.exists("/usr/sbin/policy-rc.d")
+    assert not [n for n in fs.listdir("/var/cache/apt/archives") if n.endswith(".deb")]
+    assert fs.listdir("/var/lib/apt/lists") in ([], ["partial"], ["lock", "partial"], ["partial", "lock"])
+    assert f"{build.spec.network.vip}" in fs.text("/etc/hosts")
+
+
+def test_role_specific_files(build: Build) -> None:
+    assert "ip_vs" in root_fs(build, Role.DIRECTOR).text("/etc/modules-load.d/herd-ipvs.conf")
+    web = root_fs(build, Role.WEB).text("/etc/sysctl.d/60-herd-lvs-dr.conf")
+    assert "arp_ignore = 1" in web and "arp_announce = 2" in web
+    assert str(build.spec.network.subnet) in root_fs(build, Role.NFS).text("/etc/exports")
+    assert "bind-address" in root_fs(build, Role.DB).text("/etc/mysql/mariadb.conf.d/60-herd.cnf")
+    assert not root_fs(build, Role.DIRECTOR).exists("/etc/exports")

@@ -1,0 +1,282 @@
+"""build.py's front door, in-process: bad input exits 2 before anything is written; the cluster key; and the
+small parsers the build steps lean on (dpkg's status file, apt's status lines)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from herd.build.chroot import AptProgress
+from herd.build.cli import EXIT_BAD_INPUT, cluster_key, main
+from herd.build.dpkg import installed_packages
+from herd.build.steps import BuildError
+
+PROJECT = Path(__file__).resolve().parents[2]
+TEXT = (PROJECT / "examples" / "cluster.toml").read_text(encoding="utf-8")
+
+
+@pytest.fixture(autouse=True)
+def _isolate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """main() installs a SIGTERM handler and prints through rich: keep both from leaking or wrapping."""
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setenv("HERD_CACHE", "/nonexistent/herd-cache-must-not-be-used")
+    saved = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, saved)
+
+
+def edit(old: str, new: str, text: str = TEXT) -> str:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
+class Run:
+    def __init__(self, tmp_path: Path, spec_text: str) -> None:
+        self.site = tmp_path / "site"
+        self.site.mkdir()
+        self.spec = self.site / "cluster.toml"
+        self.spec.write_text(spec_text)
+        self.out = tmp_path / "out"
+        self.cache = tmp_path / "cache"
+
+    def __call__(self, *extra: str) -> int:
+        return main(["--spec", str(self.spec), "--out", str(self.out), "--cache-dir", str(self.cache), *extra])
+
+    def assert_nothing_written(self) -> None:
+        assert not self.out.exists()
+        assert not self.cache.exists()
+        assert sorted(p.name for p in self.site.iterdir()) == ["cluster.toml"]  # no .key, no temp file
+        assert not self.spec.with_suffix(".key").exists()
+
+
+def stderr(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    return re.sub(r"\x1b\[[0-9;]*m", "", err)
+
+
+def test_bad_spec_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = edit('address = "192.168.50.22"', 'address = "192.168.51.22"')
+    line = next(n for n, s in enumerate(text.splitlines(), start=1) if "192.168.51.22" in s)
+    run = Run(tmp_path, text)
+    assert run() == EXIT_BAD_INPUT
+    err = stderr(capsys)
+    assert f"{run.spec}:{line}: node[3].address: 192.168.51.22 is outside network.subnet" in err
+    assert "error" in err
+    run.assert_nothing_written()
+
+
+def test_all_problems_are_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = edit('mac = "52:54:00:50:00:22"', 'mac = "bad"', edit("deadtime_ms = 1000", "deadtime_ms = 10"))
+    run = Run(tmp_path, text)
+    assert run() == EXIT_BAD_INPUT
+    err = stderr(capsys)
+    assert "membership.deadtime_ms" in err and "node[3].mac" in err
+    run.assert_nothing_written()
+
+
+def test_invalid_toml_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = Run(tmp_path, edit("port = 80", "port = = 80"))
+    assert run() == EXIT_BAD_INPUT
+    assert "not valid TOML" in stderr(capsys)
+    run.assert_nothing_written()
+
+
+def test_missing_spec_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = Run(tmp_path, TEXT)
+    run.spec.unlink()
+    assert run() == EXIT_BAD_INPUT
+    assert "cannot read the spec" in stderr(capsys)
+    assert not run.out.exists() and not run.cache.exists() and list(run.site.iterdir()) == []
+
+
+def test_role_not_in_spec_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    start = TEXT.index('[[node]]\nname = "db1"')
+    no_db = TEXT[:start] + TEXT[TEXT.index("[access]"):]
+    run = Run(tmp_path, no_db)
+    assert run("--role", "web", "--role", "db") == EXIT_BAD_INPUT
+    err = stderr(capsys)
+    assert "--role" in err and "no db node" in err
+    assert "director, web, nfs" in err  # and what it does have
+    run.assert_nothing_written()
+
+
+def test_unknown_role_name_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = Run(tmp_path, TEXT)
+    with pytest.raises(SystemExit) as info:
+        run("--role", "storage")
+    assert info.value.code == 2
+    assert "invalid choice: 'storage'" in stderr(capsys)
+    run.assert_nothing_written()
+
+
+@pytest.mark.parametrize("release", ["../x", "a/b", ".hidden", "x" * 65, "two words"])
+def test_bad_release_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], release: str) -> None:
+    run = Run(tmp_path, TEXT)
+    assert run("--release", release) == EXIT_BAD_INPUT
+    err = stderr(capsys)
+    assert "--release" in err and repr(release) in err
+    run.assert_nothing_written()
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_release_in_spec_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = Run(tmp_path, edit('release = "2026.11.0"', 'release = "../up"'))
+    assert run() == EXIT_BAD_INPUT
+    assert re.search(rf"{re.escape(str(run.spec))}:\d+: cluster\.release: '\.\./up'", stderr(capsys))
+    run.assert_nothing_written()
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--spec", "--out", "--role", "--release", "--cache-dir", "--no-cache", "--key"):
+        assert re.search(rf"(^|\s){option}\b", out), option
+    assert "Exit codes" in out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The cluster key
+
+
+def test_cluster_key_is_made_private_and_long(tmp_path: Path) -> None:
+    path = tmp_path / "new-dir" / "cluster.key"
+    assert cluster_key(path) == path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    secret = path.read_text().strip()
+    assert re.fullmatch(r"[0-9a-f]{64,}", secret)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["cluster.key"]  # no temp file left
+    other = tmp_path / "other.key"
+    cluster_key(other)
+    assert other.read_text() != path.read_text()  # random, not derived from anything
+
+
+def test_cluster_key_is_reused_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.key"
+    cluster_key(path)
+    before, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    assert cluster_key(path) == path
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
+    mine = tmp_path / "mine.key"
+    mine.write_text("my own secret that is long enough to be a key\n")
+    mine.chmod(0o640)
+    cluster_key(mine)
+    assert mine.read_text() == "my own secret that is long enough to be a key\n"
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o640
+
+
+def test_cluster_key_too_short_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.key"
+    path.write_text("short\n")
+    with pytest.raises(BuildError, match="too short"):
+        cluster_key(path)
+    assert path.read_text() == "short\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# dpkg status
+
+
+STATUS = """\
+Package: base-files
+Status: install ok installed
+Priority: required
+Architecture: amd64
+Version: 12.4+deb12u5
+Description: Debian base system miscellaneous files
+ This package contains the basic filesystem hierarchy.
+ Status: not a field, a continuation line
+
+Package: tzdata
+Status: install ok installed
+Architecture: all
+Version: 2024a-0+deb12u1
+
+Package: libc6
+Status: install ok installed
+Architecture: i386
+Multi-Arch: same
+Version: 2.36-9+deb12u4
+
+Package: removed-conf
+Status: deinstall ok config-files
+Architecture: amd64
+Version: 1.0
+
+Package: half
+Status: install reinstreq half-installed
+Architecture: amd64
+Version: 2.0
+
+Package: unpacked
+Status: install ok unpacked
+Architecture: amd64
+Version: 3.0
+
+Package: gone
+Status: purge ok not-installed
+Architecture: amd64
+
+Package: held
+Status: hold ok installed
+Architecture: amd64
+Version: 4.0
+Conffiles:
+ /etc/held.conf 0123456789abcdef0123456789abcdef
+"""
+
+
+def test_installed_packages_counts_only_installed() -> None:
+    assert installed_packages(STATUS) == {
+        "base-files": "12.4+deb12u5",
+        "held": "4.0",
+        "libc6:i386": "2.36-9+deb12u4",
+        "tzdata": "2024a-0+deb12u1",
+    }
+
+
+def test_installed_packages_is_sorted_and_handles_empty_input() -> None:
+    assert installed_packages("") == {}
+    assert list(installed_packages(STATUS)) == sorted(installed_packages(STATUS))
+    assert installed_packages("Package: x\nStatus: install ok installed\n") == {"x": ""}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# apt's APT::Status-Fd lines
+
+
+def test_apt_progress_download_then_dpkg() -> None:
+    progress = AptProgress()
+    assert progress.fraction == 0.0
+    assert progress.feed("dlstatus:1:0.0000:Retrieving file 1 of 40") == "Retrieving file 1 of 40"
+    assert progress.fraction == 0.0
+    assert progress.feed("dlstatus:20:50.0000:Retrieving file 20 of 40") == "Retrieving file 20 of 40"
+    assert progress.fraction == pytest.approx(0.15)
+    assert progress.feed("dlstatus:40:100.0000:Retrieving file 40 of 40") is not None
+    assert progress.fraction == pytest.approx(0.3)
+    assert progress.feed("pmstatus:dpkg-exec:0.0000:Running dpkg") == "Running dpkg"
+    assert progress.fraction == pytest.approx(0.3)
+    assert progress.feed("pmstatus:bash:50.0000:Unpacking bash (5.2.15-2+b2)") == "Unpacking bash (5.2.15-2+b2)"
+    assert progress.fraction == pytest.approx(0.65)
+    assert progress.feed("pmstatus:libc6:75.0000:Configuring libc6:amd64 (2.36-9)") == \
+        "Configuring libc6:amd64 (2.36-9)"  # a colon in the message stays in the message
+    assert progress.fraction == pytest.approx(0.3 + 0.7 * 0.75)
+    assert progress.feed("pmstatus:tzdata:100.0000:Installed tzdata") == "Installed tzdata"
+    assert progress.fraction == pytest.approx(1.0)
+
+
+def test_apt_progress_other_lines() -> None:
+    progress = AptProgress()
+    progress.feed("pmstatus:bash:40.0000:Unpacking bash")
+    before = progress.fraction
+    assert progress.feed("Setting up bash (5.2.15-2+b2) ...") == "Setting up bash (5.2.15-2+b2) ..."
+    assert progress.feed("pmerror:foo:50:dpkg failed") == "pmerror:foo:50:dpkg failed"
+    assert progress.feed("pmstatus:bash") is None  # truncated
+    assert progress.feed("dlstatus:1:lots:Retrieving") is None  # not a number
+    assert progress.fraction == before

@@ -1,0 +1,76 @@
+"""herdd's first slice: identity from the spec by MAC, systemd readiness, the console line, clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from herd.daemon.identity import identify, local_macs
+from herd.spec import Role, load
+
+PROJECT = Path(__file__).resolve().parents[2]
+EXAMPLE = PROJECT / "examples/cluster.toml"
+
+
+def test_identify_by_mac() -> None:
+    spec = load(EXAMPLE)
+    node = identify(spec, Role.WEB, {"02:00:00:00:00:01", "52:54:00:50:00:22"})
+    assert node is not None and node.name == "web2"
+    assert identify(spec, Role.WEB, {"02:00:00:00:00:01"}) is None
+
+
+def test_identify_refuses_a_mac_of_another_role() -> None:
+    with pytest.raises(LookupError, match="dir1"):
+        identify(load(EXAMPLE), Role.WEB, {"52:54:00:50:00:11"})
+
+
+def test_forced_identity() -> None:
+    spec = load(EXAMPLE)
+    assert identify(spec, Role.DB, set(), forced="db1").name == "db1"  # type: ignore[union-attr]
+    with pytest.raises(LookupError, match="nope"):
+        identify(spec, Role.DB, set(), forced="nope")
+
+
+def test_local_macs_reads_sysfs(tmp_path: Path) -> None:
+    for name, mac in (("eth0", "52:54:00:AA:bb:01"), ("lo", "00:00:00:00:00:00")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "address").write_text(mac + "\n")
+    assert local_macs(tmp_path) == {"52:54:00:aa:bb:01"}
+
+
+def test_herdd_notifies_systemd_and_says_ready(tmp_path: Path) -> None:
+    role = tmp_path / "role"
+    role.write_text("director\n")
+    notify = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(notify))
+        sock.settimeout(20)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herd.daemon.main", "--spec", str(EXAMPLE), "--role-file", str(role),
+             "--node", "dir2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "NOTIFY_SOCKET": str(notify), "PYTHONPATH": str(PROJECT / "src")})
+        assert sock.recv(4096).decode().startswith("READY=1")
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "herd: dir2 director ready"
+        proc.send_signal(signal.SIGTERM)
+        assert sock.recv(4096) == b"STOPPING=1"
+        assert proc.wait(timeout=10) == 0
+    # --node never renames the host.
+    assert socket.gethostname() != "dir2"
+
+
+def test_herdd_bad_spec_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "cluster.toml"
+    bad.write_text(EXAMPLE.read_text().replace('role = "db"', 'role = "dbx"'))
+    role = tmp_path / "role"
+    role.write_text("db\n")
+    r = subprocess.run([sys.executable, "-m", "herd.daemon.main", "--spec", str(bad), "--role-file", str(role)],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT / "src")})
+    assert r.returncode == 2
+    assert "node[5].role" in r.stderr

@@ -1,0 +1,379 @@
+"""Overlay rendering of every role of the example, and installing into a root tree without ever leaving it."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import uuid
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from herd.build.overlay import (
+    OverlayError,
+    OverlayFile,
+    enable_unit,
+    install,
+    render,
+    safe_path,
+    template_context,
+    write_file,
+)
+from herd.build.plan import BuildPlan, RolePlan, make_plan
+from herd.build.recipes import load_base, load_role
+from herd.spec import Role, Spec, parse
+
+PROJECT = Path(__file__).resolve().parents[2]
+OVERLAY = PROJECT / "overlay"
+TEXT = (PROJECT / "examples" / "cluster.toml").read_text(encoding="utf-8")
+KERNEL = "6.1.0-test-amd64"
+
+# A second db node and a second ssh key, by editing the example.
+DB2 = '\n[[node]]\nname = "db2"\nrole = "db"\naddress = "192.168.50.42"\nmac = "52:54:00:50:00:42"\n'
+SECOND_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDherdSecondKey second@example"
+
+
+def with_second_db(text: str) -> str:
+    assert text.count("\n[access]") == 1
+    return text.replace("\n[access]", DB2 + "\n[access]")
+
+
+def with_second_key(text: str) -> str:
+    old = 'admin@example",\n'
+    assert text.count(old) == 1
+    return text.replace(old, f'{old}    "{SECOND_KEY}",\n')
+
+
+def plan_of(spec: Spec) -> BuildPlan:
+    roles = list(spec.roles)
+    return make_plan(spec, "2026.11.0", roles, load_base(PROJECT / "image"),
+                     {r: load_role(PROJECT / "image", r) for r in roles}, "zipapp", Path("out"))
+
+
+def role_plan(plan: BuildPlan, role: Role) -> RolePlan:
+    return next(rp for rp in plan.roles if rp.role == role)
+
+
+def rendered(spec: Spec, role: Role, overlay: Path = OVERLAY) -> dict[str, OverlayFile]:
+    plan = plan_of(spec)
+    files = render(overlay, role.value, template_context(plan, role_plan(plan, role), KERNEL))
+    return {str(f.path): f for f in files}
+
+
+def text_of(files: dict[str, OverlayFile], path: str) -> str:
+    return files[path].data.decode()
+
+
+SPEC = parse(with_second_key(TEXT), "cluster.toml")
+PLAN = plan_of(SPEC)
+ALL = {role: rendered(SPEC, role) for role in Role}
+
+
+def test_example_has_every_role() -> None:
+    assert set(SPEC.roles) == set(Role)
+
+
+@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+def test_grub_cfg(role: Role) -> None:
+    ids = role_plan(PLAN, role).ids
+    cfg = text_of(ALL[role], "boot/grub/grub.cfg")
+    linux = [line.split() for line in cfg.splitlines() if line.strip().startswith("linux ")]
+    assert len(linux) == 1
+    args = linux[0]
+    assert args[1] == f"/boot/vmlinuz-{KERNEL}"
+    assert f"root=PARTUUID={ids.root_partuuid}" in args
+    assert "console=tty0" in args
+    assert any(a == "console=ttyS0" or a.startswith("console=ttyS0,") for a in args)
+    # the kernel's last console= is /dev/console, so the serial one must come after tty0
+    assert [a.split(",")[0] for a in args if a.startswith("console=")][-1] == "console=ttyS0"
+    assert f"initrd /boot/initrd.img-{KERNEL}" in cfg
+    assert re.search(rf"^search\b.*--fs-uuid\b.*\b{re.escape(ids.root_fs_uuid)}$", cfg, re.MULTILINE)
+    assert "{{" not in cfg and "{%" not in cfg
+
+
+def test_grub_cfgs_differ_per_role() -> None:
+    cfgs = {text_of(ALL[role], "boot/grub/grub.cfg") for role in Role}
+    assert len(cfgs) == len(Role)
+
+
+@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+def test_common_files(role: Role) -> None:
+    files = ALL[role]
+    ids = role_plan(PLAN, role).ids
+
+    fstab = [line.split() for line in text_of(files, "etc/fstab").splitlines() if line and not line.startswith("#")]
+    assert [f[:3] for f in fstab] == [[f"PARTUUID={ids.root_partuuid}", "/", "ext4"]]
+
+    hosts = [line.split() for line in text_of(files, "etc/hosts").splitlines() if line and not line.startswith("#")]
+    by_address = {fields[0]: fields[1:] for fields in hosts}
+    for node in SPEC.nodes:
+        assert node.name in by_address[str(node.address)], node
+    assert str(SPEC.network.vip) in by_address
+    assert by_address["127.0.0.1"] == ["localhost"]
+
+    keys = text_of(files, "root/.ssh/authorized_keys").splitlines()
+    assert keys == list(SPEC.ssh_keys)
+    assert len(keys) == 2 and keys[1] == SECOND_KEY
+
+    assert text_of(files, "etc/herd/role").strip() == role.value
+    assert text_of(files, "etc/herd/release").strip() == "2026.11.0"
+    assert text_of(files, "etc/resolv.conf").split() == ["search", "herd.lan", "nameserver", "192.168.50.1"]
+    assert "PasswordAuthentication no" in text_of(files, "etc/ssh/sshd_config.d/herd.conf")
+    assert files["usr/lib/herd/growroot"].mode & 0o111  # a script stays executable
+    assert not any(path.endswith(".j2") for path in files)
+
+
+ROLE_FILES = {
+    "etc/exports": Role.NFS,
+    "srv/herd/www/index.html": Role.NFS,
+    "etc/sysctl.d/60-herd-lvs-dr.conf": Role.WEB,
+    "var/www/html/index.html": Role.WEB,
+    "etc/modules-load.d/herd-ipvs.conf": Role.DIRECTOR,
+    "etc/sysctl.d/60-herd-director.conf": Role.DIRECTOR,
+    "etc/mysql/mariadb.conf.d/60-herd.cnf": Role.DB,
+}
+
+
+@pytest.mark.parametrize(("path", "owner"), ROLE_FILES.items(), ids=ROLE_FILES.keys())
+def test_role_files_only_in_their_role(path: str, owner: Role) -> None:
+    assert [role for role in Role if path in ALL[role]] == [owner]
+
+
+def test_role_file_contents() -> None:
+    exports = text_of(ALL[Role.NFS], "etc/exports")
+    assert re.search(rf"^/srv/herd/www\s+{re.escape(str(SPEC.network.subnet))}\(", exports, re.MULTILINE)
+
+    sysctl = dict(
+        tuple(part.strip() for part in line.split("=", 1))
+        for line in text_of(ALL[Role.WEB], "etc/sysctl.d/60-herd-lvs-dr.conf").splitlines()
+        if "=" in line and not line.startswith("#"))
+    assert sysctl["net.ipv4.conf.all.arp_ignore"] == "1"
+    assert sysctl["net.ipv4.conf.all.arp_announce"] == "2"
+
+    modules = {line.strip() for line in text_of(ALL[Role.DIRECTOR], "etc/modules-load.d/herd-ipvs.conf").splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert "ip_vs" in modules
+    scheduler = SPEC.services[0].scheduler.value
+    assert f"ip_vs_{scheduler}" in modules  # the module of the scheduler the spec uses is loaded
+
+
+def test_one_db_node_has_no_galera() -> None:
+    cnf = text_of(ALL[Role.DB], "etc/mysql/mariadb.conf.d/60-herd.cnf")
+    assert len(SPEC.nodes_of(Role.DB)) == 1
+    assert "[mysqld]" in cnf
+    assert "wsrep_on" not in cnf and "gcomm://" not in cnf
+
+
+def test_two_db_nodes_get_galera() -> None:
+    spec = parse(with_second_db(TEXT), "cluster.toml")
+    assert [n.name for n in spec.nodes_of(Role.DB)] == ["db1", "db2"]
+    cnf = text_of(rendered(spec, Role.DB), "etc/mysql/mariadb.conf.d/60-herd.cnf")
+    assert re.search(r"^wsrep_on\s*=\s*ON$", cnf, re.MULTILINE)
+    address = re.search(r"^wsrep_cluster_address\s*=\s*gcomm://(\S+)$", cnf, re.MULTILINE)
+    assert address is not None and address.group(1).split(",") == ["192.168.50.41", "192.168.50.42"]
+    assert re.search(r"^wsrep_cluster_name\s*=\s*demo$", cnf, re.MULTILINE)
+    # the other roles do not care how many db nodes there are, apart from /etc/hosts
+    web = rendered(spec, Role.WEB)
+    assert "db2" in text_of(web, "etc/hosts")
+    assert "etc/mysql/mariadb.conf.d/60-herd.cnf" not in web
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rendering a made-up overlay
+
+
+def make_overlay(root: Path, files: dict[str, str]) -> Path:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    return root
+
+
+@pytest.mark.parametrize("template", ["{{ no_such_variable }}", "{{ network.no_such_field }}",
+                                      "{% for x in nothing %}{{ x }}{% endfor %}"])
+def test_unknown_variable_is_an_error_naming_the_file(tmp_path: Path, template: str) -> None:
+    overlay = make_overlay(tmp_path / "overlay", {"common/etc/fine.conf.j2": "{{ cluster }}\n",
+                                                  "web/etc/broken.conf.j2": f"a = 1\nb = {template}\n"})
+    with pytest.raises(OverlayError) as info:
+        rendered(SPEC, Role.WEB, overlay)
+    assert str(overlay / "web/etc/broken.conf.j2") in str(info.value)
+    # the other roles do not have the file, so they render
+    assert text_of(rendered(SPEC, Role.DB, overlay), "etc/fine.conf") == "demo\n"
+
+
+def test_template_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    overlay = make_overlay(tmp_path / "overlay", {"common/etc/x.j2": "one\ntwo\n{% if %}\n"})
+    with pytest.raises(OverlayError, match=re.escape(f"{overlay / 'common/etc/x.j2'}:3:")):
+        rendered(SPEC, Role.WEB, overlay)
+
+
+def test_role_file_overrides_common_file(tmp_path: Path) -> None:
+    overlay = make_overlay(tmp_path / "overlay", {
+        "common/etc/motd.j2": "common {{ role }}\n",
+        "web/etc/motd": "web's own\n",
+        "common/etc/plain": "{{ not rendered }}\n",
+    })
+    (overlay / "common/etc/plain").chmod(0o600)
+    web, db = rendered(SPEC, Role.WEB, overlay), rendered(SPEC, Role.DB, overlay)
+    assert text_of(web, "etc/motd") == "web's own\n"
+    assert text_of(db, "etc/motd") == "common db\n"
+    assert text_of(db, "etc/plain") == "{{ not rendered }}\n"
+    assert db["etc/plain"].mode == 0o600
+    assert sorted(web) == ["etc/motd", "etc/plain"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Installing into a tree
+
+def test_install_writes_files_with_their_modes(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    files = list(ALL[Role.WEB].values())
+    install(tree, files)
+    for f in files:
+        path = tree / str(f.path)
+        st = path.lstat()
+        assert stat.S_ISREG(st.st_mode), f.path
+        assert path.read_bytes() == f.data
+        assert stat.S_IMODE(st.st_mode) == f.mode, f.path
+        if os.geteuid() == 0:
+            assert (st.st_uid, st.st_gid) == (0, 0)
+    assert stat.S_IMODE((tree / "usr/lib/herd/growroot").stat().st_mode) == 0o755
+    assert not list(tree.rglob("*.herd-tmp"))
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o755, 0o1777, 0o4755])
+def test_write_file_modes_are_exact(tmp_path: Path, mode: int) -> None:
+    write_file(tmp_path, PurePosixPath("deep/er/file"), b"x", mode)
+    assert stat.S_IMODE((tmp_path / "deep/er/file").stat().st_mode) == mode
+
+
+def test_symlink_at_destination_is_replaced_not_followed(tmp_path: Path) -> None:
+    tree, outside = tmp_path / "tree", tmp_path / "outside"
+    (tree / "etc").mkdir(parents=True)
+    outside.mkdir()
+    victim = outside / "hostname"
+    victim.write_text("host's own\n")
+    (tree / "etc/hostname").symlink_to(victim)  # absolute, pointing out of the tree
+    (tree / "etc/dangling").symlink_to(outside / "nothing-here")
+    write_file(tree, PurePosixPath("etc/hostname"), b"demo-web\n", 0o644)
+    write_file(tree, PurePosixPath("etc/dangling"), b"x\n", 0o644)
+    assert not (tree / "etc/hostname").is_symlink()
+    assert (tree / "etc/hostname").read_bytes() == b"demo-web\n"
+    assert victim.read_text() == "host's own\n"
+    assert not (tree / "etc/dangling").is_symlink() and not (outside / "nothing-here").exists()
+
+
+def escaping_tree(tmp_path: Path, link: str, target: str | Path) -> Path:
+    tree = tmp_path / "tree"
+    (tree / Path(link).parent).mkdir(parents=True, exist_ok=True)
+    (tree / link).symlink_to(target)
+    return tree
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute-link", "relative-link"])
+def test_parent_symlink_out_of_the_tree_is_refused(tmp_path: Path, relative: bool) -> None:
+    host_etc = tmp_path / "host-etc"
+    host_etc.mkdir()
+    tree = escaping_tree(tmp_path, "etc", "../host-etc" if relative else host_etc)
+    for rel in ("etc/passwd", "etc/ssh/sshd_config.d/herd.conf"):
+        with pytest.raises(OverlayError, match="outside the image tree"):
+            write_file(tree, PurePosixPath(rel), b"pwned\n", 0o644)
+        with pytest.raises(OverlayError):
+            safe_path(tree, PurePosixPath(rel))
+    assert list(host_etc.iterdir()) == []
+
+
+def test_parent_symlink_to_the_hosts_etc_is_refused(tmp_path: Path) -> None:
+    # What a Debian tree holds: absolute links meant for inside the chroot, which point at the host outside it.
+    tree = escaping_tree(tmp_path, "etc", "/etc")
+    name = f"herd-unit-test-{uuid.uuid4().hex}"
+    try:
+        with pytest.raises(OverlayError, match="outside the image tree"):
+            write_file(tree, PurePosixPath(f"etc/{name}"), b"pwned\n", 0o644)
+        with pytest.raises(OverlayError):
+            install(tree, [OverlayFile(PurePosixPath(f"etc/{name}"), b"pwned\n", 0o644)])
+        assert not Path("/etc", name).exists()
+        assert not Path("/etc", f".{name}.herd-tmp").exists()
+    finally:
+        for leftover in (Path("/etc", name), Path("/etc", f".{name}.herd-tmp")):
+            if leftover.exists() and not leftover.is_symlink():
+                leftover.unlink()
+
+
+def test_dot_dot_is_refused(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with pytest.raises(OverlayError):
+        safe_path(tree, PurePosixPath("../escaped"))
+    with pytest.raises(OverlayError):
+        write_file(tree, PurePosixPath("etc/../../escaped"), b"x", 0o644)
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_safe_path_allows_links_that_stay_inside(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "usr/lib").mkdir(parents=True)
+    (tree / "lib").symlink_to("usr/lib")  # merged /usr, relative: stays inside
+    assert safe_path(tree, PurePosixPath("lib/x.so")) == (tree / "usr/lib/x.so").resolve()
+    assert safe_path(tree, PurePosixPath("top")) == tree.resolve() / "top"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# enable_unit
+
+
+def unit_tree(tmp_path: Path, units: dict[str, str]) -> Path:
+    tree = tmp_path / "tree"
+    for rel, content in units.items():
+        path = tree / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    return tree
+
+
+def test_enable_unit_makes_the_wantedby_links(tmp_path: Path) -> None:
+    tree = unit_tree(tmp_path, {
+        "etc/systemd/system/herdd.service": text_of(ALL[Role.WEB], "etc/systemd/system/herdd.service"),
+        "etc/systemd/system/herd-growroot.service":
+            text_of(ALL[Role.WEB], "etc/systemd/system/herd-growroot.service"),
+        "usr/lib/systemd/system/two.service": "[Unit]\n[Service]\nExecStart=/bin/true\n"
+                                              "[Install]\nWantedBy=multi-user.target graphical.target\n",
+    })
+    enable_unit(tree, "herdd.service")
+    enable_unit(tree, "herdd.service")  # twice is fine
+    enable_unit(tree, "herd-growroot.service")
+    enable_unit(tree, "two.service")
+    wants = tree / "etc/systemd/system"
+    links = {str(p.relative_to(wants)): os.readlink(p) for p in wants.rglob("*") if p.is_symlink()}
+    assert links == {
+        "multi-user.target.wants/herdd.service": "/etc/systemd/system/herdd.service",
+        "local-fs.target.wants/herd-growroot.service": "/etc/systemd/system/herd-growroot.service",
+        "multi-user.target.wants/two.service": "/usr/lib/systemd/system/two.service",
+        "graphical.target.wants/two.service": "/usr/lib/systemd/system/two.service",
+    }
+
+
+def test_enable_unit_without_install_section_fails_clearly(tmp_path: Path) -> None:
+    tree = unit_tree(tmp_path, {"etc/systemd/system/static.service": "[Unit]\n[Service]\nExecStart=/bin/true\n"})
+    with pytest.raises(OverlayError, match=r"static\.service.*WantedBy"):
+        enable_unit(tree, "static.service")
+    assert not [p for p in tree.rglob("*.wants")]
+
+
+def test_enable_missing_unit_fails_clearly(tmp_path: Path) -> None:
+    tree = unit_tree(tmp_path, {"etc/systemd/system/other.service": "[Install]\nWantedBy=multi-user.target\n"})
+    with pytest.raises(OverlayError, match=r"nosuch\.service: no such unit"):
+        enable_unit(tree, "nosuch.service")
+
+
+def test_enable_unit_refuses_a_wants_dir_outside_the_tree(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    tree = unit_tree(tmp_path, {"etc/systemd/system/herdd.service": "[Install]\nWantedBy=multi-user.target\n"})
+    (tree / "etc/systemd/system/multi-user.target.wants").symlink_to(outside)
+    with pytest.raises(OverlayError, match="outside the image tree"):
+        enable_unit(tree, "herdd.service")
+    assert list(outside.iterdir()) == []

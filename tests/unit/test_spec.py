@@ -1,0 +1,400 @@
+"""The cluster spec: the example loads, and every kind of bad input is reported with its key path, the
+file:line where it is, and what is wrong, all problems at once."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from herd.spec import CheckKind, Forwarding, Protocol, Role, Scheduler, SpecError, key_lines, load, parse
+
+PROJECT = Path(__file__).resolve().parents[2]
+EXAMPLE = PROJECT / "examples" / "cluster.toml"
+TEXT = EXAMPLE.read_text(encoding="utf-8")
+FILE = "cluster.toml"
+HERE = "# HERE"  # marks the line an error must point at
+
+
+def edit(text: str, old: str, new: str) -> str:
+    """Replace one exact, unique piece of the text (so an edit can never silently miss)."""
+    assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times"
+    return text.replace(old, new)
+
+
+def marked_line(text: str) -> int:
+    numbers = [n for n, line in enumerate(text.splitlines(), start=1) if HERE in line]
+    assert len(numbers) == 1, "a case must mark exactly one line"
+    return numbers[0]
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse(text, FILE)
+    assert str(info.value) == "\n".join(info.value.problems)
+    return info.value.problems
+
+
+def node_block(name: str) -> str:
+    """The `[[node]]` header followed by the node's name line, to mark or edit one node."""
+    return f'[[node]]\nname = "{name}"'
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The example
+
+
+def test_example_loads() -> None:
+    spec = load(EXAMPLE)
+    assert spec.name == "demo"
+    assert spec.release == "2026.11.0"
+    assert spec.source == TEXT
+    assert spec.digest == hashlib.sha256(TEXT.encode()).hexdigest()
+    assert [n.name for n in spec.nodes] == ["dir1", "dir2", "web1", "web2", "nfs1", "db1"]
+    assert spec.roles == (Role.DIRECTOR, Role.WEB, Role.NFS, Role.DB)
+    assert [n.name for n in spec.nodes_of(Role.DIRECTOR)] == ["dir1", "dir2"]
+    assert [n.name for n in spec.nodes_of(Role.WEB)] == ["web1", "web2"]
+    assert spec.network.subnet == ipaddress.IPv4Network("192.168.50.0/24")
+    assert spec.network.vip == ipaddress.IPv4Address("192.168.50.10")
+    assert spec.network.gateway == ipaddress.IPv4Address("192.168.50.1")
+    assert spec.network.dns == (ipaddress.IPv4Address("192.168.50.1"),)
+    assert all(n.address in spec.network.subnet and n.address != spec.network.vip for n in spec.nodes)
+    assert (spec.membership.port, spec.membership.interval_ms, spec.membership.deadtime_ms) == (694, 200, 1000)
+    assert len(spec.services) == 1
+    service = spec.services[0]
+    assert (service.name, service.port, service.protocol) == ("http", 80, Protocol.TCP)
+    assert (service.scheduler, service.forwarding, service.persistence) == (Scheduler.WLC, Forwarding.DR, 0)
+    assert service.check.kind == CheckKind.HTTP
+    assert (service.check.path, service.check.expect) == ("/", "herd")
+    assert (service.check.interval, service.check.timeout) == (2.0, 1.0)
+    assert spec.node_named("dir1") is not None and spec.node_named("dir1").priority == 200
+    assert spec.node_named("web1") is not None and spec.node_named("web1").priority == 100
+    assert spec.node_named("nope") is None
+    assert len(spec.ssh_keys) == 1 and spec.ssh_keys[0].startswith("ssh-ed25519 ")
+
+
+def test_node_by_mac_is_case_insensitive() -> None:
+    spec = parse(TEXT, FILE)
+    found = spec.node_by_mac({"aa:bb:cc:dd:ee:ff", "52:54:00:50:00:21".upper()})
+    assert found is not None and found.name == "web1"
+    assert spec.node_by_mac({"aa:bb:cc:dd:ee:ff"}) is None
+
+
+def test_mac_spellings_are_normalised() -> None:
+    spec = parse(edit(TEXT, '"52:54:00:50:00:22"', '"52-54-00-50-00-2A"'), FILE)
+    web2 = spec.node_named("web2")
+    assert web2 is not None and web2.mac == "52:54:00:50:00:2a"
+
+
+def test_defaults_for_optional_tables() -> None:
+    text = """
+[cluster]
+name = "tiny"
+[network]
+subnet = "10.0.0.0/24"
+vip = "10.0.0.100"
+[[node]]
+name = "d"
+role = "director"
+address = "10.0.0.2"
+"""
+    spec = parse(text, FILE)
+    assert spec.release == "0.1.0"
+    assert (spec.debian.suite, spec.debian.arch) == ("bookworm", "amd64")
+    assert spec.membership.deadtime_ms >= 3 * spec.membership.interval_ms
+    assert spec.services == () and spec.ssh_keys == ()
+    assert spec.nodes[0].mac is None
+
+
+def test_deadtime_of_exactly_three_intervals_is_accepted() -> None:
+    spec = parse(edit(TEXT, "deadtime_ms = 1000", "deadtime_ms = 600"), FILE)
+    assert spec.membership.deadtime_ms == 3 * spec.membership.interval_ms
+
+
+def test_load_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(edit(TEXT, 'address = "192.168.50.22"', f'address = "192.168.51.22"  {HERE}'))
+    with pytest.raises(SpecError) as info:
+        load(path)
+    assert info.value.problems[0].startswith(f"{path}:{marked_line(path.read_text())}: node[3].address: ")
+
+
+def test_load_unreadable_and_not_utf8(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="cannot read the spec"):
+        load(tmp_path / "missing.toml")
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes('[cluster]\nname = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(SpecError, match="not UTF-8"):
+        load(bad)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One case per kind of bad input: exactly one problem, at the marked line, naming the key and the trouble.
+
+
+@dataclass(frozen=True)
+class Bad:
+    text: str
+    path: str
+    problem: str  # a regular expression the message must contain
+
+
+def _bad_cases() -> dict[str, Bad]:
+    t = TEXT
+    return {
+        "unknown-top-level-key": Bad(
+            edit(t, "[cluster]\n", f'colour = "red"  {HERE}\n[cluster]\n'), "colour", r"unknown key"),
+        "unknown-top-level-table": Bad(
+            t + f"\n[extras]  {HERE}\nx = 1\n", "extras", r"unknown key; expected one of: .*membership"),
+        "unknown-node-key": Bad(
+            edit(t, 'name = "web2"', f'name = "web2"\ncolour = "red"  {HERE}'), "node[3].colour",
+            r"unknown key; expected one of: address, mac, name"),
+        "unknown-check-key": Bad(
+            edit(t, "fall = 2", f"fall = 2\nretries = 3  {HERE}"), "service[0].check.retries",
+            r"unknown key; expected one of: .*rise"),
+        "unknown-cluster-key": Bad(
+            edit(t, 'release = "2026.11.0"', f'release = "2026.11.0"\nversion = 2  {HERE}'),
+            "cluster.version", r"unknown key"),
+        "duplicate-node-name": Bad(
+            edit(t, 'name = "web2"', f'name = "web1"  {HERE}'), "node[3].name",
+            r"'web1' is already the name of node\[2\]"),
+        "duplicate-address": Bad(
+            edit(t, 'address = "192.168.50.22"', f'address = "192.168.50.21"  {HERE}'), "node[3].address",
+            r"192\.168\.50\.21 is already the address of node\[2\]"),
+        "duplicate-mac": Bad(
+            edit(t, 'mac = "52:54:00:50:00:22"', f'mac = "52:54:00:50:00:21"  {HERE}'), "node[3].mac",
+            r"52:54:00:50:00:21 is already the MAC of node\[2\]"),
+        "duplicate-mac-other-spelling": Bad(
+            edit(t, 'mac = "52:54:00:50:00:41"', f'mac = "52-54-00-50-00-11"  {HERE}'), "node[5].mac",
+            r"52:54:00:50:00:11 is already the MAC of node\[0\]"),
+        "address-outside-subnet": Bad(
+            edit(t, 'address = "192.168.50.31"', f'address = "192.168.51.31"  {HERE}'), "node[4].address",
+            r"192\.168\.51\.31 is outside network\.subnet 192\.168\.50\.0/24"),
+        "address-is-broadcast": Bad(
+            edit(t, 'address = "192.168.50.31"', f'address = "192.168.50.255"  {HERE}'), "node[4].address",
+            r"network or broadcast address"),
+        "vip-outside-subnet": Bad(
+            edit(t, 'vip = "192.168.50.10"', f'vip = "10.1.1.10"  {HERE}'), "network.vip",
+            r"10\.1\.1\.10 is outside network\.subnet"),
+        "address-is-vip": Bad(
+            edit(t, 'address = "192.168.50.41"', f'address = "192.168.50.10"  {HERE}'), "node[5].address",
+            r"is the VIP"),
+        "address-is-gateway": Bad(
+            edit(t, 'address = "192.168.50.41"', f'address = "192.168.50.1"  {HERE}'), "node[5].address",
+            r"is the gateway"),
+        "unknown-role": Bad(
+            edit(t, 'role = "nfs"', f'role = "storage"  {HERE}'), "node[4].role",
+            r"'storage' is not a role; use one of: director, web, nfs, db"),
+        "no-director": Bad(
+            edit(t.replace('role = "director"', 'role = "web"'), node_block("dir1"),
+                 f'[[node]]  {HERE}\nname = "dir1"'),
+            "node", r'no node has role = "director"'),
+        "malformed-mac": Bad(
+            edit(t, 'mac = "52:54:00:50:00:22"', f'mac = "52:54:00:50:00"  {HERE}'), "node[3].mac",
+            r"'52:54:00:50:00' is not a MAC address"),
+        "malformed-mac-letters": Bad(
+            edit(t, 'mac = "52:54:00:50:00:22"', f'mac = "52:54:00:50:00:zz"  {HERE}'), "node[3].mac",
+            r"is not a MAC address"),
+        "malformed-cidr-prefix": Bad(
+            edit(t, 'subnet = "192.168.50.0/24"', f'subnet = "192.168.50.0/33"  {HERE}'), "network.subnet",
+            r"'192\.168\.50\.0/33' is not an IPv4 CIDR"),
+        "malformed-cidr-text": Bad(
+            edit(t, 'subnet = "192.168.50.0/24"', f'subnet = "lan"  {HERE}'), "network.subnet",
+            r"'lan' is not an IPv4 CIDR"),
+        "cidr-host-bits-set": Bad(
+            edit(t, 'subnet = "192.168.50.0/24"', f'subnet = "192.168.50.1/24"  {HERE}'), "network.subnet",
+            r"'192\.168\.50\.1/24' has host bits set; the network is 192\.168\.50\.0/24"),
+        "malformed-node-address": Bad(
+            edit(t, 'address = "192.168.50.22"', f'address = "192.168.50.300"  {HERE}'), "node[3].address",
+            r"'192\.168\.50\.300' is not an IPv4 address"),
+        "malformed-vip": Bad(
+            edit(t, 'vip = "192.168.50.10"', f'vip = "192.168.50"  {HERE}'), "network.vip",
+            r"'192\.168\.50' is not an IPv4 address"),
+        "malformed-dns": Bad(
+            edit(t, 'dns = ["192.168.50.1"]', f'dns = ["192.168.50.1", "dns.example"]  {HERE}'), "network.dns[1]",
+            r"'dns\.example' is not an IPv4 address"),
+        "bad-scheduler": Bad(
+            edit(t, 'scheduler = "wlc"', f'scheduler = "fifo"  {HERE}'), "service[0].scheduler",
+            r"'fifo' is not one of: rr, wrr, lc, wlc, sh, mh"),
+        "bad-forwarding": Bad(
+            edit(t, 'forwarding = "dr"', f'forwarding = "tun"  {HERE}'), "service[0].forwarding",
+            r"'tun' is not one of: dr, nat"),
+        "string-for-int-service-port": Bad(
+            edit(t, "port = 80", f'port = "80"  {HERE}'), "service[0].port",
+            r"must be an integer, got str '80'"),
+        "string-for-int-membership": Bad(
+            edit(t, "interval_ms = 200", f'interval_ms = "200"  {HERE}'), "membership.interval_ms",
+            r"must be an integer, got str '200'"),
+        "string-for-int-node-priority": Bad(
+            edit(t, "priority = 200", f'priority = "high"  {HERE}'), "node[0].priority",
+            r"must be an integer, got str 'high'"),
+        "bool-for-int": Bad(
+            edit(t, "rise = 2", f"rise = true  {HERE}"), "service[0].check.rise", r"must be an integer, got bool"),
+        "int-for-string-address": Bad(
+            edit(t, 'address = "192.168.50.22"', f"address = 3232248342  {HERE}"), "node[3].address",
+            r"must be a string, got int"),
+        "string-for-list": Bad(
+            edit(t, 'dns = ["192.168.50.1"]', f'dns = "192.168.50.1"  {HERE}'), "network.dns",
+            r"must be a list, got str"),
+        "missing-node-address": Bad(
+            edit(edit(t, 'address = "192.168.50.22"\n', ""), node_block("web2"), f'[[node]]  {HERE}\nname = "web2"'),
+            "node[3].address", r"missing; add `address = …` here"),
+        "missing-node-role": Bad(
+            edit(edit(t, 'role = "db"\n', ""), node_block("db1"), f'[[node]]  {HERE}\nname = "db1"'),
+            "node[5].role", r"missing; add `role = …` here"),
+        "missing-vip": Bad(
+            edit(edit(t, 'vip = "192.168.50.10"', "# no vip"), "[network]", f"[network]  {HERE}"),
+            "network.vip", r"missing; add `vip = …` here"),
+        "missing-cluster-name": Bad(
+            edit(edit(t, 'name = "demo"', "# no name"), "[cluster]", f"[cluster]  {HERE}"),
+            "cluster.name", r"missing; add `name = …` here"),
+        "missing-service-port": Bad(
+            edit(edit(t, "port = 80\n", ""), "[[service]]", f"[[service]]  {HERE}"),
+            "service[0].port", r"missing; add `port = …` here"),
+        "deadtime-under-three-intervals": Bad(
+            edit(t, "deadtime_ms = 1000", f"deadtime_ms = 599  {HERE}"), "membership.deadtime_ms",
+            r"at least 3 [x\N{MULTIPLICATION SIGN}] interval_ms"),
+        "interval-zero": Bad(
+            edit(t, "interval_ms = 200", f"interval_ms = 0  {HERE}"), "membership.interval_ms",
+            r"must be at least 10"),
+        "membership-port-zero": Bad(
+            edit(t, "port = 694", f"port = 0  {HERE}"), "membership.port", r"0 is not a port number"),
+        "service-port-out-of-range": Bad(
+            edit(t, "port = 80", f"port = 65536  {HERE}"), "service[0].port", r"65536 is not a port number"),
+        "check-rise-zero": Bad(
+            edit(t, "rise = 2", f"rise = 0  {HERE}"), "service[0].check.rise", r"must be at least 1"),
+        "check-timeout-not-shorter": Bad(
+            edit(t, "timeout = 1.0", f"timeout = 2.0  {HERE}"), "service[0].check.timeout",
+            r"must be shorter than check\.interval"),
+        "check-path-relative": Bad(
+            edit(t, 'path = "/"', f'path = "health"  {HERE}'), "service[0].check.path", r"must start with '/'"),
+        "bad-ssh-key": Bad(
+            edit(edit(t, '"ssh-ed25519 AAAA', '"AAAA'), "ssh_keys = [", f"ssh_keys = [  {HERE}"),
+            "access.ssh_keys[0]", r"is not an OpenSSH public key line"),
+        "second-ssh-key-bad": Bad(
+            edit(edit(t, "admin@example\",\n", 'admin@example",\n    "ssh-ed25519 AAAA\\nroot",\n'),
+                 "ssh_keys = [", f"ssh_keys = [  {HERE}"),
+            "access.ssh_keys[1]", r"is not an OpenSSH public key line"),
+        "bad-node-name": Bad(
+            edit(t, 'name = "web2"', f'name = "Web_2"  {HERE}'), "node[3].name", r"must be a host name"),
+        "bad-release": Bad(
+            edit(t, 'release = "2026.11.0"', f'release = "../2026"  {HERE}'), "cluster.release",
+            r"must be letters, digits"),
+        "bad-arch": Bad(
+            edit(t, 'arch = "amd64"', f'arch = "arm64"  {HERE}'), "debian.arch", r"not supported"),
+        "bad-mirror": Bad(
+            edit(t, 'mirror = "http://deb.debian.org/debian"', f'mirror = "deb.debian.org"  {HERE}'),
+            "debian.mirror", r"must be an http://, https:// or file:// URL"),
+    }
+
+
+BAD = _bad_cases()
+
+
+@pytest.mark.parametrize("case", BAD.values(), ids=BAD.keys())
+def test_bad_input_is_reported_with_key_line_and_problem(case: Bad) -> None:
+    problems = problems_of(case.text)
+    assert len(problems) == 1, problems
+    prefix = f"{FILE}:{marked_line(case.text)}: {case.path}: "
+    assert problems[0].startswith(prefix), f"{problems[0]!r} does not start with {prefix!r}"
+    assert re.search(case.problem, problems[0][len(prefix):]), problems[0]
+
+
+def test_invalid_toml_names_the_line() -> None:
+    text = edit(TEXT, "port = 80", f"port = = 80  {HERE}")
+    problems = problems_of(text)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{FILE}: not valid TOML")
+    assert re.search(rf"\bline {marked_line(text)}\b", problems[0]), problems[0]
+
+
+def test_missing_required_table() -> None:
+    text = edit(TEXT, "[network]", "[network_]")  # the table is gone, and an unknown one is there
+    problems = problems_of(text)
+    network_problems = [p for p in problems if ": network: " in p]
+    assert len(network_problems) == 1 and "missing; add a [network] table" in network_problems[0]
+    assert any("network_: unknown key" in p for p in problems)
+
+
+def test_no_nodes() -> None:
+    text = TEXT[:TEXT.index("[[node]]")] + TEXT[TEXT.index("[access]"):]
+    problems = problems_of(text)
+    assert len(problems) == 1 and problems[0].startswith(f"{FILE}: node: no nodes")
+
+
+def test_several_problems_are_all_reported_at_once() -> None:
+    text = TEXT
+    text = edit(text, "deadtime_ms = 1000", "deadtime_ms = 100")
+    text = edit(text, 'scheduler = "wlc"', 'scheduler = "fifo"')
+    text = edit(text, 'address = "192.168.50.22"', 'address = "192.168.51.22"')
+    text = edit(text, 'mac = "52:54:00:50:00:31"', 'mac = "nope"')
+    text = edit(text, '"ssh-ed25519 AAAA', '"AAAA')
+    problems = problems_of(text)
+    paths = [p.split(": ")[1] for p in problems]
+    assert sorted(paths) == sorted(["membership.deadtime_ms", "service[0].scheduler", "node[3].address",
+                                    "node[4].mac", "access.ssh_keys[0]"])
+    assert all(re.match(rf"{FILE}:\d+: ", p) for p in problems)
+
+
+def test_no_director_is_reported_along_with_other_problems() -> None:
+    text = TEXT.replace('role = "director"', 'role = "web"')
+    text = edit(text, 'mac = "52:54:00:50:00:31"', 'mac = "nope"')
+    paths = [p.split(": ")[1] for p in problems_of(text)]
+    assert sorted(paths) == ["node", "node[4].mac"]
+
+
+def test_misspelt_role_does_not_also_claim_no_director() -> None:
+    text = TEXT.replace('role = "director"', 'role = "directr"')
+    paths = [p.split(": ")[1] for p in problems_of(text)]
+    assert paths == ["node[0].role", "node[1].role"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# key_lines
+
+
+def test_key_lines_maps_tables_arrays_and_keys() -> None:
+    text = "\n".join([
+        "top = 1",                 # 1
+        "[cluster]",               # 2
+        'name = "x"  # note',      # 3
+        "",                        # 4
+        "[[node]]",                # 5
+        'name = "a"',              # 6
+        "[[node]]  # the second",  # 7
+        '  name = "b"',            # 8
+        '"quoted key" = 2',        # 9
+        "[[service]]",             # 10
+        "port = 80",               # 11
+        "[service.check]",         # 12
+        'type = "http"',           # 13
+        "[[service]]",             # 14
+        "[ service.check ]",       # 15
+        "rise = 3",                # 16
+        "inline = { a = 1 }",      # 17
+    ])
+    assert key_lines(text) == {
+        "top": 1,
+        "cluster": 2, "cluster.name": 3,
+        "node": 5, "node[0]": 5, "node[0].name": 6,
+        "node[1]": 7, "node[1].name": 8, "node[1].quoted key": 9,
+        "service": 10, "service[0]": 10, "service[0].port": 11,
+        "service[0].check": 12, "service[0].check.type": 13,
+        "service[1]": 14, "service[1].check": 15, "service[1].check.rise": 16, "service[1].check.inline": 17,
+    }
+
+
+def test_key_lines_of_the_example_point_at_each_node() -> None:
+    lines = TEXT.splitlines()
+    mapping = key_lines(TEXT)
+    spec = parse(TEXT, FILE)
+    for i, node in enumerate(spec.nodes):
+        assert lines[mapping[f"node[{i}]"] - 1].strip() == "[[node]]"
+        assert str(node.address) in lines[mapping[f"node[{i}].address"] - 1]
+        assert node.name in lines[mapping[f"node[{i}].name"] - 1]
+    assert lines[mapping["service[0].check"] - 1].strip() == "[service.check]"
+    assert lines[mapping["access.ssh_keys"] - 1].startswith("ssh_keys")
