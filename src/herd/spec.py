@@ -71,6 +71,7 @@ class Membership:
     port: int = 694
     interval_ms: int = 200
     deadtime_ms: int = 1000
+    metrics_port: int = 9694  # Prometheus text endpoint; 0 turns it off
 
 
 @dataclass(frozen=True)
@@ -295,14 +296,18 @@ def parse(text: str, file: str = "<spec>") -> Spec:
         r.fail("debian.mirror", f"{debian.mirror!r} must be an http://, https:// or file:// URL")
 
     network = _network(r, r.get(data, "", "network", dict, {}, required=True) or {})
-    mem = r.table(r.get(data, "", "membership", dict, {}) or {}, "membership", {"port", "interval_ms", "deadtime_ms"})
+    mem = r.table(r.get(data, "", "membership", dict, {}) or {}, "membership",
+                  {"port", "interval_ms", "deadtime_ms", "metrics_port"})
     membership = Membership(
         port=r.value(mem, "membership", "port", int, 694),
         interval_ms=r.value(mem, "membership", "interval_ms", int, 200),
         deadtime_ms=r.value(mem, "membership", "deadtime_ms", int, 1000),
+        metrics_port=r.value(mem, "membership", "metrics_port", int, 9694),
     )
     if not 1 <= membership.port <= 65535:
         r.fail("membership.port", f"{membership.port} is not a port number (1-65535)")
+    if not 0 <= membership.metrics_port <= 65535 or membership.metrics_port == membership.port:
+        r.fail("membership.metrics_port", f"{membership.metrics_port} must be a free TCP port (0 turns it off)")
     if membership.interval_ms < 10:
         r.fail("membership.interval_ms", "must be at least 10")
     if membership.deadtime_ms < 3 * membership.interval_ms:

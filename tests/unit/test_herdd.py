@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -44,25 +42,16 @@ def test_local_macs_reads_sysfs(tmp_path: Path) -> None:
     assert local_macs(tmp_path) == {"52:54:00:aa:bb:01"}
 
 
-def test_herdd_notifies_systemd_and_says_ready(tmp_path: Path) -> None:
-    role = tmp_path / "role"
-    role.write_text("director\n")
-    notify = tmp_path / "notify.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(notify))
-        sock.settimeout(20)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "herd.daemon.main", "--spec", str(EXAMPLE), "--role-file", str(role),
-             "--node", "dir2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "NOTIFY_SOCKET": str(notify), "PYTHONPATH": str(PROJECT / "src")})
-        assert sock.recv(4096).decode().startswith("READY=1")
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "herd: dir2 director ready"
-        proc.send_signal(signal.SIGTERM)
-        assert sock.recv(4096) == b"STOPPING=1"
-        assert proc.wait(timeout=10) == 0
-    # --node never renames the host.
-    assert socket.gethostname() != "dir2"
+def test_node_refused_in_the_hosts_network_namespace(tmp_path: Path) -> None:
+    """--node would configure interfaces and send heartbeats: only ever inside a namespace of its own."""
+    key = tmp_path / "key"
+    key.write_text("k" * 64)
+    r = subprocess.run([sys.executable, "-m", "herd.daemon.main", "--spec", str(EXAMPLE), "--key", str(key),
+                        "--state-dir", str(tmp_path / "state"), "--socket", str(tmp_path / "s"), "--node", "dir2"],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT / "src")})
+    assert r.returncode == 2
+    assert "network namespace" in r.stderr
+    assert not (tmp_path / "s").exists()
 
 
 def test_herdd_bad_spec_exits_2(tmp_path: Path) -> None:

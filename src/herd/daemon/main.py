@@ -1,75 +1,132 @@
-"""herdd entry point. For now: find out who this node is, set the host name, tell systemd it is ready and
-say so on the console. Membership, directors and roles build on this."""
+"""herdd: find out who this node is, set the node up, then keep the cluster's membership running."""
 
 from __future__ import annotations
 
 import argparse
-import os
+import asyncio
+import ipaddress
+import logging
 import signal
-import socket
 import sys
 from pathlib import Path
 
 from herd import __version__, spec
+from herd.daemon import firstboot, netconfig
 from herd.daemon.identity import identify, local_macs
+from herd.daemon.loop import Config, Daemon
+from herd.daemon.notify import sd_notify
+from herd.daemon.state import StateDir
+
+log = logging.getLogger("herdd")
 
 
-def sd_notify(message: str) -> bool:
-    """Tell systemd (Type=notify) about our state; a no-op when not started by systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(message.encode())
-    return True
-
-
-def set_hostname(name: str, etc: Path = Path("/etc")) -> None:
-    if socket.gethostname() != name:
-        socket.sethostname(name)
-    hostname = etc / "hostname"
-    if not hostname.exists() or hostname.read_text().strip() != name:
-        tmp = hostname.with_name(".hostname.herd-tmp")
-        tmp.write_text(name + "\n")
-        os.replace(tmp, hostname)
+class StartError(Exception):
+    pass
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="herdd", description="herd cluster daemon: runs on every node.")
+    p = argparse.ArgumentParser(
+        prog="herdd", description="herd cluster daemon: runs on every node (systemd unit herdd.service).")
     p.add_argument("--spec", type=Path, default=Path("/etc/herd/cluster.toml"), help="cluster spec (%(default)s)")
+    p.add_argument("--key", type=Path, default=Path("/etc/herd/cluster.key"), help="cluster key (%(default)s)")
     p.add_argument("--role-file", type=Path, default=Path("/etc/herd/role"),
                    help="file naming this image's role (%(default)s)")
-    p.add_argument("--key", type=Path, default=Path("/etc/herd/cluster.key"), help="cluster key (%(default)s)")
-    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/herd"), help="state (%(default)s)")
-    p.add_argument("--node", help="force this node's identity (tests); never touches the host's name")
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/herd"), help="persistent state (%(default)s)")
+    p.add_argument("--socket", type=Path, default=Path("/run/herd/herdd.sock"),
+                   help="control socket for herdctl (%(default)s)")
+    p.add_argument("--node", help="force this identity (tests): never touches the host's name, keys, "
+                                  "machine-id, or interfaces outside this process's network namespace")
     p.add_argument("--version", action="version", version=f"herdd {__version__}")
     return p.parse_args(argv)
 
 
+def read_key(path: Path) -> bytes:
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise StartError(f"{path}: cannot read the cluster key: {exc.strerror}") from None
+    if len(key) < 32:
+        raise StartError(f"{path}: the cluster key is too short ({len(key)} bytes; at least 32)")
+    return key
+
+
+def who_am_i(cluster: spec.Spec, role: spec.Role, state: StateDir, forced: str | None) -> spec.Node:
+    if forced is not None:
+        node = cluster.node_named(forced)
+        if node is None:
+            raise StartError(f"--node {forced}: no node of that name in the spec")
+        return node
+    stored = state.identity()
+    if stored is not None:
+        node = cluster.node_named(stored["name"])
+        if node is not None and node.role == role:
+            return node
+        log.warning("stored identity %s is not a %s node of this spec any more; finding out again",
+                    stored["name"], role)
+    node = identify(cluster, role, local_macs())
+    if node is None:
+        raise StartError(f"no network card of this box is listed in the spec, and no free {role} slot could "
+                         "be claimed: add this box's MAC to the spec")
+    state.save_identity(node.name, role.value, "mac")
+    return node
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="herdd: %(message)s", stream=sys.stderr)
     try:
         cluster = spec.load(args.spec)
-        role = spec.Role(args.role_file.read_text().strip())
-        node = identify(cluster, role, local_macs(), args.node)
+        key = read_key(args.key)
+        state = StateDir(args.state_dir)
+        forced = cluster.node_named(args.node) if args.node else None
+        if forced is not None:
+            role = forced.role  # a forced identity brings its role; no image role file needed
+        else:
+            try:
+                role = spec.Role(args.role_file.read_text().strip())
+            except (OSError, ValueError) as exc:
+                raise StartError(f"{args.role_file}: cannot tell this image's role: {exc}") from None
+        node = who_am_i(cluster, role, state, args.node)
+        if args.node is None:
+            firstboot.set_hostname(node.name)
+            firstboot.ssh_host_keys()
+            firstboot.machine_id()
+        if args.node is not None and firstboot.in_initial_netns():
+            # It would configure the host's interfaces and send heartbeats to the spec's addresses from here.
+            raise StartError("--node runs only inside a network namespace of its own "
+                             "(ip netns exec NS herdd --node NAME …), never in the host's")
+        address = ipaddress.IPv4Interface(f"{node.address}/{cluster.network.subnet.prefixlen}")
+        for op in netconfig.reconcile(address, cluster.network.gateway):
+            log.info("network: %s", op)
+        if args.node is None:
+            netconfig.write_resolv_conf([str(d) for d in cluster.network.dns], cluster.network.domain)
+        generation = state.next_generation()
     except spec.SpecError as exc:
         print(f"herdd: {exc}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, LookupError) as exc:
+    except (StartError, LookupError) as exc:
         print(f"herdd: {exc}", file=sys.stderr)
         return 2
-    if node is not None and args.node is None:
-        set_hostname(node.name)
-    hostname = node.name if node is not None else socket.gethostname()
-    stop = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
-    sd_notify("READY=1\nSTATUS=ready")
-    print(f"herd: {hostname} {role.value} ready", flush=True)
-    signal.sigwait(stop)
-    sd_notify("STOPPING=1")
+
+    config = Config(spec=cluster, me=node, key=key, generation=generation, socket_path=args.socket,
+                    metrics_port=cluster.membership.metrics_port or None)
+
+    def ready() -> None:
+        sd_notify(f"READY=1\nSTATUS={node.name}: {len(cluster.nodes)} nodes in {cluster.name}")
+        print(f"herd: {node.name} {role.value} ready", flush=True)
+
+    async def run() -> None:
+        daemon = Daemon(config)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, daemon.stopping.set)
+        await daemon.run(str(node.address), on_ready=ready)
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        print(f"herdd: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -44,7 +44,7 @@ class Zipapp(Step):
             (herd_wheel,) = wheels.glob("herd-*.whl")
             shiv = Path(sys.executable).with_name("shiv")
             with ctx.cache.store("zipapp", key, ".pyz") as tmp:
-                run([shiv if shiv.exists() else "shiv", "-o", tmp, "-e", "herd.daemon.main:main",
+                run([shiv if shiv.exists() else "shiv", "-o", tmp, "-e", "herd.entry:main",
                      "-p", "/usr/bin/python3", "--compressed", "--reproducible",
                      "--", *TARGET_PIP, "--find-links", wheels, str(herd_wheel)],
                     on_line=progress.line, env={**env, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH",

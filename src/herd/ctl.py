@@ -1,0 +1,106 @@
+"""herdctl: ask the local herdd about the cluster, drain and undrain nodes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from herd import __version__
+
+STATE_STYLE = {"alive": "green", "dead": "bold red", "drained": "yellow", "unknown": "dim"}
+
+
+class CtlError(Exception):
+    pass
+
+
+def request(path: Path, message: dict[str, Any], timeout: float = 5) -> dict[str, Any]:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(json.dumps(message).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except FileNotFoundError:
+        raise CtlError(f"{path}: no such socket; is herdd running? (systemctl status herdd)") from None
+    except OSError as exc:
+        raise CtlError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        reply: dict[str, Any] = json.loads(data)
+    except ValueError:
+        raise CtlError("herdd sent a reply that is not JSON") from None
+    if not reply.get("ok"):
+        raise CtlError(str(reply.get("error", "herdd refused the request")))
+    return reply
+
+
+def health_text(health: dict[str, Any]) -> str:
+    parts = []
+    if "load1" in health:
+        parts.append(f"load {health['load1']}")
+    if "mem_pct" in health:
+        parts.append(f"mem {health['mem_pct']:.0f}%")
+    if "disk_pct" in health:
+        parts.append(f"disk {health['disk_pct']:.0f}%")
+    if "temp_c" in health:
+        parts.append(f"{health['temp_c']:.0f}°C")
+    return "  ".join(parts)
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    vip = status.get("vip") or {}
+    title = (f"cluster {status['cluster']} — seen from {status['self']}"
+             f" — VIP {vip.get('address')} held by {vip.get('holder') or 'nobody'}")
+    table = Table(title=title, title_justify="left")
+    for column in ("node", "role", "address", "state", "last seen", "health"):
+        table.add_column(column)
+    for node in status["nodes"]:
+        seen = "-" if node["last_seen_ms"] is None else f"{node['last_seen_ms']} ms"
+        name = node["name"] + (" (self)" if node["name"] == status["self"] else "")
+        style = STATE_STYLE.get(node["state"], "")
+        table.add_row(name, node["role"], node["address"], f"[{style}]{node['state']}[/]", seen,
+                      health_text(node.get("health") or {}))
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="herdctl", description="Ask the local herdd about the cluster.")
+    p.add_argument("--socket", type=Path, default=Path("/run/herd/herdd.sock"), help="herdd's socket (%(default)s)")
+    p.add_argument("--version", action="version", version=f"herdctl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("status", help="every node's state as this node sees it")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    for name, text in (("drain", "take a node out of service (web: weight 0)"), ("undrain", "put it back")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("node")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "status":
+            reply = request(args.socket, {"cmd": "status"})
+            if args.json:
+                print(json.dumps(reply["status"], indent=2))
+            else:
+                Console().print(status_table(reply["status"]))
+        else:
+            request(args.socket, {"cmd": args.command, "node": args.node})
+            print(f"{args.node}: {args.command}ed")
+    except CtlError as exc:
+        print(f"herdctl: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""The asyncio glue, the only place where the pure parts meet sockets and the clock: UDP heartbeats in and
+out, the membership ticker, health sampling, the control socket (herdctl), the metrics endpoint and the
+systemd watchdog."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from herd.daemon import health, metrics
+from herd.daemon.membership import DrainChanged, Event, Membership, PeerDown, PeerUp
+from herd.daemon.notify import sd_notify
+from herd.daemon.wire import KIND_HEARTBEAT, Drop, Message, ReplayGuard, decode, encode
+from herd.spec import Node, Spec
+
+log = logging.getLogger("herdd")
+HEALTH_EVERY = 2.0
+CONTROL_LIMIT = 64 * 1024
+
+
+@dataclass
+class Config:
+    spec: Spec
+    me: Node
+    key: bytes
+    generation: int
+    socket_path: Path
+    metrics_port: int | None
+
+
+class Daemon(asyncio.DatagramProtocol):
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.spec = config.spec
+        self.me = config.me
+        self.clock = clock
+        self.membership = Membership(self.spec, self.me.name, clock())
+        self.guard = ReplayGuard()
+        self.seq = 0
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.health: dict[str, Any] = health.sample()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.stopping = asyncio.Event()
+        self.peers = [(str(n.address), self.spec.membership.port) for n in self.spec.nodes if n.name != self.me.name]
+        self.address_of = {n.name: str(n.address) for n in self.spec.nodes}
+
+    # -- UDP --------------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        try:
+            msg = decode(data, self.spec.name, self.config.key)
+            if msg.sender not in self.address_of or msg.sender == self.me.name:
+                raise Drop("unknown-sender")
+            if addr[0] != self.address_of[msg.sender]:
+                raise Drop("spoofed-source")
+            self.guard.check(msg)
+        except Drop as drop:
+            self.dropped[drop.reason] += 1
+            return
+        except Exception:  # never let a packet crash the daemon
+            log.exception("unexpected error decoding a packet")
+            self.dropped["malformed"] += 1
+            return
+        self.guard.accept(msg)
+        self.counters["received"] += 1
+        self.report(self.membership.heard(msg, self.clock()))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP unreachable from a dead peer's address: expected while it is down.
+        self.counters["send_errors"] += 1
+
+    def send_heartbeat(self) -> None:
+        if self.transport is None:
+            return
+        self.seq += 1
+        msg = Message(KIND_HEARTBEAT, self.me.name, self.config.generation, self.seq,
+                      self.membership.payload(self.health))
+        data = encode(msg, self.spec.name, self.config.key)
+        for peer in self.peers:
+            self.transport.sendto(data, peer)
+            self.counters["sent"] += 1
+
+    def report(self, events: list[Event]) -> None:
+        for event in events:
+            match event:
+                case PeerUp(name):
+                    print(f"herd: {name} is alive", flush=True)
+                case PeerDown(name, silent):
+                    print(f"herd: {name} is dead (silent for {silent * 1000:.0f} ms)", flush=True)
+                case DrainChanged(name, drained):
+                    print(f"herd: {name} {'drained' if drained else 'undrained'}", flush=True)
+
+    # -- periodic work ----------------------------------------------------------------------------------
+    async def every(self, seconds: float, action: Callable[[], object]) -> None:
+        """Run action on a fixed beat that does not drift with the time the action takes."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            action()
+            next_at += seconds
+            delay = next_at - loop.time()
+            if delay < 0:  # we fell behind (suspended, overloaded): skip the missed beats
+                next_at = loop.time()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    def tick(self) -> None:
+        self.report(self.membership.tick(self.clock()))
+
+    def sample_health(self) -> None:
+        try:
+            self.health = health.sample()
+        except OSError:
+            log.exception("health sampling failed")
+
+    # -- status, control, metrics -----------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        nodes = self.membership.view(now)
+        for row in nodes:
+            if row["name"] == self.me.name:
+                row["health"] = self.health
+        return {
+            "cluster": self.spec.name,
+            "self": self.me.name,
+            "role": self.me.role.value,
+            "generation": self.config.generation,
+            "nodes": nodes,
+            "vip": {"address": str(self.spec.network.vip), "holder": None},
+            "counters": dict(self.counters),
+            "dropped": dict(self.dropped),
+        }
+
+    def command(self, request: dict[str, Any]) -> dict[str, Any]:
+        match request:
+            case {"cmd": "status"}:
+                return {"ok": True, "status": self.status()}
+            case {"cmd": "drain" | "undrain" as cmd, "node": str(name)}:
+                if name not in self.address_of:
+                    return {"ok": False, "error": f"no node named {name!r} in cluster {self.spec.name}"}
+                self.report(self.membership.set_drained(name, cmd == "drain"))
+                self.send_heartbeat()  # spread it now, not at the next beat
+                return {"ok": True}
+        return {"ok": False, "error": f"unknown request {request!r}"}
+
+    async def handle_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout=5)
+            try:
+                request = json.loads(line)
+                reply = self.command(request) if isinstance(request, dict) else {"ok": False, "error": "bad request"}
+            except ValueError:
+                reply = {"ok": False, "error": "request is not JSON"}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
+            if path in (b"/metrics", b"/"):
+                body = metrics.render(self.status(), dict(self.counters), dict(self.dropped)).encode()
+                head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+            else:
+                body, head = b"not found\n", b"HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
+            writer.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    # -- main -------------------------------------------------------------------------------------------
+    async def run(self, bind: str, on_ready: Callable[[], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self, local_addr=(bind, self.spec.membership.port))
+        path = self.config.socket_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        control = await asyncio.start_unix_server(self.handle_control, path=str(path), limit=CONTROL_LIMIT)
+        os.chmod(path, 0o600)
+        servers: list[asyncio.AbstractServer] = [control]
+        if self.config.metrics_port:
+            servers.append(await asyncio.start_server(self.handle_metrics, host=bind, port=self.config.metrics_port))
+        interval = self.spec.membership.interval_ms / 1000
+        tasks = [
+            asyncio.create_task(self.every(interval, self.send_heartbeat)),
+            asyncio.create_task(self.every(min(interval / 4, 0.05), self.tick)),
+            asyncio.create_task(self.every(HEALTH_EVERY, self.sample_health)),
+        ]
+        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        if watchdog_usec:
+            tasks.append(asyncio.create_task(self.every(watchdog_usec / 2e6, lambda: sd_notify("WATCHDOG=1"))))
+        if on_ready is not None:
+            on_ready()
+        try:
+            await self.stopping.wait()
+        finally:
+            sd_notify("STOPPING=1")
+            for task in tasks:
+                task.cancel()
+            for server in servers:
+                server.close()
+            if self.transport is not None:
+                self.transport.close()
+            path.unlink(missing_ok=True)

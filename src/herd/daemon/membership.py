@@ -1,0 +1,154 @@
+"""Who is alive: the membership state machine. Pure: authenticated messages and the clock go in, events and
+a view come out; no sockets, no asyncio, no time.
+
+A peer is alive from its first valid heartbeat until it has been silent for `deadtime`; then dead until the
+next one. Drained is an operator's decision, replicated to every node in the heartbeats as a last-writer-wins
+register per node (a version counter, ties broken by the origin's name), so any node can be asked and all
+converge.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from herd.daemon.wire import Message
+from herd.spec import Node, Spec
+
+
+class State(enum.StrEnum):
+    ALIVE = "alive"
+    DEAD = "dead"
+    DRAINED = "drained"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class PeerUp:
+    name: str
+
+
+@dataclass(frozen=True)
+class PeerDown:
+    name: str
+    silent_for: float
+
+
+@dataclass(frozen=True)
+class DrainChanged:
+    name: str
+    drained: bool
+
+
+Event = PeerUp | PeerDown | DrainChanged
+
+
+@dataclass(frozen=True, order=True)
+class Admin:
+    """One node's operator state; the larger (version, origin) wins a merge."""
+
+    version: int = 0
+    origin: str = ""
+    drained: bool = False
+
+
+@dataclass
+class Peer:
+    node: Node
+    alive: bool = False
+    last_seen: float | None = None
+    generation: int | None = None
+    health: dict[str, Any] = field(default_factory=dict)
+
+
+class Membership:
+    def __init__(self, spec: Spec, me: str, now: float) -> None:
+        self.spec = spec
+        self.me = me
+        self.deadtime = spec.membership.deadtime_ms / 1000
+        self.peers = {n.name: Peer(n) for n in spec.nodes}
+        self.peers[me].alive = True
+        self.peers[me].last_seen = now
+        self.admin: dict[str, Admin] = {n.name: Admin() for n in spec.nodes}
+
+    # -- input -------------------------------------------------------------------------------------------
+    def heard(self, msg: Message, now: float) -> list[Event]:
+        """A verified, fresh heartbeat from a spec node."""
+        peer = self.peers[msg.sender]
+        events: list[Event] = []
+        if not peer.alive:
+            events.append(PeerUp(msg.sender))
+        peer.alive = True
+        peer.last_seen = now
+        peer.generation = msg.generation
+        health = msg.payload.get("health")
+        if isinstance(health, dict):
+            peer.health = health
+        events += self.merge_admin(msg.payload.get("admin"))
+        return events
+
+    def tick(self, now: float) -> list[Event]:
+        events: list[Event] = []
+        self.peers[self.me].last_seen = now
+        for name, peer in self.peers.items():
+            if name == self.me or not peer.alive or peer.last_seen is None:
+                continue
+            silent = now - peer.last_seen
+            if silent > self.deadtime:
+                peer.alive = False
+                events.append(PeerDown(name, silent))
+        return events
+
+    def set_drained(self, name: str, drained: bool) -> list[Event]:
+        if name not in self.admin:
+            raise KeyError(name)
+        current = self.admin[name]
+        self.admin[name] = Admin(current.version + 1, self.me, drained)
+        return [DrainChanged(name, drained)] if current.drained != drained else []
+
+    def merge_admin(self, remote: Any) -> list[Event]:
+        if not isinstance(remote, dict):
+            return []
+        events: list[Event] = []
+        for name, value in remote.items():
+            if name not in self.admin or not (isinstance(value, list) and len(value) == 3):
+                continue
+            drained, version, origin = value
+            if not (isinstance(drained, bool) and isinstance(version, int) and isinstance(origin, str)):
+                continue
+            theirs = Admin(version, origin, drained)
+            mine = self.admin[name]
+            if theirs > mine:
+                self.admin[name] = theirs
+                if theirs.drained != mine.drained:
+                    events.append(DrainChanged(name, drained))
+        return events
+
+    # -- output ------------------------------------------------------------------------------------------
+    def payload(self, health: dict[str, Any]) -> dict[str, Any]:
+        admin = {n: [a.drained, a.version, a.origin] for n, a in self.admin.items() if a.version}
+        return {"health": health, "admin": admin}
+
+    def state(self, name: str) -> State:
+        peer = self.peers[name]
+        if not peer.alive:
+            return State.DEAD if peer.last_seen is not None else State.UNKNOWN
+        return State.DRAINED if self.admin[name].drained else State.ALIVE
+
+    def alive(self) -> set[str]:
+        return {name for name, peer in self.peers.items() if peer.alive}
+
+    def view(self, now: float) -> list[dict[str, Any]]:
+        rows = []
+        for name, peer in self.peers.items():
+            seen = None if peer.last_seen is None else round((now - peer.last_seen) * 1000)
+            rows.append({
+                "name": name,
+                "role": peer.node.role.value,
+                "address": str(peer.node.address),
+                "state": self.state(name).value,
+                "last_seen_ms": seen,
+                "health": peer.health,
+            })
+        return rows

@@ -1,0 +1,43 @@
+"""The Prometheus text exposition of herdd's view. Pure: a status dict and counters in, text out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+STATES = ("alive", "dead", "drained", "unknown")
+
+
+def _labels(**labels: str) -> str:
+    inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+                     for k, v in labels.items())
+    return "{" + inner + "}"
+
+
+def render(status: dict[str, Any], counters: dict[str, int], dropped: dict[str, int]) -> str:
+    out: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            out.append(f"{name}{_labels(**labels) if labels else ''} {value:g}")
+
+    me = status["self"]
+    metric("herd_node_state", "gauge", "1 for the node's current state as this node sees it.",
+           [({"node": n["name"], "role": n["role"], "state": s}, 1.0 if n["state"] == s else 0.0)
+            for n in status["nodes"] for s in STATES])
+    metric("herd_node_last_seen_seconds", "gauge", "Seconds since the node's last valid heartbeat.",
+           [({"node": n["name"]}, n["last_seen_ms"] / 1000) for n in status["nodes"] if n["last_seen_ms"] is not None])
+    metric("herd_heartbeats_sent_total", "counter", "Heartbeats sent.", [({}, counters.get("sent", 0))])
+    metric("herd_heartbeats_received_total", "counter", "Valid heartbeats received.",
+           [({}, counters.get("received", 0))])
+    metric("herd_packets_dropped_total", "counter", "Packets dropped, by reason.",
+           [({"reason": r}, float(c)) for r, c in sorted(dropped.items())])
+    health: dict[str, Any] = next((n["health"] for n in status["nodes"] if n["name"] == me), {})
+    for key, name, help_text in (("load1", "herd_load1", "1-minute load average."),
+                                 ("mem_pct", "herd_memory_used_percent", "Memory in use, percent."),
+                                 ("disk_pct", "herd_disk_used_percent", "Root file system in use, percent."),
+                                 ("temp_c", "herd_temperature_celsius", "Hottest sensor, Celsius.")):
+        if key in health:
+            metric(name, "gauge", help_text, [({"node": me}, float(health[key]))])
+    return "\n".join(out) + "\n"

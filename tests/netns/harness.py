@@ -1,0 +1,147 @@
+"""Several herdd processes, each in a network namespace of its own, on one bridge in a "switch" namespace.
+Nothing touches the host's interfaces; every packet stays inside namespaces made here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from herd.spec import Spec
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+class Lan:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag  # keeps names short (interface names max 15 chars) and unique per run
+        self.switch = f"{tag}-sw"
+        self.namespaces: list[str] = []
+        ip("netns", "add", self.switch)
+        self.namespaces.append(self.switch)
+        ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+        ip("-n", self.switch, "link", "set", "br0", "up")
+        self.count = 0
+
+    def host(self, name: str, mac: str | None = None, address: str | None = None) -> str:
+        ns = f"{self.tag}-{name}"
+        ip("netns", "add", ns)
+        self.namespaces.append(ns)
+        self.count += 1
+        a, b = f"{self.tag}{self.count}a", f"{self.tag}{self.count}b"
+        ip("link", "add", a, "type", "veth", "peer", "name", b)
+        ip("link", "set", a, "netns", ns)
+        ip("link", "set", b, "netns", self.switch)
+        ip("-n", ns, "link", "set", a, "name", "eth0")
+        if mac:
+            ip("-n", ns, "link", "set", "eth0", "address", mac)
+        ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", self.switch, "link", "set", b, "master", "br0", "up")
+        if address:
+            ip("-n", ns, "addr", "add", address, "dev", "eth0")
+            ip("-n", ns, "link", "set", "eth0", "up")
+        return ns
+
+    def close(self) -> None:
+        for ns in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+class Herdd:
+    def __init__(self, name: str, ns: str, spec_path: Path, key: Path, work: Path) -> None:
+        self.name = name
+        self.ns = ns
+        self.spec_path = spec_path
+        self.key = key
+        self.work = work
+        self.socket = work / "herdd.sock"
+        self.state = work / "state"
+        self.log = work / "herdd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(PROJECT / "src"), "PYTHONUNBUFFERED": "1", **(env or {})}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, sys.executable, "-m", "herd.daemon.main", "--spec",
+                 str(self.spec_path), "--key", str(self.key), "--state-dir", str(self.state), "--socket",
+                 str(self.socket), "--node", self.name], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signum)
+            self.proc.wait(10)
+
+    def request(self, message: dict[str, Any], timeout: float = 2) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.socket))
+            sock.sendall(json.dumps(message).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        reply: dict[str, Any] = json.loads(data)
+        return reply
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = self.request({"cmd": "status"})["status"]
+        return status
+
+    def states(self) -> dict[str, str]:
+        return {n["name"]: n["state"] for n in self.status()["nodes"]}
+
+    def ready(self) -> bool:
+        return self.log.exists() and f"herd: {self.name} " in self.log.read_text() and self.socket.exists()
+
+
+def wait_for(predicate: Any, timeout: float, every: float = 0.05, what: str = "condition") -> float:
+    start = time.monotonic()
+    while True:
+        try:
+            if predicate():
+                return time.monotonic() - start
+        except (OSError, ValueError, KeyError):
+            pass
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+class Cluster:
+    """All nodes of a spec as herdd processes on one LAN."""
+
+    def __init__(self, spec: Spec, spec_path: Path, key: Path, work: Path, tag: str) -> None:
+        self.spec = spec
+        self.lan = Lan(tag)
+        self.nodes: dict[str, Herdd] = {}
+        for node in spec.nodes:
+            ns = self.lan.host(node.name, node.mac)
+            self.nodes[node.name] = Herdd(node.name, ns, spec_path, key, work / node.name)
+
+    def start(self) -> None:
+        for herdd in self.nodes.values():
+            herdd.start()
+        for herdd in self.nodes.values():
+            wait_for(herdd.ready, 30, what=f"{herdd.name} ready")
+
+    def all_see_all_alive(self) -> bool:
+        return all(set(h.states().values()) == {"alive"} for h in self.nodes.values())
+
+    def close(self) -> None:
+        for herdd in self.nodes.values():
+            herdd.kill(signal.SIGTERM)
+        self.lan.close()
