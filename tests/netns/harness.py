@@ -58,8 +58,10 @@ class Lan:
 
 
 class Herdd:
-    def __init__(self, name: str, ns: str, spec_path: Path, key: Path, work: Path) -> None:
+    def __init__(self, name: str, ns: str, spec_path: Path, key: Path, work: Path,
+                 args: list[str] | None = None) -> None:
         self.name = name
+        self.args = ["--node", name] if args is None else args
         self.ns = ns
         self.spec_path = spec_path
         self.key = key
@@ -76,7 +78,7 @@ class Herdd:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.ns, sys.executable, "-m", "herd.daemon.main", "--spec",
                  str(self.spec_path), "--key", str(self.key), "--state-dir", str(self.state), "--socket",
-                 str(self.socket), "--node", self.name], stdout=log, stderr=subprocess.STDOUT, env=env)
+                 str(self.socket), *self.args], stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def kill(self, signum: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -105,7 +107,7 @@ class Herdd:
         return {n["name"]: n["state"] for n in self.status()["nodes"]}
 
     def ready(self) -> bool:
-        return self.log.exists() and f"herd: {self.name} " in self.log.read_text() and self.socket.exists()
+        return self.log.exists() and " ready" in self.log.read_text() and self.socket.exists()
 
 
 def wait_for(predicate: Any, timeout: float, every: float = 0.05, what: str = "condition") -> float:
@@ -124,11 +126,14 @@ def wait_for(predicate: Any, timeout: float, every: float = 0.05, what: str = "c
 class Cluster:
     """All nodes of a spec as herdd processes on one LAN."""
 
-    def __init__(self, spec: Spec, spec_path: Path, key: Path, work: Path, tag: str) -> None:
+    def __init__(self, spec: Spec, spec_path: Path, key: Path, work: Path, tag: str,
+                 only: set[str] | None = None) -> None:
         self.spec = spec
         self.lan = Lan(tag)
         self.nodes: dict[str, Herdd] = {}
         for node in spec.nodes:
+            if only is not None and node.name not in only:
+                continue
             ns = self.lan.host(node.name, node.mac)
             self.nodes[node.name] = Herdd(node.name, ns, spec_path, key, work / node.name)
 

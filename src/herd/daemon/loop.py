@@ -9,6 +9,7 @@ import collections
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,9 +17,21 @@ from pathlib import Path
 from typing import Any, cast
 
 from herd.daemon import health, metrics
+from herd.daemon.claim import SlotTable
 from herd.daemon.membership import DrainChanged, Event, Membership, PeerDown, PeerUp
 from herd.daemon.notify import sd_notify
-from herd.daemon.wire import KIND_HEARTBEAT, Drop, Message, ReplayGuard, decode, encode
+from herd.daemon.state import StateDir
+from herd.daemon.wire import (
+    KIND_CLAIM,
+    KIND_GRANT,
+    KIND_HEARTBEAT,
+    KIND_RELEASE,
+    Drop,
+    Message,
+    ReplayGuard,
+    decode,
+    encode,
+)
 from herd.spec import Node, Spec
 
 log = logging.getLogger("herdd")
@@ -34,6 +47,57 @@ class Config:
     generation: int
     socket_path: Path
     metrics_port: int | None
+    state: StateDir
+
+
+class ClaimServer(asyncio.DatagramProtocol):
+    """Answers slot claims from boxes not yet identified, over IPv6 link-local (they have no IPv4 address)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        d = self.daemon
+        try:
+            msg = decode(data, d.spec.name, d.config.key)
+            if msg.kind not in (KIND_CLAIM, KIND_RELEASE) or not msg.sender.startswith("mac:"):
+                raise Drop("unknown-sender")
+            d.guard.check(msg)
+            p = msg.payload
+            slot, mac, round_id, role = p.get("slot"), p.get("mac"), p.get("round"), p.get("role")
+            if not all(isinstance(v, str) for v in (slot, mac, round_id, role)) or msg.sender != f"mac:{mac}":
+                raise Drop("malformed")
+        except Drop as drop:
+            d.dropped[drop.reason] += 1
+            return
+        d.guard.accept(msg)
+        assert isinstance(slot, str) and isinstance(mac, str) and isinstance(round_id, str) and isinstance(role, str)
+        if msg.kind == KIND_RELEASE:
+            if d.slots.release(slot, mac, round_id):
+                d.config.state.save_json("slots.json", d.slots.to_json())
+            return
+        held = d.slots.bindings.get(slot)
+        holder: str | None
+        in_use = slot == d.me.name or (slot in d.address_of and d.membership.peers[slot].alive)
+        if in_use and (held is None or held.mac != mac):
+            # A node is running as that slot (one claimed before this node kept records): not free.
+            granted, holder, changed = False, held.mac if held else "", False
+        else:
+            granted, holder, changed = d.slots.claim(slot, mac, round_id, role)
+        if changed:
+            # On disk before the answer: a grant must survive this node's restart.
+            d.config.state.save_json("slots.json", d.slots.to_json())
+        if granted and changed:
+            print(f"herd: granted slot {slot} to {mac}", flush=True)
+        d.seq += 1
+        reply = Message(KIND_GRANT, d.me.name, d.config.generation, d.seq,
+                        {"slot": slot, "round": round_id, "granted": granted, "holder": holder})
+        if self.transport is not None:
+            self.transport.sendto(encode(reply, d.spec.name, d.config.key), addr)
 
 
 class Daemon(asyncio.DatagramProtocol):
@@ -52,6 +116,8 @@ class Daemon(asyncio.DatagramProtocol):
         self.stopping = asyncio.Event()
         self.peers = [(str(n.address), self.spec.membership.port) for n in self.spec.nodes if n.name != self.me.name]
         self.address_of = {n.name: str(n.address) for n in self.spec.nodes}
+        self.slots = SlotTable(self.spec, SlotTable.from_json(config.state.load_json("slots.json")))
+        self.claims = ClaimServer(self)
 
     # -- UDP --------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -189,6 +255,10 @@ class Daemon(asyncio.DatagramProtocol):
     async def run(self, bind: str, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(lambda: self, local_addr=(bind, self.spec.membership.port))
+        try:
+            await loop.create_datagram_endpoint(lambda: self.claims, sock=ipv6_socket(self.spec.membership.port))
+        except OSError as exc:
+            log.warning("no IPv6 (%s): boxes without a MAC in the spec cannot claim a slot through this node", exc)
         path = self.config.socket_path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
@@ -218,4 +288,19 @@ class Daemon(asyncio.DatagramProtocol):
                 server.close()
             if self.transport is not None:
                 self.transport.close()
+            if self.claims.transport is not None:
+                self.claims.transport.close()
             path.unlink(missing_ok=True)
+
+
+def ipv6_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from herd import __version__, spec
 from herd.daemon import firstboot, netconfig
+from herd.daemon.claiming import claim_slot
 from herd.daemon.identity import identify, local_macs
 from herd.daemon.loop import Config, Daemon
 from herd.daemon.notify import sd_notify
@@ -34,8 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/herd"), help="persistent state (%(default)s)")
     p.add_argument("--socket", type=Path, default=Path("/run/herd/herdd.sock"),
                    help="control socket for herdctl (%(default)s)")
-    p.add_argument("--node", help="force this identity (tests): never touches the host's name, keys, "
-                                  "machine-id, or interfaces outside this process's network namespace")
+    p.add_argument("--node", help="force this identity (tests); implies --sandbox")
+    p.add_argument("--sandbox", action="store_true",
+                   help="for tests: never touch the host's name, SSH keys, machine-id or resolv.conf, and run "
+                        "only inside a network namespace of its own")
     p.add_argument("--version", action="version", version=f"herdd {__version__}")
     return p.parse_args(argv)
 
@@ -50,7 +53,7 @@ def read_key(path: Path) -> bytes:
     return key
 
 
-def who_am_i(cluster: spec.Spec, role: spec.Role, state: StateDir, forced: str | None) -> spec.Node:
+def who_am_i(cluster: spec.Spec, role: spec.Role, state: StateDir, key: bytes, forced: str | None) -> spec.Node:
     if forced is not None:
         node = cluster.node_named(forced)
         if node is None:
@@ -64,10 +67,30 @@ def who_am_i(cluster: spec.Spec, role: spec.Role, state: StateDir, forced: str |
         log.warning("stored identity %s is not a %s node of this spec any more; finding out again",
                     stored["name"], role)
     node = identify(cluster, role, local_macs())
-    if node is None:
-        raise StartError(f"no network card of this box is listed in the spec, and no free {role} slot could "
-                         "be claimed: add this box's MAC to the spec")
-    state.save_identity(node.name, role.value, "mac")
+    if node is not None:
+        state.save_identity(node.name, role.value, "mac")
+        return node
+    return claim(cluster, role, state, key)
+
+
+def claim(cluster: spec.Spec, role: spec.Role, state: StateDir, key: bytes) -> spec.Node:
+    """No NIC of ours is in the spec: ask the cluster for a free slot of our role."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        nics = netconfig.wired_nics(netconfig.read_actual(ipr).links)
+    if not nics:
+        raise StartError("no wired network card found")
+    mac = Path(f"/sys/class/net/{nics[0]}/address").read_text().strip().lower()
+    ready = netconfig.bring_up_and_wait_link_local(nics)
+    if not ready:
+        raise StartError(f"no IPv6 link-local address on {', '.join(nics)}: cannot ask the cluster for a slot")
+    print(f"herd: {mac} is not in the spec; claiming a free {role} slot", flush=True)
+    slot = asyncio.run(claim_slot(cluster, role, key, mac, list(ready.values()), state.next_generation()))
+    state.save_identity(slot, role.value, f"claimed by {mac}")
+    node = cluster.node_named(slot)
+    assert node is not None
+    print(f"herd: claimed slot {slot}", flush=True)
     return node
 
 
@@ -86,19 +109,20 @@ def main(argv: list[str] | None = None) -> int:
                 role = spec.Role(args.role_file.read_text().strip())
             except (OSError, ValueError) as exc:
                 raise StartError(f"{args.role_file}: cannot tell this image's role: {exc}") from None
-        node = who_am_i(cluster, role, state, args.node)
-        if args.node is None:
+        sandbox = args.sandbox or args.node is not None
+        if sandbox and firstboot.in_initial_netns():
+            # It would configure the host's interfaces and send heartbeats to the spec's addresses from here.
+            raise StartError("--node and --sandbox run only inside a network namespace of their own "
+                             "(ip netns exec NS herdd …), never in the host's")
+        node = who_am_i(cluster, role, state, key, args.node)
+        if not sandbox:
             firstboot.set_hostname(node.name)
             firstboot.ssh_host_keys()
             firstboot.machine_id()
-        if args.node is not None and firstboot.in_initial_netns():
-            # It would configure the host's interfaces and send heartbeats to the spec's addresses from here.
-            raise StartError("--node runs only inside a network namespace of its own "
-                             "(ip netns exec NS herdd --node NAME …), never in the host's")
         address = ipaddress.IPv4Interface(f"{node.address}/{cluster.network.subnet.prefixlen}")
         for op in netconfig.reconcile(address, cluster.network.gateway):
             log.info("network: %s", op)
-        if args.node is None:
+        if not sandbox:
             netconfig.write_resolv_conf([str(d) for d in cluster.network.dns], cluster.network.domain)
         generation = state.next_generation()
     except spec.SpecError as exc:
@@ -109,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     config = Config(spec=cluster, me=node, key=key, generation=generation, socket_path=args.socket,
-                    metrics_port=cluster.membership.metrics_port or None)
+                    metrics_port=cluster.membership.metrics_port or None, state=state)
 
     def ready() -> None:
         sd_notify(f"READY=1\nSTATUS={node.name}: {len(cluster.nodes)} nodes in {cluster.name}")

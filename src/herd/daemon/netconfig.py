@@ -175,3 +175,28 @@ def write_resolv_conf(dns: list[str], domain: str, path: Path = Path("/etc/resol
     tmp.write_text(text)
     tmp.replace(path)
     return True
+
+
+def bring_up_and_wait_link_local(nics: tuple[str, ...], timeout: float = 10.0) -> dict[str, int]:
+    """Set the NICs up and wait until each has a usable (not tentative) IPv6 link-local address: claiming a
+    slot happens before the node has an IPv4 address. Returns {nic: ifindex} for the ready ones."""
+    import time
+
+    from pyroute2 import IPRoute
+
+    ready: dict[str, int] = {}
+    with IPRoute() as ipr:
+        indexes = {name: int(ipr.link_lookup(ifname=name)[0]) for name in nics}
+        for index in indexes.values():
+            ipr.link("set", index=index, state="up")
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and len(ready) < len(indexes):
+            for msg in ipr.get_addr(family=10):
+                address = msg.get_attr("IFA_ADDRESS") or ""
+                flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+                if address.startswith("fe80:") and not flags & 0x40:  # IFA_F_TENTATIVE
+                    for name, index in indexes.items():
+                        if msg["index"] == index:
+                            ready[name] = index
+            time.sleep(0.1)
+    return ready

@@ -32,6 +32,15 @@ class StateDir:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def load_json(self, name: str) -> Any:
+        try:
+            return json.loads((self.path / name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_json(self, name: str, data: Any) -> None:
+        write_atomic(self.path / name, json.dumps(data, sort_keys=True).encode() + b"\n", 0o600)
+
     def identity(self) -> dict[str, Any] | None:
         try:
             data = json.loads((self.path / "identity.json").read_text())

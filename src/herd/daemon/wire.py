@@ -24,6 +24,9 @@ HEADER = struct.Struct(">4sB8sQQB")
 MAC_SIZE = 32
 MAX_SIZE = 1400  # one Ethernet frame, no fragmentation
 KIND_HEARTBEAT = 1
+KIND_CLAIM = 2     # a box without identity asks for a slot (IPv6 link-local multicast)
+KIND_GRANT = 3     # a node's answer: granted or refused
+KIND_RELEASE = 4   # a claimer gives back what one round got
 
 
 class Drop(Exception):

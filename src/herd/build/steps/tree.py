@@ -108,9 +108,11 @@ class Tree(Step):
             os.chmod(tree / "root/.ssh", 0o700)
             for unit in UNITS:
                 enable_unit(tree, unit)
-            herdd_link = tree / "usr/local/bin/herdd"
-            herdd_link.unlink(missing_ok=True)
-            herdd_link.symlink_to("/usr/lib/herd/herdd.pyz")
+            # One zipapp, two commands: it looks at the name it was run as.
+            for command in ("herdd", "herdctl"):
+                link = tree / "usr/local/bin" / command
+                link.unlink(missing_ok=True)
+                link.symlink_to("/usr/lib/herd/herdd.pyz")
             for arch in ("i386-pc", "x86_64-efi"):
                 dest = tree / "boot/grub" / arch
                 remove_tree(dest)

@@ -1,0 +1,81 @@
+"""The claimer's I/O: multicast CLAIMs on every NIC's IPv6 link-local, collect GRANTs, until a slot is ours.
+The decisions are claim.Claimer's; this only moves its messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any
+
+from herd.daemon.claim import Claimed, Claimer, NoFreeSlot, SendClaim, SendRelease
+from herd.daemon.wire import KIND_CLAIM, KIND_GRANT, KIND_RELEASE, Drop, Message, ReplayGuard, decode, encode
+from herd.spec import Role, Spec
+
+ALL_NODES = "ff02::1"
+
+
+class _Replies(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.queue.put_nowait(data)
+
+
+async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: list[int], generation: int,
+                     say: Any = print) -> str:
+    claimer = Claimer(spec, role, mac)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.bind(("::", 0))
+    sock.setblocking(False)
+    transport, protocol = await loop.create_datagram_endpoint(_Replies, sock=sock)
+    guard = ReplayGuard()
+    names = {n.name for n in spec.nodes}
+    seq = 0
+    port = spec.membership.port
+    def perform(effects: list[Any]) -> str | None:
+        nonlocal seq
+        for effect in effects:
+            match effect:
+                case SendClaim(slot, round_id) | SendRelease(slot, round_id):
+                    seq += 1
+                    kind = KIND_CLAIM if isinstance(effect, SendClaim) else KIND_RELEASE
+                    msg = Message(kind, f"mac:{mac}", generation, seq,
+                                  {"slot": slot, "mac": mac, "round": round_id, "role": role.value})
+                    data = encode(msg, spec.name, key)
+                    for index in ifindexes:
+                        with contextlib.suppress(OSError):  # this NIC lost its link; the others may do
+                            transport.sendto(data, (ALL_NODES, port, 0, index))
+                case NoFreeSlot(r):
+                    say(f"herd: no free {r} slot in the spec (or too few nodes answering); asking again")
+                case Claimed(slot):
+                    return str(slot)
+        return None
+
+    try:
+        while True:
+            won = perform(claimer.tick(loop.time()))
+            if won is not None:
+                return won
+            try:
+                data = await asyncio.wait_for(protocol.queue.get(), timeout=0.05)
+            except TimeoutError:
+                continue
+            try:
+                reply = decode(data, spec.name, key)
+                if reply.kind != KIND_GRANT or reply.sender not in names:
+                    raise Drop("unknown-sender")
+                guard.check(reply)
+            except Drop:
+                continue
+            guard.accept(reply)
+            p = reply.payload
+            slot, round_id, granted = p.get("slot"), p.get("round"), p.get("granted")
+            if isinstance(slot, str) and isinstance(round_id, str) and isinstance(granted, bool):
+                won = perform(claimer.on_reply(reply.sender, slot, round_id, granted, loop.time()))
+                if won is not None:
+                    return won
+    finally:
+        transport.close()

@@ -1,0 +1,100 @@
+"""Boxes whose MAC is not in the spec claim the free slots of their role: two at once get different slots,
+and a claimed slot stays with its box through restarts and reflashing, and is never given to another."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from herd.spec import parse
+
+from .harness import PROJECT, Cluster, Herdd, wait_for
+
+FREE = ("web1", "web2")
+
+
+@pytest.fixture(scope="module")
+def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Path, Path, Path]]:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    work = tmp_path_factory.mktemp("claim")
+    text = (PROJECT / "examples/cluster.toml").read_text()
+    for slot in FREE:  # web1 and web2 become MAC-less slots
+        text = re.sub(rf'(name = "{slot}"\nrole = "web"\naddress = "[0-9.]+"\n)mac = "[0-9a-f:]+"\n', r"\1", text)
+    spec = parse(text)
+    assert all(spec.node_named(s).mac is None for s in FREE)  # type: ignore[union-attr]
+    spec_path = work / "cluster.toml"
+    spec_path.write_text(text)
+    key = work / "cluster.key"
+    key.write_text(secrets.token_hex(32))
+    role = work / "role"
+    role.write_text("web\n")
+    cluster = Cluster(spec, spec_path, key, work, f"c{os.getpid() % 100000}",
+                      only={n.name for n in spec.nodes if n.name not in FREE})
+    try:
+        cluster.start()
+        yield cluster, spec_path, key, role
+    finally:
+        cluster.close()
+
+
+def box(lan: tuple[Cluster, Path, Path, Path], label: str, mac: str) -> Herdd:
+    cluster, spec_path, key, role = lan
+    ns = cluster.lan.host(label, mac)
+    herdd = Herdd(label, ns, spec_path, key, cluster.nodes["dir1"].work.parent / label,
+                  args=["--sandbox", "--role-file", str(role)])
+    cluster.nodes[label] = herdd
+    return herdd
+
+
+def claimed(herdd: Herdd) -> str | None:
+    m = re.findall(r"herd: claimed slot (\S+)", herdd.log.read_text()) if herdd.log.exists() else []
+    return m[-1] if m else None
+
+
+def test_two_boxes_claiming_at_once_get_different_slots(lan: tuple[Cluster, Path, Path, Path]) -> None:
+    cluster = lan[0]
+    a, b = box(lan, "boxa", "02:00:00:00:0a:01"), box(lan, "boxb", "02:00:00:00:0b:01")
+    a.start()
+    b.start()
+    wait_for(lambda: claimed(a) and claimed(b), 30, what="both boxes claim a slot")
+    assert {claimed(a), claimed(b)} == set(FREE)
+    wait_for(lambda: a.ready() and b.ready(), 20, what="both ready")
+    # They joined under their slots' names and addresses: every node sees all six alive.
+    wait_for(lambda: all(set(h.states().values()) == {"alive"} for h in cluster.nodes.values()), 10,
+             what="all six alive everywhere")
+    assert a.status()["self"] == claimed(a)
+
+
+def test_a_restarted_or_reflashed_box_keeps_its_slot(lan: tuple[Cluster, Path, Path, Path]) -> None:
+    cluster = lan[0]
+    a = cluster.nodes["boxa"]
+    slot = claimed(a)
+    a.kill()
+    a.start()  # plain restart: identity from its state dir
+    wait_for(lambda: a.ready() and a.status()["self"] == slot, 20, what="boxa back")
+    a.kill()
+    shutil.rmtree(a.state)  # reflashed: nothing remembered locally, so it must ask again
+    a.log.write_text("")
+    a.start()
+    wait_for(lambda: claimed(a) is not None, 30, what="boxa claims again")
+    assert claimed(a) == slot
+    # A granting node's restart does not forget what it granted.
+    cluster.nodes["dir1"].kill()
+    cluster.nodes["dir1"].start()
+    wait_for(cluster.nodes["dir1"].ready, 20)
+    assert slot in (cluster.nodes["dir1"].state / "slots.json").read_text()
+
+
+def test_no_slot_is_given_twice(lan: tuple[Cluster, Path, Path, Path]) -> None:
+    c = box(lan, "boxc", "02:00:00:00:0c:01")
+    c.start()
+    wait_for(lambda: "no free web slot" in c.log.read_text(), 30, what="boxc told there is no free slot")
+    assert claimed(c) is None
+    c.kill()
