@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from herd import __version__
 
@@ -69,9 +70,9 @@ def status_table(status: dict[str, Any]) -> Table:
     for node in status["nodes"]:
         seen = "-" if node["last_seen_ms"] is None else f"{node['last_seen_ms']} ms"
         name = node["name"] + (" (self)" if node["name"] == status["self"] else "")
-        style = STATE_STYLE.get(node["state"], "")
-        table.add_row(name, node["role"], node["address"], f"[{style}]{node['state']}[/]", seen,
-                      health_text(node.get("health") or {}))
+        state = Text(node["state"], style=STATE_STYLE.get(node["state"], ""))
+        table.add_row(Text(name), Text(node["role"]), Text(node["address"]), state, seen,
+                      Text(health_text(node.get("health") or {})))
     return table
 
 

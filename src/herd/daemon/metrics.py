@@ -7,10 +7,17 @@ from typing import Any
 STATES = ("alive", "dead", "drained", "unknown")
 
 
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _labels(**labels: str) -> str:
-    inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-                     for k, v in labels.items())
-    return "{" + inner + "}"
+    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items()) + "}"
+
+
+def _number(value: float) -> str:
+    # Every digit of a counter matters to rate(); %g would round 1234567 to 1.23457e+06.
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def render(status: dict[str, Any], counters: dict[str, int], dropped: dict[str, int]) -> str:
@@ -20,7 +27,7 @@ def render(status: dict[str, Any], counters: dict[str, int], dropped: dict[str, 
         out.append(f"# HELP {name} {help_text}")
         out.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
-            out.append(f"{name}{_labels(**labels) if labels else ''} {value:g}")
+            out.append(f"{name}{_labels(**labels) if labels else ''} {_number(value)}")
 
     me = status["self"]
     metric("herd_node_state", "gauge", "1 for the node's current state as this node sees it.",
