@@ -1,9 +1,10 @@
-"""Booting an image in QEMU (TCG: no KVM here) and waiting for a line on its serial console."""
+"""Booting an image in QEMU (TCG: no KVM here), reading its serial console, and pulling its cables."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+ANSI = re.compile(r"\x1b\[[0-9;?=]*[A-Za-z]")
 
 
 @dataclass
@@ -25,52 +26,68 @@ class Boot:
         return [line for line in self.console.splitlines() if re.search(pattern, line)]
 
 
-def boot(image: Path, way: str, workdir: Path, wait_for: str, mac: str | None, timeout: float = 300) -> Boot:
-    """way: "bios" (SeaBIOS, virtio disk), "uefi" (OVMF, virtio disk) or "usb" (SeaBIOS, USB stick on xHCI)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "serial.log"
-    log.unlink(missing_ok=True)
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-display", "none",
-            "-monitor", "none", "-no-reboot", "-serial", f"file:{log}"]
-    if way == "uefi":
-        vars_copy = workdir / "OVMF_VARS.fd"
-        shutil.copyfile(OVMF_VARS, vars_copy)
-        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
-    if way == "usb":
-        argv += ["-device", "qemu-xhci,id=xhci",
-                 "-drive", f"if=none,id=stick,format=raw,file={image}",
-                 "-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]
-    else:
-        argv += ["-drive", f"if=virtio,format=raw,file={image},snapshot=on"]
-    if mac:
-        # restrict=on: the guest reaches nothing outside the VM.
-        argv += ["-netdev", "user,id=n0,restrict=on", "-device", f"virtio-net-pci,netdev=n0,mac={mac}"]
-    else:
-        argv += ["-nic", "none"]
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=(workdir / "qemu.err").open("w"))
-    pattern = re.compile(wait_for)
-    match = None
-    text = ""
-    try:
-        while time.monotonic() - start < timeout:
-            if log.exists():
-                text = ANSI.sub("", log.read_text(errors="replace"))
-                match = pattern.search(text)
-                if match:
-                    break
-            if proc.poll() is not None:
-                break
+class VM:
+    """way: "bios" (SeaBIOS, virtio disk), "uefi" (OVMF, virtio disk) or "usb" (SeaBIOS, USB stick on xHCI).
+    Each MAC in `macs` is a virtio NIC on QEMU's user network with restrict=on: it reaches nothing outside."""
+
+    def __init__(self, image: Path, way: str, workdir: Path, macs: list[str]) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log = workdir / "serial.log"
+        self.log.unlink(missing_ok=True)
+        self.monitor_path = workdir / "monitor.sock"
+        argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-display", "none",
+                "-monitor", f"unix:{self.monitor_path},server,nowait", "-no-reboot", "-serial", f"file:{self.log}"]
+        if way == "uefi":
+            vars_copy = workdir / "OVMF_VARS.fd"
+            shutil.copyfile(OVMF_VARS, vars_copy)
+            argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                     "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
+        if way == "usb":
+            argv += ["-device", "qemu-xhci,id=xhci",
+                     "-drive", f"if=none,id=stick,format=raw,file={image}",
+                     "-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]
+        else:
+            argv += ["-drive", f"if=virtio,format=raw,file={image},snapshot=on"]
+        for i, mac in enumerate(macs):
+            argv += ["-netdev", f"user,id=n{i},restrict=on", "-device", f"virtio-net-pci,netdev=n{i},mac={mac}"]
+        if not macs:
+            argv += ["-nic", "none"]
+        self.start = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=(workdir / "qemu.err").open("w"))
+
+    def console(self) -> str:
+        return ANSI.sub("", self.log.read_text(errors="replace")) if self.log.exists() else ""
+
+    def wait_for(self, pattern: str, timeout: float = 300) -> re.Match[str] | None:
+        regex = re.compile(pattern)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            match = regex.search(self.console())
+            if match or self.proc.poll() is not None:
+                return match
             time.sleep(1)
-    finally:
-        proc.terminate()
+        return None
+
+    def monitor(self, command: str) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(self.monitor_path))
+            sock.sendall(command.encode() + b"\n")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        self.proc.terminate()
         try:
-            proc.wait(10)
+            self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if log.exists():
-        text = ANSI.sub("", log.read_text(errors="replace"))
-    return Boot(way, text, match, time.monotonic() - start)
+            self.proc.kill()
+            self.proc.wait()
+
+
+def boot(image: Path, way: str, workdir: Path, wait_for: str, mac: str | None, timeout: float = 300) -> Boot:
+    vm = VM(image, way, workdir, [mac] if mac else [])
+    try:
+        match = vm.wait_for(wait_for, timeout)
+    finally:
+        vm.stop()
+    return Boot(way, vm.console(), match, time.monotonic() - vm.start)

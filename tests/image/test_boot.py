@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from herd.spec import Role
 
 from .conftest import STICK_EXTRA, WAYS, Build
-from .qemu import Boot
+from .qemu import VM, Boot
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -44,3 +45,35 @@ def test_root_grows_to_fill_the_stick(role: Role, boots: dict[tuple[Role, str], 
     assert lines, "growroot did not report on the console"
     before, after = map(int, re.search(r"from (\d+) to (\d+)", lines[0]).groups())  # type: ignore[union-attr]
     assert after - before >= STICK_EXTRA - 2 * 1024 * 1024
+
+
+@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+def test_herdd_configures_the_network(role: Role, build: Build, boots: dict[tuple[Role, str], Boot]) -> None:
+    node = build.spec.nodes_of(role)[-1]
+    prefix = build.spec.network.subnet.prefixlen
+    bios = boots[(role, "bios")]
+    assert bios.lines(rf"network: AddAddress\(name='\w+', address='{node.address}/{prefix}'\)")
+    assert bios.lines(rf"network: SetGateway\(gateway='{build.spec.network.gateway}'\)")
+
+
+def test_two_nics_are_bonded_and_survive_a_pulled_cable(build: Build, tmp_path: Path) -> None:
+    """With two wired NICs herdd makes an active-backup bond; pulling the active one's cable moves traffic
+    to the other. The Debian kernel has bonding (the host's has not: this runs in QEMU)."""
+    node = build.spec.nodes_of(Role.WEB)[0]
+    assert node.mac is not None
+    vm = VM(build.images[Role.WEB], "bios", tmp_path, [node.mac, "52:54:00:ff:00:01"])
+    try:
+        ready = vm.wait_for(r"herd: (\S+) web ready", 300)
+        assert ready and ready.group(1) == node.name, vm.console()[-3000:]
+        console = vm.console()
+        assert "network: CreateBond(name='bond0')" in console
+        assert len(re.findall(r"network: Enslave\(nic='(\w+)', bond='bond0'\)", console)) == 2
+        assert re.search(rf"network: AddAddress\(name='bond0', address='{node.address}/", console)
+        active = vm.wait_for(r"bond0: \(slave (\w+)\): making interface the new active one", 30)
+        assert active, console[-3000:]
+        first = active.group(1)
+        vm.monitor("set_link n0 off")  # the first NIC's cable
+        switched = vm.wait_for(rf"bond0: \(slave (?!{first})(\w+)\): making interface the new active one", 30)
+        assert switched, vm.console()[-3000:]
+    finally:
+        vm.stop()

@@ -63,3 +63,16 @@ def test_herdd_bad_spec_exits_2(tmp_path: Path) -> None:
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT / "src")})
     assert r.returncode == 2
     assert "node[5].role" in r.stderr
+
+
+def test_the_key_files_whole_content_is_the_key(tmp_path: Path) -> None:
+    from herd.daemon.main import StartError, read_key
+
+    path = tmp_path / "cluster.key"
+    path.write_bytes(b"0123456789abcdef" * 4 + b"\n")
+    assert read_key(path) == b"0123456789abcdef" * 4 + b"\n"
+    path.write_bytes(b"short")
+    with pytest.raises(StartError, match="too short"):
+        read_key(path)
+    with pytest.raises(StartError, match="cannot read"):
+        read_key(tmp_path / "missing")

@@ -75,7 +75,7 @@ def cluster_key(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.with_name(f".{path.name}.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+        f.write(secrets.token_hex(32))  # the whole content is the key: no newline
     os.replace(path.with_name(f".{path.name}.tmp"), path)
     return path
 

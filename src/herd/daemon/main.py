@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def read_key(path: Path) -> bytes:
     try:
-        key = path.read_bytes().strip()
+        key = path.read_bytes()  # the whole content is the key, byte for byte
     except OSError as exc:
         raise StartError(f"{path}: cannot read the cluster key: {exc.strerror}") from None
     if len(key) < 32:
