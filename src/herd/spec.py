@@ -64,6 +64,7 @@ class Network:
     dns: tuple[ipaddress.IPv4Address, ...]
     vip: ipaddress.IPv4Address
     domain: str = "herd.lan"
+    preempt: bool = False  # a recovered higher-priority director takes the VIP back
 
 
 @dataclass(frozen=True)
@@ -330,7 +331,7 @@ def parse(text: str, file: str = "<spec>") -> Spec:
 
 def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
     p = "network"
-    r.table(data, p, {"subnet", "gateway", "dns", "vip", "domain"})
+    r.table(data, p, {"subnet", "gateway", "dns", "vip", "domain", "preempt"})
     subnet_raw = r.get(data, p, "subnet", str, required=True)
     subnet = r.convert(f"{p}.subnet", subnet_raw, lambda v: ipaddress.IPv4Network(v, strict=False),
                        "an IPv4 CIDR such as 192.168.50.0/24")
@@ -354,7 +355,8 @@ def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
     dns = [r.convert(f"{p}.dns[{i}]", v, ipaddress.IPv4Address, "an IPv4 address") for i, v in enumerate(dns_raw)]
     vip = address(f"{p}.vip", r.get(data, p, "vip", str, required=True))
     domain = r.get(data, p, "domain", str, "herd.lan") or "herd.lan"
-    return Network(subnet=subnet, gateway=gateway, dns=tuple(d for d in dns if d is not None),
+    preempt = r.get(data, p, "preempt", bool, False) or False
+    return Network(subnet=subnet, gateway=gateway, dns=tuple(d for d in dns if d is not None), preempt=preempt,
                    vip=vip or ipaddress.IPv4Address(0), domain=domain)
 
 

@@ -27,6 +27,7 @@ class Lan:
         self.tag = tag  # keeps names short (interface names max 15 chars) and unique per run
         self.switch = f"{tag}-sw"
         self.namespaces: list[str] = []
+        self.ports: dict[str, str] = {}  # host name -> its port on the switch
         ip("netns", "add", self.switch)
         self.namespaces.append(self.switch)
         ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
@@ -47,10 +48,15 @@ class Lan:
             ip("-n", ns, "link", "set", "eth0", "address", mac)
         ip("-n", ns, "link", "set", "lo", "up")
         ip("-n", self.switch, "link", "set", b, "master", "br0", "up")
+        self.ports[name] = b
         if address:
             ip("-n", ns, "addr", "add", address, "dev", "eth0")
             ip("-n", ns, "link", "set", "eth0", "up")
         return ns
+
+    def unplug(self, name: str, plugged: bool = False) -> None:
+        """Pull (or put back) the host's cable at the switch."""
+        ip("-n", self.switch, "link", "set", self.ports[name], "up" if plugged else "down")
 
     def close(self) -> None:
         for ns in reversed(self.namespaces):

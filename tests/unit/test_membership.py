@@ -190,11 +190,13 @@ def test_set_drained_of_an_unknown_node_raises() -> None:
 
 def test_payload_carries_admin() -> None:
     m = Membership(SPEC, "dir1", T0)
-    assert m.payload({"load1": 1.0}) == {"health": {"load1": 1.0}, "admin": {}}
+    assert m.payload({"load1": 1.0}) == {"health": {"load1": 1.0}, "admin": {}, "vip": False}
+    assert m.payload({}, holds_vip=True)["vip"] is True
     m.set_drained("web1", True)
     m.set_drained("web2", True)
     m.set_drained("web2", False)
-    assert m.payload({}) == {"health": {}, "admin": {"web1": [True, 1, "dir1"], "web2": [False, 2, "dir1"]}}
+    assert m.payload({}) == {"health": {}, "admin": {"web1": [True, 1, "dir1"], "web2": [False, 2, "dir1"]},
+                             "vip": False}
 
 
 def test_another_node_adopts_a_drain() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import json
 import logging
 import os
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from herd.daemon import health, metrics
+from herd.daemon import health, metrics, vip
 from herd.daemon.claim import SlotTable
+from herd.daemon.election import AcquireVip, Election, ReleaseVip
 from herd.daemon.membership import DrainChanged, Event, Membership, PeerDown, PeerUp
 from herd.daemon.notify import sd_notify
 from herd.daemon.state import StateDir
@@ -32,7 +34,7 @@ from herd.daemon.wire import (
     decode,
     encode,
 )
-from herd.spec import Node, Spec
+from herd.spec import Node, Role, Spec
 
 log = logging.getLogger("herdd")
 HEALTH_EVERY = 2.0
@@ -118,6 +120,10 @@ class Daemon(asyncio.DatagramProtocol):
         self.address_of = {n.name: str(n.address) for n in self.spec.nodes}
         self.slots = SlotTable(self.spec, SlotTable.from_json(config.state.load_json("slots.json")))
         self.claims = ClaimServer(self)
+        self.election = Election(self.spec, self.me.name, clock(), preempt=self.spec.network.preempt)
+        self.ipr: Any = None  # pyroute2 IPRoute, made and used on netlink_thread only
+        self.netlink_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netlink")
+        self.vip_iface: str | None = None
 
     # -- UDP --------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -151,7 +157,7 @@ class Daemon(asyncio.DatagramProtocol):
             return
         self.seq += 1
         msg = Message(KIND_HEARTBEAT, self.me.name, self.config.generation, self.seq,
-                      self.membership.payload(self.health))
+                      self.membership.payload(self.health, self.election.holding))
         data = encode(msg, self.spec.name, self.config.key)
         for peer in self.peers:
             self.transport.sendto(data, peer)
@@ -182,7 +188,50 @@ class Daemon(asyncio.DatagramProtocol):
             await asyncio.sleep(delay)
 
     def tick(self) -> None:
-        self.report(self.membership.tick(self.clock()))
+        now = self.clock()
+        self.report(self.membership.tick(now))
+        for effect in self.election.tick(now, self.membership.peers):
+            self.apply_vip(effect)
+
+    def netlink(self, call: Callable[[Any], object]) -> concurrent.futures.Future[object]:
+        """Run call(ipr) on the netlink thread: pyroute2's IPRoute runs an event loop of its own, so it lives
+        in one thread of its own, and its calls are done there, in order."""
+
+        def run() -> object:
+            if self.ipr is None:
+                from pyroute2 import IPRoute
+
+                self.ipr = IPRoute()
+            return call(self.ipr)
+
+        future = self.netlink_thread.submit(run)
+        future.add_done_callback(_log_failure)
+        return future
+
+    def apply_vip(self, effect: AcquireVip | ReleaseVip) -> concurrent.futures.Future[object] | None:
+        address = str(self.spec.network.vip)
+        done = None
+        if self.vip_iface is not None:
+            iface, prefix, present = self.vip_iface, self.spec.network.subnet.prefixlen, isinstance(effect, AcquireVip)
+            done = self.netlink(lambda ipr: vip.set_vip(ipr, iface, address, prefix, present))
+        if isinstance(effect, AcquireVip):
+            print(f"herd: {self.me.name} takes the VIP {address}", flush=True)
+            loop = asyncio.get_running_loop()
+            for delay in vip.GARP_SCHEDULE:
+                loop.call_later(delay, self.garp)
+        else:
+            print(f"herd: {self.me.name} releases the VIP {address} ({effect.reason})", flush=True)
+        self.send_heartbeat()  # tell the others now, not at the next beat
+        return done
+
+    def garp(self) -> None:
+        if self.vip_iface is None or not self.election.holding:
+            return
+        try:
+            vip.send_garp(self.vip_iface, str(self.spec.network.vip))
+            self.counters["garp_sent"] += 1
+        except OSError as exc:
+            log.warning("gratuitous ARP on %s failed: %s", self.vip_iface, exc)
 
     def sample_health(self) -> None:
         try:
@@ -203,7 +252,7 @@ class Daemon(asyncio.DatagramProtocol):
             "role": self.me.role.value,
             "generation": self.config.generation,
             "nodes": nodes,
-            "vip": {"address": str(self.spec.network.vip), "holder": None},
+            "vip": {"address": str(self.spec.network.vip), "holder": self.election.holder(self.membership.peers)},
             "counters": dict(self.counters),
             "dropped": dict(self.dropped),
         }
@@ -252,8 +301,21 @@ class Daemon(asyncio.DatagramProtocol):
             writer.close()
 
     # -- main -------------------------------------------------------------------------------------------
+    def setup_vip(self, ipr: Any) -> None:
+        """Directors start without the VIP (a stale one from a crash is removed: the election decides);
+        web nodes take the real-server side of LVS direct routing. Runs on the netlink thread."""
+        address = str(self.spec.network.vip)
+        if self.me.role == Role.DIRECTOR:
+            self.vip_iface = vip.interface_with(ipr, str(self.me.address))
+            if self.vip_iface and vip.set_vip(ipr, self.vip_iface, address, self.spec.network.subnet.prefixlen, False):
+                log.info("removed a stale VIP from %s", self.vip_iface)
+        elif self.me.role == Role.WEB:
+            for change in vip.real_server_side(ipr, address):
+                log.info("LVS-DR: %s", change)
+
     async def run(self, bind: str, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
+        await asyncio.wrap_future(self.netlink(self.setup_vip))
         await loop.create_datagram_endpoint(lambda: self, local_addr=(bind, self.spec.membership.port))
         try:
             await loop.create_datagram_endpoint(lambda: self.claims, sock=ipv6_socket(self.spec.membership.port))
@@ -290,7 +352,21 @@ class Daemon(asyncio.DatagramProtocol):
                 self.transport.close()
             if self.claims.transport is not None:
                 self.claims.transport.close()
+            if self.election.holding:
+                self.election.holding = False
+                released = self.apply_vip(ReleaseVip("stopping"))
+                if released is not None:
+                    await asyncio.wrap_future(released)
+            if self.ipr is not None:
+                self.netlink(lambda ipr: ipr.close())
+            self.netlink_thread.shutdown(wait=True)
             path.unlink(missing_ok=True)
+
+
+def _log_failure(future: concurrent.futures.Future[object]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("netlink: %s", exc, exc_info=exc)
 
 
 def ipv6_socket(port: int) -> socket.socket:

@@ -60,6 +60,7 @@ class Peer:
     last_seen: float | None = None
     generation: int | None = None
     health: dict[str, Any] = field(default_factory=dict)
+    holds_vip: bool = False  # what its last heartbeat said
 
 
 class Membership:
@@ -85,6 +86,7 @@ class Membership:
         health = msg.payload.get("health")
         if isinstance(health, dict):
             peer.health = health
+        peer.holds_vip = msg.payload.get("vip") is True
         events += self.merge_admin(msg.payload.get("admin"))
         return events
 
@@ -126,9 +128,9 @@ class Membership:
         return events
 
     # -- output ------------------------------------------------------------------------------------------
-    def payload(self, health: dict[str, Any]) -> dict[str, Any]:
+    def payload(self, health: dict[str, Any], holds_vip: bool = False) -> dict[str, Any]:
         admin = {n: [a.drained, a.version, a.origin] for n, a in self.admin.items() if a.version}
-        return {"health": health, "admin": admin}
+        return {"health": health, "admin": admin, "vip": holds_vip}
 
     def state(self, name: str) -> State:
         peer = self.peers[name]
