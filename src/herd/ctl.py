@@ -76,6 +76,21 @@ def status_table(status: dict[str, Any]) -> Table:
     return table
 
 
+def services_table(status: dict[str, Any]) -> Table:
+    ipvs = status.get("ipvs") or "-"
+    table = Table(title=f"virtual services (IPVS {ipvs})", title_justify="left")
+    for column in ("service", "real server", "weight", "check", "last error"):
+        table.add_column(column)
+    for svc in status.get("services") or []:
+        name = f"{svc['protocol']} {svc['address']}:{svc['port']} {svc['scheduler']} {svc['forwarding']}"
+        for i, rs in enumerate(svc["real_servers"]):
+            check = rs["check"] or "-"
+            table.add_row(Text(f"{svc['name']}: {name}" if i == 0 else ""), Text(f"{rs['name']} {rs['address']}"),
+                          Text(str(rs["weight"])), Text(check, style="green" if check == "up" else "bold red"),
+                          Text(rs["error"] or ""))
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="herdctl", description="Ask the local herdd about the cluster.")
     p.add_argument("--socket", type=Path, default=Path("/run/herd/herdd.sock"), help="herdd's socket (%(default)s)")
@@ -93,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps(reply["status"], indent=2))
             else:
-                Console().print(status_table(reply["status"]))
+                console = Console()
+                console.print(status_table(reply["status"]))
+                if reply["status"].get("services"):
+                    console.print(services_table(reply["status"]))
         else:
             request(args.socket, {"cmd": args.command, "node": args.node})
             print(f"{args.node}: {args.command}ed")

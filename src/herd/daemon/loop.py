@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from herd.daemon import health, metrics, vip
+from herd.daemon import health, ipvs, metrics, vip
+from herd.daemon.checks import PROBES, CheckState
 from herd.daemon.claim import SlotTable
 from herd.daemon.election import AcquireVip, Election, ReleaseVip
 from herd.daemon.membership import DrainChanged, Event, Membership, PeerDown, PeerUp
@@ -124,6 +125,11 @@ class Daemon(asyncio.DatagramProtocol):
         self.ipr: Any = None  # pyroute2 IPRoute, made and used on netlink_thread only
         self.netlink_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netlink")
         self.vip_iface: str | None = None
+        self.is_director = self.me.role == Role.DIRECTOR
+        self.checks = {(svc.name, n.name): CheckState(svc.check.rise, svc.check.fall)
+                       for svc in self.spec.services for n in self.spec.nodes_of(Role.WEB)} if self.is_director else {}
+        self.ipvs: ipvs.IpvsTable | None = None
+        self.ipvs_state = "not started"
 
     # -- UDP --------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -172,6 +178,7 @@ class Daemon(asyncio.DatagramProtocol):
                     print(f"herd: {name} is dead (silent for {silent * 1000:.0f} ms)", flush=True)
                 case DrainChanged(name, drained):
                     print(f"herd: {name} {'drained' if drained else 'undrained'}", flush=True)
+                    self.reconcile_ipvs()
 
     # -- periodic work ----------------------------------------------------------------------------------
     async def every(self, seconds: float, action: Callable[[], object]) -> None:
@@ -214,6 +221,7 @@ class Daemon(asyncio.DatagramProtocol):
         if self.vip_iface is not None:
             iface, prefix, present = self.vip_iface, self.spec.network.subnet.prefixlen, isinstance(effect, AcquireVip)
             done = self.netlink(lambda ipr: vip.set_vip(ipr, iface, address, prefix, present))
+        self.sync_daemon(master=isinstance(effect, AcquireVip))
         if isinstance(effect, AcquireVip):
             print(f"herd: {self.me.name} takes the VIP {address}", flush=True)
             loop = asyncio.get_running_loop()
@@ -239,6 +247,83 @@ class Daemon(asyncio.DatagramProtocol):
         except OSError:
             log.exception("health sampling failed")
 
+    # -- load balancing (directors) ----------------------------------------------------------------------
+    def weight(self, service: str, node: str) -> int:
+        spec_node = self.spec.node_named(node)
+        if spec_node is None or self.membership.admin[node].drained or not self.checks[(service, node)].up:
+            return 0
+        return spec_node.weight
+
+    async def check_loop(self, service: Any, node: Any) -> None:
+        state = self.checks[(service.name, node.name)]
+        probe = PROBES[service.check.kind]
+        while True:
+            error = await probe(str(node.address), service.port, service.check)
+            if state.record(error):
+                print(f"herd: {node.name} is {'up' if state.up else 'down'} for {service.name}"
+                      f"{'' if state.up else f' ({error})'}", flush=True)
+                self.reconcile_ipvs()
+            await asyncio.sleep(service.check.interval)
+
+    def reconcile_ipvs(self) -> None:
+        if not self.is_director or self.ipvs_state == "unavailable":
+            return
+        want = ipvs.desired(self.spec, self.weight)
+        vip_address = str(self.spec.network.vip)
+
+        def apply(ipr: Any) -> None:
+            if self.ipvs is None:
+                try:
+                    self.ipvs = ipvs.IpvsTable()
+                except Exception as exc:  # no ip_vs module (containers, the netns tests)
+                    self.ipvs_state = "unavailable"
+                    log.warning("IPVS is not available here (%s): not load balancing", exc)
+                    return
+            ops = ipvs.plan(want, self.ipvs.read(), vip_address)
+            self.ipvs.apply(ops)
+            for op in ops:
+                log.info("ipvs: %s", op)
+            self.ipvs_state = "in sync"
+
+        self.netlink(apply)
+
+    def sync_daemon(self, master: bool) -> None:
+        """The kernel's IPVS connection sync: master on the VIP holder, backup on the standby."""
+        if not self.is_director or self.vip_iface is None or self.ipvs_state == "unavailable":
+            return
+        iface = self.vip_iface
+
+        def switch(ipr: Any) -> None:
+            import shutil
+            import subprocess
+
+            if shutil.which("ipvsadm") is None:
+                return
+            stop, start = ("backup", "master") if master else ("master", "backup")
+            subprocess.run(["ipvsadm", "--stop-daemon", stop], capture_output=True)
+            subprocess.run(["ipvsadm", "--start-daemon", start, "--mcast-interface", iface, "--syncid", "1"],
+                           capture_output=True)
+            log.info("ipvs: connection sync %s on %s", start, iface)
+
+        self.netlink(switch)
+
+    def services_status(self) -> list[dict[str, Any]]:
+        out = []
+        for svc in self.spec.services:
+            servers = []
+            for node in self.spec.nodes_of(Role.WEB):
+                state = self.checks.get((svc.name, node.name))
+                servers.append({
+                    "name": node.name, "address": str(node.address),
+                    "weight": self.weight(svc.name, node.name) if state else None,
+                    "check": None if state is None else ("up" if state.up else "down"),
+                    "error": None if state is None else state.last_error,
+                })
+            out.append({"name": svc.name, "address": str(self.spec.network.vip), "port": svc.port,
+                        "protocol": svc.protocol.value, "scheduler": svc.scheduler.value,
+                        "forwarding": svc.forwarding.value, "real_servers": servers})
+        return out
+
     # -- status, control, metrics -----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         now = self.clock()
@@ -253,6 +338,8 @@ class Daemon(asyncio.DatagramProtocol):
             "generation": self.config.generation,
             "nodes": nodes,
             "vip": {"address": str(self.spec.network.vip), "holder": self.election.holder(self.membership.peers)},
+            "services": self.services_status() if self.is_director else [],
+            "ipvs": self.ipvs_state if self.is_director else None,
             "counters": dict(self.counters),
             "dropped": dict(self.dropped),
         }
@@ -335,6 +422,12 @@ class Daemon(asyncio.DatagramProtocol):
             asyncio.create_task(self.every(min(interval / 4, 0.05), self.tick)),
             asyncio.create_task(self.every(HEALTH_EVERY, self.sample_health)),
         ]
+        if self.is_director:
+            self.reconcile_ipvs()
+            self.sync_daemon(master=False)
+            tasks += [asyncio.create_task(self.check_loop(svc, node))
+                      for svc in self.spec.services for node in self.spec.nodes_of(Role.WEB)]
+            tasks.append(asyncio.create_task(self.every(5.0, self.reconcile_ipvs)))  # repairs outside edits
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if watchdog_usec:
             tasks.append(asyncio.create_task(self.every(watchdog_usec / 2e6, lambda: sd_notify("WATCHDOG=1"))))
@@ -357,6 +450,9 @@ class Daemon(asyncio.DatagramProtocol):
                 released = self.apply_vip(ReleaseVip("stopping"))
                 if released is not None:
                     await asyncio.wrap_future(released)
+            if self.ipvs is not None:
+                table = self.ipvs
+                self.netlink(lambda ipr: table.close())
             if self.ipr is not None:
                 self.netlink(lambda ipr: ipr.close())
             self.netlink_thread.shutdown(wait=True)

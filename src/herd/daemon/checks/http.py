@@ -1,0 +1,35 @@
+"""HTTP check: GET the path, expect the status and (if set) a piece of text in the body."""
+
+from __future__ import annotations
+
+import asyncio
+
+from herd.spec import Check
+
+LIMIT = 256 * 1024
+
+
+async def http_check(address: str, port: int, check: Check) -> str | None:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), check.timeout)
+    except (OSError, TimeoutError) as exc:
+        return f"connect: {str(exc) or 'timed out'}"
+    try:
+        request = f"GET {check.path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: herdd-check\r\n\r\n"
+        writer.write(request.encode())
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(LIMIT), check.timeout)
+    except (OSError, TimeoutError) as exc:
+        return f"request: {str(exc) or 'timed out'}"
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if len(status_line) < 2 or not status_line[1].isdigit():
+        return "not an HTTP response"
+    status = int(status_line[1])
+    if status != check.status:
+        return f"status {status}, expected {check.status}"
+    if check.expect and check.expect.encode() not in body:
+        return f"body lacks {check.expect!r}"
+    return None
