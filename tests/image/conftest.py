@@ -39,6 +39,8 @@ class Build:
     images: dict[Role, Path]
     manifest: dict[str, Any]
     log: str
+    spec_path: Path
+    ssh_key: Path
 
 
 def run_build(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -53,15 +55,23 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
         pytest.fail("the image tests build and boot images: run them as root (see README.md)")
     base = tmp_path_factory.mktemp("build")
     key = base / "cluster.key"
+    # The example, plus an SSH key of the tests' own so they can log in to the VMs (as a user would).
+    ssh_key = base / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "herd-tests", "-f", str(ssh_key)],
+                   check=True)
+    public = ssh_key.with_suffix(".pub").read_text().strip()
+    spec_path = base / "cluster.toml"
+    spec_path.write_text(EXAMPLE.read_text().replace("ssh_keys = [\n", f'ssh_keys = [\n    "{public}",\n', 1))
     start = time.monotonic()
-    r = run_build(["--spec", str(EXAMPLE), "--out", str(base / "out"), "--key", str(key)])
+    r = run_build(["--spec", str(spec_path), "--out", str(base / "out"), "--key", str(key)])
     print(f"shared build: {time.monotonic() - start:.0f} s", file=sys.stderr)
     assert r.returncode == 0, f"build failed:\n{r.stdout}\n{r.stderr}"
-    spec = load(EXAMPLE)
+    spec = load(spec_path)
+    assert public in spec.ssh_keys
     out = base / "out" / spec.release
     manifest = json.loads((out / "manifest.json").read_text())
     images = {role: out / f"{spec.name}-{role.value}-{spec.release}.img" for role in spec.roles}
-    return Build(spec, out, key, images, manifest, r.stdout + r.stderr)
+    return Build(spec, out, key, images, manifest, r.stdout + r.stderr, spec_path, ssh_key)
 
 
 @pytest.fixture(scope="session")

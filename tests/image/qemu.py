@@ -30,7 +30,8 @@ class VM:
     """way: "bios" (SeaBIOS, virtio disk), "uefi" (OVMF, virtio disk) or "usb" (SeaBIOS, USB stick on xHCI).
     Each MAC in `macs` is a virtio NIC on QEMU's user network with restrict=on: it reaches nothing outside."""
 
-    def __init__(self, image: Path, way: str, workdir: Path, macs: list[str]) -> None:
+    def __init__(self, image: Path, way: str, workdir: Path, macs: list[str], taps: list[str] | None = None,
+                 netns: str | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.log = workdir / "serial.log"
         self.log.unlink(missing_ok=True)
@@ -49,7 +50,11 @@ class VM:
         else:
             argv += ["-drive", f"if=virtio,format=raw,file={image},snapshot=on"]
         for i, mac in enumerate(macs):
-            argv += ["-netdev", f"user,id=n{i},restrict=on", "-device", f"virtio-net-pci,netdev=n{i},mac={mac}"]
+            # A tap (on a bridge in a namespace the test made) or user networking that reaches nothing.
+            netdev = f"tap,id=n{i},ifname={taps[i]},script=no,downscript=no" if taps else f"user,id=n{i},restrict=on"
+            argv += ["-netdev", netdev, "-device", f"virtio-net-pci,netdev=n{i},mac={mac}"]
+        if netns:
+            argv = ["ip", "netns", "exec", netns, *argv]
         if not macs:
             argv += ["-nic", "none"]
         self.start = time.monotonic()

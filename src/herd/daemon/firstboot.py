@@ -38,6 +38,11 @@ def machine_id(etc: Path = Path("/etc")) -> bool:
     return True
 
 
+def publish_node_name(name: str, path: Path = Path("/run/herd/node.txt")) -> None:
+    """For Apache's /herd-node (web nodes): which real server answered."""
+    write_atomic(path, f"{name}\n".encode(), 0o644)
+
+
 def in_initial_netns() -> bool:
     """True unless this process provably runs in a network namespace other than the host's: there, `--node`
     must not touch interfaces. Proof is PID 1 being elsewhere, or ours being one `ip netns` made."""

@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             firstboot.set_hostname(node.name)
             firstboot.ssh_host_keys()
             firstboot.machine_id()
+            if node.role == spec.Role.WEB:
+                firstboot.publish_node_name(node.name)
         address = ipaddress.IPv4Interface(f"{node.address}/{cluster.network.subnet.prefixlen}")
         for op in netconfig.reconcile(address, cluster.network.gateway):
             log.info("network: %s", op)

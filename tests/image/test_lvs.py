@@ -1,0 +1,133 @@
+"""Load balancing for real, in QEMU (the Debian kernel has IPVS; the host's has not): a director VM and two
+web VMs on one bridge, with the rest of the cluster as herdd processes in network namespaces, and a client
+namespace on the same LAN. Through the VIP the client reaches both web nodes; Apache stopped on one takes it
+out of the IPVS table (weight 0) and started again puts it back."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from ..netns.harness import Cluster, wait_for
+from .conftest import Build
+from .qemu import VM
+
+VM_NODES = ("dir1", "web1", "web2")
+NETNS_NODES = ("nfs1", "db1")  # enough for a quorum (5 of 6); dir2 stays off: one director is enough here
+FETCH = ("import sys,urllib.request\n"
+         "for _ in range(int(sys.argv[2])):\n"
+         "  try: print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())\n"
+         "  except OSError as e: print('error', e)\n")
+
+
+@dataclass
+class Lab:
+    build: Build
+    cluster: Cluster
+    client: str
+    vms: dict[str, VM]
+
+    def ssh(self, node: str, command: str, timeout: float = 60) -> str:
+        address = str(self.build.spec.node_named(node).address)  # type: ignore[union-attr]
+        r = subprocess.run(["ip", "netns", "exec", self.client, "ssh", "-i", str(self.build.ssh_key),
+                            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                            "-o", "ConnectTimeout=20", "-o", "BatchMode=yes", f"root@{address}", command],
+                           capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, f"ssh {node} {command!r}: {r.stderr}"
+        return r.stdout
+
+    def fetch(self, path: str, times: int) -> list[str]:
+        url = f"http://{self.build.spec.network.vip}{path}"
+        r = subprocess.run(["ip", "netns", "exec", self.client, sys.executable, "-c", FETCH, url, str(times)],
+                           capture_output=True, text=True, timeout=120)
+        return r.stdout.split("\n")[:-1]
+
+
+@pytest.fixture(scope="module")
+def lab(build: Build, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    work = tmp_path_factory.mktemp("lvs")
+    cluster = Cluster(build.spec, build.spec_path, build.key, work, f"l{os.getpid() % 100000}",
+                      only=set(NETNS_NODES))
+    vms: dict[str, VM] = {}
+    try:
+        client = cluster.lan.host("client", address="192.168.50.99/24")
+        for name in VM_NODES:
+            node = build.spec.node_named(name)
+            assert node is not None and node.mac is not None
+            tap = f"{cluster.lan.tag}{name}"
+            vms[name] = VM(build.images[node.role], "bios", work / name, [node.mac], taps=[tap],
+                           netns=cluster.lan.switch)
+            wait_for(lambda tap=tap: subprocess.run(["ip", "-n", cluster.lan.switch, "link", "show", tap],
+                                                    capture_output=True).returncode == 0, 30, what=f"{tap}")
+            subprocess.run(["ip", "-n", cluster.lan.switch, "link", "set", tap, "master", "br0", "up"], check=True)
+        cluster.start()
+        for name, vm in vms.items():
+            assert vm.wait_for(rf"herd: {name} \S+ ready", 400), f"{name}:\n{vm.console()[-3000:]}"
+        yield Lab(build, cluster, client, vms)
+    finally:
+        for vm in vms.values():
+            vm.stop()
+        cluster.close()
+
+
+def ipvs_table(lab: Lab) -> dict[str, tuple[str, str]]:
+    """real server -> (forwarding, weight) for the VIP's service, from `ipvsadm -Ln` in the director VM."""
+    out = lab.ssh("dir1", "ipvsadm -Ln")
+    vip = lab.build.spec.network.vip
+    assert re.search(rf"TCP\s+{re.escape(str(vip))}:80 wlc", out), out
+    return {m.group(1): (m.group(2), m.group(3))
+            for m in re.finditer(r"->\s+([\d.]+):80\s+(\w+)\s+(\d+)", out)}
+
+
+def test_ipvsadm_shows_the_spec(lab: Lab) -> None:
+    dir1 = lab.vms["dir1"]
+    assert dir1.wait_for(r"herd: dir1 takes the VIP", 120), dir1.console()[-3000:]
+    for web in ("web1", "web2"):
+        assert dir1.wait_for(rf"herd: {web} is up for http", 120), dir1.console()[-3000:]
+    wait_for(lambda: ipvs_table(lab) == {"192.168.50.21": ("Route", "1"), "192.168.50.22": ("Route", "1")}, 60,
+             every=2, what="both real servers in the table with weight 1")
+
+
+def test_the_vip_reaches_both_web_nodes(lab: Lab) -> None:
+    answers = lab.fetch("/herd-node", 20)
+    assert set(answers) == {"web1", "web2"}, answers
+
+
+def test_a_stopped_apache_is_quiesced_and_comes_back(lab: Lab) -> None:
+    service = lab.build.spec.services[0]
+    check = service.check
+    dir1 = lab.vms["dir1"]
+    lab.ssh("web1", "systemctl stop apache2")
+    stopped = time.monotonic()
+    wait_for(lambda: "herd: web1 is down for http" in dir1.console(), 60, every=0.2, what="web1 down")
+    took = time.monotonic() - stopped
+    # fall failures in a row, the first up to one interval after the stop (checks run on their own beat).
+    assert took <= (check.fall + 1) * check.interval + check.timeout + 2, f"{took:.1f} s"
+    assert ipvs_table(lab)["192.168.50.21"] == ("Route", "0")
+    assert set(lab.fetch("/herd-node", 10)) == {"web2"}
+    ups = dir1.console().count("herd: web1 is up for http")
+    lab.ssh("web1", "systemctl start apache2")
+    started = time.monotonic()
+    wait_for(lambda: dir1.console().count("herd: web1 is up for http") > ups, 60, every=0.2, what="web1 up again")
+    took = time.monotonic() - started
+    assert took <= (check.rise + 1) * check.interval + check.timeout + 2, f"{took:.1f} s"
+    wait_for(lambda: ipvs_table(lab)["192.168.50.21"] == ("Route", "1"), 30, every=2, what="weight back")
+    assert set(lab.fetch("/herd-node", 20)) == {"web1", "web2"}
+
+
+def test_herdctl_on_the_director_shows_the_services(lab: Lab) -> None:
+    out = lab.ssh("dir1", "herdctl status --json")
+    status = json.loads(out)
+    assert status["vip"]["holder"] == "dir1"
+    (svc,) = status["services"]
+    assert {rs["name"]: rs["weight"] for rs in svc["real_servers"]} == {"web1": 1, "web2": 1}
+    assert status["ipvs"] == "in sync"
+    assert {n["name"]: n["state"] for n in status["nodes"]}["dir2"] == "unknown"
