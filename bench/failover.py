@@ -91,8 +91,6 @@ def herd_runs(runs: int, work: Path) -> list[float]:
 KEEPALIVED = """\
 global_defs {{
     router_id {name}
-    vrrp_garp_master_delay 0
-    vrrp_garp_master_repeat 5
 }}
 vrrp_instance VI_1 {{
     state BACKUP
@@ -121,11 +119,11 @@ def keepalived_runs(runs: int, work: Path, advert: float) -> list[float]:
             conf = work / f"{name}-{advert}.conf"
             conf.write_text(KEEPALIVED.format(name=name, priority=200 if name == "k1" else 100, advert=advert,
                                               version="" if advert >= 1 else "version 3", vip=VIP))
-            run = work / f"{name}-{advert}"
-            run.mkdir(exist_ok=True)
+            # Fresh pid files each start: a killed keepalived leaves its own behind.
+            run = Path(tempfile.mkdtemp(prefix=f"{name}-{advert}-", dir=work))
             daemons[name] = subprocess.Popen(
                 ["ip", "netns", "exec", nss[name], "keepalived", "-n", "-l", "-P", "-f", str(conf),
-                 "-p", str(run / "k.pid"), "-r", str(run / "v.pid"), "--no-syslog"],
+                 "-p", str(run / "k.pid"), "-r", str(run / "v.pid")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def holder() -> str | None:

@@ -20,8 +20,8 @@ from ..netns.harness import Cluster, wait_for
 from .conftest import Build
 from .qemu import VM
 
-VM_NODES = ("dir1", "web1", "web2")
-NETNS_NODES = ("nfs1", "db1")  # enough for a quorum (5 of 6); dir2 stays off: one director is enough here
+VM_NODES = ("dir1", "web1", "web2", "dir2")  # dir2 boots once dir1 holds the VIP
+NETNS_NODES = ("nfs1", "db1")  # the rest of the cluster, as herdd processes: a quorum without more VMs
 FETCH = ("import sys,urllib.request\n"
          "for _ in range(int(sys.argv[2])):\n"
          "  try: print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())\n"
@@ -68,7 +68,9 @@ def lab(build: Build, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]
             wait_for(lambda tap=tap: subprocess.run(["ip", "-n", cluster.lan.switch, "link", "show", tap],
                                                     capture_output=True).returncode == 0, 30, what=f"{tap}")
             subprocess.run(["ip", "-n", cluster.lan.switch, "link", "set", tap, "master", "br0", "up"], check=True)
-        cluster.start()
+            if name == "web2":
+                cluster.start()
+                assert vms["dir1"].wait_for(r"herd: dir1 takes the VIP", 400), vms["dir1"].console()[-3000:]
         for name, vm in vms.items():
             assert vm.wait_for(rf"herd: {name} \S+ ready", 400), f"{name}:\n{vm.console()[-3000:]}"
         yield Lab(build, cluster, client, vms)
@@ -123,6 +125,12 @@ def test_a_stopped_apache_is_quiesced_and_comes_back(lab: Lab) -> None:
     assert set(lab.fetch("/herd-node", 20)) == {"web1", "web2"}
 
 
+def test_the_holder_runs_the_connection_sync_master(lab: Lab) -> None:
+    out = lab.ssh("dir1", "ipvsadm -L --daemon")
+    assert re.search(r"master sync daemon .*syncid=1", out), out
+    assert "backup sync daemon" not in out
+
+
 def test_herdctl_on_the_director_shows_the_services(lab: Lab) -> None:
     out = lab.ssh("dir1", "herdctl status --json")
     status = json.loads(out)
@@ -130,4 +138,35 @@ def test_herdctl_on_the_director_shows_the_services(lab: Lab) -> None:
     (svc,) = status["services"]
     assert {rs["name"]: rs["weight"] for rs in svc["real_servers"]} == {"web1": 1, "web2": 1}
     assert status["ipvs"] == "in sync"
-    assert {n["name"]: n["state"] for n in status["nodes"]}["dir2"] == "unknown"
+    assert {n["name"]: n["state"] for n in status["nodes"]}["dir2"] == "alive"
+
+
+KEEPALIVE = ("import socket,sys,time\n"
+             "s=socket.create_connection((sys.argv[1],80),timeout=10)\n"
+             "for i in range(int(sys.argv[2])):\n"
+             "  s.sendall(b'GET /herd-node HTTP/1.1\\r\\nHost: vip\\r\\n\\r\\n')\n"
+             "  data=b''\n"
+             "  while not data.endswith(b'\\n') or b'\\r\\n\\r\\n' not in data:\n"
+             "    chunk=s.recv(4096)\n"
+             "    if not chunk: raise SystemExit('closed by peer')\n"
+             "    data+=chunk\n"
+             "  print(data.split(b'\\r\\n\\r\\n',1)[1].decode().strip(), flush=True)\n"
+             "  time.sleep(0.5)\n")
+
+
+def test_connections_survive_a_director_failover(lab: Lab) -> None:
+    """dir2 learns dir1's connections from the kernel's sync daemon; when dir1 dies (its VM is switched off),
+    an open keep-alive connection through the VIP goes on, through dir2, to the same web node."""
+    dir2 = lab.vms["dir2"]
+    assert dir2.wait_for(r"ipvs: connection sync backup", 120), dir2.console()[-3000:]
+    assert dir2.wait_for(r"herd: web2 is up for http", 120)
+    vip = str(lab.build.spec.network.vip)
+    client = subprocess.Popen(["ip", "netns", "exec", lab.client, sys.executable, "-c", KEEPALIVE, vip, "16"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # a few requests through dir1, synced to dir2
+    lab.vms["dir1"].stop()  # power cut
+    out, err = client.communicate(timeout=120)
+    answers = out.split()
+    assert client.returncode == 0, f"the connection broke: {err}; answers so far {answers}"
+    assert len(answers) == 16 and len(set(answers)) == 1, answers  # one connection, one real server
+    assert dir2.wait_for(r"herd: dir2 takes the VIP", 10)
