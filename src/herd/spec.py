@@ -109,6 +109,18 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Nfs:
+    export: str = "/srv/herd/www"  # on the nfs node; every web node serves it as its docroot
+    options: str = "rw,sync,no_subtree_check,root_squash"
+
+
+@dataclass(frozen=True)
+class Database:
+    name: str
+    user: str  # its password is derived from the cluster key (herd.secrets), never written in the spec
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     release: str
@@ -119,6 +131,8 @@ class Spec:
     nodes: tuple[Node, ...]
     ssh_keys: tuple[str, ...]
     source: str  # the TOML text as given: baked into images verbatim
+    nfs: Nfs = field(default_factory=Nfs)
+    databases: tuple[Database, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -275,7 +289,8 @@ def parse(text: str, file: str = "<spec>") -> Spec:
     except tomllib.TOMLDecodeError as exc:
         raise SpecError([f"{file}: not valid TOML: {exc}"]) from None
     r = _Reader(file, text)
-    r.table(data, "", {"cluster", "debian", "network", "membership", "service", "node", "access"})
+    r.table(data, "", {"cluster", "debian", "network", "membership", "service", "node", "access", "nfs",
+                       "database"})
 
     cluster = r.table(r.get(data, "", "cluster", dict, {}, required=True) or {}, "cluster", {"name", "release"})
     name = r.get(cluster, "cluster", "name", str, "", required=True) or ""
@@ -323,10 +338,46 @@ def parse(text: str, file: str = "<spec>") -> Spec:
         if not isinstance(key, str) or not re.match(r"^(ssh-|ecdsa-|sk-)\S+ \S+", key) or "\n" in key:
             r.fail(f"access.ssh_keys[{i}]", "is not an OpenSSH public key line (`ssh-ed25519 AAAA… comment`)")
 
+    nfs_data = r.table(r.get(data, "", "nfs", dict, {}) or {}, "nfs", {"export", "options"})
+    nfs = Nfs(export=r.get(nfs_data, "nfs", "export", str, Nfs.export) or Nfs.export,
+              options=r.get(nfs_data, "nfs", "options", str, Nfs.options) or Nfs.options)
+    if not re.match(r"^/[A-Za-z0-9._/-]+$", nfs.export) or "/../" in nfs.export + "/":
+        r.fail("nfs.export", f"{nfs.export!r} must be an absolute path of plain names")
+    if not re.match(r"^[a-z0-9_=,:]+$", nfs.options):
+        r.fail("nfs.options", f"{nfs.options!r} is not an exports(5) option list like rw,sync,no_subtree_check")
+
+    databases = _databases(r, r.get(data, "", "database", list, []) or [])
+
     if r.problems:
         raise SpecError(r.problems)
     return Spec(name=name, release=release, debian=debian, network=network, membership=membership,
-                services=tuple(services), nodes=tuple(nodes), ssh_keys=tuple(keys), source=text)
+                services=tuple(services), nodes=tuple(nodes), ssh_keys=tuple(keys), source=text, nfs=nfs,
+                databases=tuple(databases))
+
+
+_SQL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def _databases(r: _Reader, items: list[Any]) -> list[Database]:
+    out: list[Database] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        p = f"database[{i}]"
+        if not isinstance(item, dict):
+            r.fail(p, "must be a table ([[database]])")
+            continue
+        r.table(item, p, {"name", "user"})
+        name = r.get(item, p, "name", str, required=True)
+        user = r.get(item, p, "user", str, name)
+        for key, value in (("name", name), ("user", user)):
+            if value is not None and not _SQL_NAME.match(value):
+                r.fail(f"{p}.{key}", f"{value!r} must be lower-case letters, digits and _ (at most 32)")
+        if name is not None and name in seen:
+            r.fail(f"{p}.name", f"{name!r} is already database[{seen[name]}]")
+        if name is not None and user is not None:
+            seen.setdefault(name, i)
+            out.append(Database(name, user))
+    return out
 
 
 def _network(r: _Reader, data: Mapping[str, Any]) -> Network:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +102,7 @@ def boots(build: Build, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[
 
 
 @pytest.fixture(scope="session")
-def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("scratch")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def lab(build: Build, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from .lab import start_lab
+
+    yield from start_lab(build, tmp_path_factory.mktemp("lab"))

@@ -1,83 +1,17 @@
-"""Load balancing for real, in QEMU (the Debian kernel has IPVS; the host's has not): a director VM and two
-web VMs on one bridge, with the rest of the cluster as herdd processes in network namespaces, and a client
-namespace on the same LAN. Through the VIP the client reaches both web nodes; Apache stopped on one takes it
-out of the IPVS table (weight 0) and started again puts it back."""
+"""Load balancing for real, in QEMU (the Debian kernel has IPVS; the host's has not), in the lab (lab.py).
+Through the VIP the client reaches both web nodes; Apache stopped on one takes it out of the IPVS table
+(weight 0) and started again puts it back; an open connection survives the director's power cut."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
-import pytest
-
-from ..netns.harness import Cluster, wait_for
-from .conftest import Build
-from .qemu import VM
-
-VM_NODES = ("dir1", "web1", "web2", "dir2")  # dir2 boots once dir1 holds the VIP
-NETNS_NODES = ("nfs1", "db1")  # the rest of the cluster, as herdd processes: a quorum without more VMs
-FETCH = ("import sys,urllib.request\n"
-         "for _ in range(int(sys.argv[2])):\n"
-         "  try: print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())\n"
-         "  except OSError as e: print('error', e)\n")
-
-
-@dataclass
-class Lab:
-    build: Build
-    cluster: Cluster
-    client: str
-    vms: dict[str, VM]
-
-    def ssh(self, node: str, command: str, timeout: float = 60) -> str:
-        address = str(self.build.spec.node_named(node).address)  # type: ignore[union-attr]
-        r = subprocess.run(["ip", "netns", "exec", self.client, "ssh", "-i", str(self.build.ssh_key),
-                            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                            "-o", "ConnectTimeout=20", "-o", "BatchMode=yes", f"root@{address}", command],
-                           capture_output=True, text=True, timeout=timeout)
-        assert r.returncode == 0, f"ssh {node} {command!r}: {r.stderr}"
-        return r.stdout
-
-    def fetch(self, path: str, times: int) -> list[str]:
-        url = f"http://{self.build.spec.network.vip}{path}"
-        r = subprocess.run(["ip", "netns", "exec", self.client, sys.executable, "-c", FETCH, url, str(times)],
-                           capture_output=True, text=True, timeout=120)
-        return r.stdout.split("\n")[:-1]
-
-
-@pytest.fixture(scope="module")
-def lab(build: Build, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    work = tmp_path_factory.mktemp("lvs")
-    cluster = Cluster(build.spec, build.spec_path, build.key, work, f"l{os.getpid() % 100000}",
-                      only=set(NETNS_NODES))
-    vms: dict[str, VM] = {}
-    try:
-        client = cluster.lan.host("client", address="192.168.50.99/24")
-        for name in VM_NODES:
-            node = build.spec.node_named(name)
-            assert node is not None and node.mac is not None
-            tap = f"{cluster.lan.tag}{name}"
-            vms[name] = VM(build.images[node.role], "bios", work / name, [node.mac], taps=[tap],
-                           netns=cluster.lan.switch)
-            wait_for(lambda tap=tap: subprocess.run(["ip", "-n", cluster.lan.switch, "link", "show", tap],
-                                                    capture_output=True).returncode == 0, 30, what=f"{tap}")
-            subprocess.run(["ip", "-n", cluster.lan.switch, "link", "set", tap, "master", "br0", "up"], check=True)
-            if name == "web2":
-                cluster.start()
-                assert vms["dir1"].wait_for(r"herd: dir1 takes the VIP", 400), vms["dir1"].console()[-3000:]
-        for name, vm in vms.items():
-            assert vm.wait_for(rf"herd: {name} \S+ ready", 400), f"{name}:\n{vm.console()[-3000:]}"
-        yield Lab(build, cluster, client, vms)
-    finally:
-        for vm in vms.values():
-            vm.stop()
-        cluster.close()
+from ..netns.harness import wait_for
+from .lab import Lab
 
 
 def ipvs_table(lab: Lab) -> dict[str, tuple[str, str]]:

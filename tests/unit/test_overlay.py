@@ -126,7 +126,6 @@ def test_common_files(role: Role) -> None:
 
 ROLE_FILES = {
     "etc/exports": Role.NFS,
-    "srv/herd/www/index.html": Role.NFS,
     "etc/sysctl.d/60-herd-lvs-dr.conf": Role.WEB,
     "var/www/html/index.html": Role.WEB,
     "etc/modules-load.d/herd-ipvs.conf": Role.DIRECTOR,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from herd.daemon import health, ipvs, metrics, vip
+from herd.daemon import health, ipvs, metrics, roles, vip
 from herd.daemon.checks import PROBES, CheckState
 from herd.daemon.claim import SlotTable
 from herd.daemon.election import AcquireVip, Election, ReleaseVip
@@ -35,6 +35,7 @@ from herd.daemon.wire import (
     decode,
     encode,
 )
+from herd.secrets import db_password
 from herd.spec import Node, Role, Spec
 
 log = logging.getLogger("herdd")
@@ -51,6 +52,7 @@ class Config:
     socket_path: Path
     metrics_port: int | None
     state: StateDir
+    manage_roles: bool = False  # set up the role's engines (not under --sandbox: tests share the host)
 
 
 class ClaimServer(asyncio.DatagramProtocol):
@@ -244,8 +246,64 @@ class Daemon(asyncio.DatagramProtocol):
     def sample_health(self) -> None:
         try:
             self.health = health.sample()
+            if self.config.manage_roles:
+                self.health.update(roles.role_health(self.me.role.value))
         except OSError:
             log.exception("health sampling failed")
+
+    # -- roles --------------------------------------------------------------------------------------------
+    def databases(self) -> list[tuple[str, str, str]]:
+        return [(d.name, d.user, db_password(self.config.key, d.user)) for d in self.spec.databases]
+
+    async def db_setup(self) -> None:
+        """Create the spec's databases and users once MariaDB is up; retried until it is."""
+        if not self.spec.databases:
+            return
+        sql = roles.database_sql(self.databases(), str(self.spec.network.subnet))
+        last = None
+        while True:
+            error = await asyncio.to_thread(roles.apply_database_sql, sql)
+            if error is None:
+                print(f"herd: databases ready: {', '.join(d.name for d in self.spec.databases)}", flush=True)
+                return
+            if error != last:
+                print(f"herd: databases not ready yet: {error}", flush=True)
+                last = error
+            await asyncio.sleep(2)
+
+    async def web_db_config(self) -> None:
+        db_nodes = self.spec.nodes_of(Role.DB)
+        if db_nodes and self.spec.databases:
+            text = roles.php_db_config(str(db_nodes[0].address), self.databases())
+            await asyncio.to_thread(roles.write_web_db_config, text)
+
+    async def role_loop(self) -> None:
+        """nfs: export the docroot (seeded with the example site). web: mount it once the nfs node is alive,
+        and again whenever it is lost."""
+        nfs_nodes = self.spec.nodes_of(Role.NFS)
+        if self.me.role == Role.NFS:
+            seeded = await asyncio.to_thread(roles.prepare_export, Path(self.spec.nfs.export))
+            print(f"herd: exporting {self.spec.nfs.export}{' (seeded with the example site)' if seeded else ''}",
+                  flush=True)
+            return
+        if self.me.role == Role.DB:
+            await self.db_setup()
+            return
+        if self.me.role != Role.WEB or not nfs_nodes:
+            return
+        await self.web_db_config()
+        server = nfs_nodes[0]
+        last_error = None
+        while True:
+            if self.membership.peers[server.name].alive:
+                error = await asyncio.to_thread(roles.mount_docroot, str(server.address), self.spec.nfs.export)
+                if error is None and last_error != "mounted":
+                    print(f"herd: docroot mounted from {server.name}:{self.spec.nfs.export}", flush=True)
+                    last_error = "mounted"
+                elif error is not None and error != last_error:
+                    print(f"herd: cannot mount the docroot yet: {error}", flush=True)
+                    last_error = error
+            await asyncio.sleep(2)
 
     # -- load balancing (directors) ----------------------------------------------------------------------
     def weight(self, service: str, node: str) -> int:
@@ -422,6 +480,8 @@ class Daemon(asyncio.DatagramProtocol):
             asyncio.create_task(self.every(min(interval / 4, 0.05), self.tick)),
             asyncio.create_task(self.every(HEALTH_EVERY, self.sample_health)),
         ]
+        if self.config.manage_roles:
+            tasks.append(asyncio.create_task(self.role_loop()))
         if self.is_director:
             self.reconcile_ipvs()
             self.sync_daemon(master=False)

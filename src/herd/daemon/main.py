@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     config = Config(spec=cluster, me=node, key=key, generation=generation, socket_path=args.socket,
-                    metrics_port=cluster.membership.metrics_port or None, state=state)
+                    metrics_port=cluster.membership.metrics_port or None, state=state, manage_roles=not sandbox)
 
     def ready() -> None:
         sd_notify(f"READY=1\nSTATUS={node.name}: {len(cluster.nodes)} nodes in {cluster.name}")

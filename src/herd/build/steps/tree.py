@@ -14,6 +14,7 @@ from herd.build.fs import remove_tree, unpack
 from herd.build.overlay import OverlayFile, enable_unit, install, render, template_context, write_file
 from herd.build.plan import RolePlan
 from herd.build.steps import BuildError, Step
+from herd.spec import Role
 
 GRUB_MODULES = Path("/usr/lib/grub")
 UNITS = ("herdd.service", "herd-growroot.service")
@@ -113,6 +114,11 @@ class Tree(Step):
                 link = tree / "usr/local/bin" / command
                 link.unlink(missing_ok=True)
                 link.symlink_to("/usr/lib/herd/herdd.pyz")
+            if role == Role.NFS and (ctx.project / "examples/site").is_dir():
+                # The example site: herdd copies it into the export at first boot if the export is empty.
+                site = tree / "usr/share/herd/site"
+                remove_tree(site)
+                shutil.copytree(ctx.project / "examples/site", site)
             for arch in ("i386-pc", "x86_64-efi"):
                 dest = tree / "boot/grub" / arch
                 remove_tree(dest)

@@ -9,6 +9,17 @@ from herd.spec import Check
 LIMIT = 256 * 1024
 
 
+async def _read_all(reader: asyncio.StreamReader) -> bytes:
+    """The whole response (HTTP/1.0: the server closes when done), at most LIMIT bytes of it."""
+    data = b""
+    while len(data) < LIMIT:
+        chunk = await reader.read(LIMIT - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 async def http_check(address: str, port: int, check: Check) -> str | None:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), check.timeout)
@@ -18,7 +29,7 @@ async def http_check(address: str, port: int, check: Check) -> str | None:
         request = f"GET {check.path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: herdd-check\r\n\r\n"
         writer.write(request.encode())
         await writer.drain()
-        response = await asyncio.wait_for(reader.read(LIMIT), check.timeout)
+        response = await asyncio.wait_for(_read_all(reader), check.timeout)
     except (OSError, TimeoutError) as exc:
         return f"request: {str(exc) or 'timed out'}"
     finally:
