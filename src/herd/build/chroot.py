@@ -14,23 +14,31 @@ R="$1"; DEBS="$2"; shift 2
 mount -t proc proc "$R/proc"
 mount -t sysfs sysfs "$R/sys"
 mount --rbind /dev "$R/dev"
-mkdir -p "$R/var/cache/apt/archives" "$DEBS/partial"
-mount --bind "$DEBS" "$R/var/cache/apt/archives"
-rm -f "$R/etc/resolv.conf"
-cp /etc/resolv.conf "$R/etc/resolv.conf"
+if [ -n "$DEBS" ]; then
+    # Installing packages: the shared .deb cache and the host's DNS.
+    mkdir -p "$R/var/cache/apt/archives" "$DEBS/partial"
+    mount --bind "$DEBS" "$R/var/cache/apt/archives"
+    rm -f "$R/etc/resolv.conf"
+    cp /etc/resolv.conf "$R/etc/resolv.conf"
+fi
 # Packages must not start their daemons in the build tree.
 printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"
 chmod 755 "$R/usr/sbin/policy-rc.d"
+status=0
 chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
-    DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true "$@"
+    DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true "$@" || status=$?
 rm -f "$R/usr/sbin/policy-rc.d"
+exit $status
 """
 
 
-def in_chroot(tree: Path, debs: Path, script: str, on_line: OnLine | None = None) -> str:
-    debs.mkdir(parents=True, exist_ok=True)
-    argv = in_private_namespace(["sh", "-c", _SETUP, "herd-chroot", tree.resolve(), debs.resolve(),
-                                 "/bin/sh", "-euc", script])
+def in_chroot(tree: Path, debs: Path | None, script: str, on_line: OnLine | None = None) -> str:
+    """Run script in the tree. With `debs`, set up for apt (the shared .deb cache, the host's DNS); without,
+    the tree's own files are left exactly as they are (checking a finished tree's configs)."""
+    if debs is not None:
+        debs.mkdir(parents=True, exist_ok=True)
+    argv = in_private_namespace(["sh", "-c", _SETUP, "herd-chroot", tree.resolve(),
+                                 str(debs.resolve()) if debs else "", "/bin/sh", "-euc", script])
     return run(argv, on_line=on_line)
 
 

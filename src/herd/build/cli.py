@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from herd import __version__
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"  {problem}", highlight=False, markup=False)
         return EXIT_BAD_INPUT
     except RecipeError as exc:
-        err.print(f"[red]error:[/] {exc}", markup=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_BAD_INPUT
 
     problems = host.problems()
@@ -141,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"[bold]{spec.name}[/] release [bold]{release}[/] from {args.spec}")
         execute(ctx, steps_for(ctx))
     except (BuildError, OverlayError) as exc:
-        err.print(f"[red]error:[/] {exc}", markup=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_BAD_INPUT if isinstance(exc, OverlayError) else EXIT_FAILED
     except CommandError as exc:
-        err.print(f"[red]error:[/] build failed: {exc}", markup=False, highlight=False)
+        err.print(f"[red]error:[/] build failed: {escape(str(exc))}", highlight=False)
         return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: nothing was written to the release directory; the cache is intact")
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             remove_tree(work)
         except (OSError, RuntimeError) as exc:
-            err.print(f"[yellow]warning:[/] could not remove scratch space {work}: {exc}", markup=False)
+            err.print(f"[yellow]warning:[/] could not remove scratch space {work}: {escape(str(exc))}")
     plain_console().print(summary(ctx))
     return 0
 

@@ -24,6 +24,7 @@ class BaseRecipe:
 class RoleRecipe:
     role: Role
     packages: tuple[str, ...]
+    validate: tuple[str, ...] = ()  # commands run in the finished tree; a failure fails the build
 
 
 def _load(path: Path, known: set[str]) -> dict[str, object]:
@@ -57,8 +58,8 @@ def load_base(image_dir: Path) -> BaseRecipe:
 
 def load_role(image_dir: Path, role: Role) -> RoleRecipe:
     path = image_dir / f"{role.value}.toml"
-    data = _load(path, {"packages"})
-    return RoleRecipe(role, _strings(path, data, "packages"))
+    data = _load(path, {"packages", "validate"})
+    return RoleRecipe(role, _strings(path, data, "packages"), _strings(path, data, "validate"))
 
 
 def host_requirements(path: Path) -> list[tuple[str, str]]:

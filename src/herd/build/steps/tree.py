@@ -8,11 +8,13 @@ import os
 import shutil
 from pathlib import Path, PurePosixPath
 
+from herd.build.chroot import in_chroot
 from herd.build.context import BuildContext
 from herd.build.dpkg import tree_packages
 from herd.build.fs import remove_tree, unpack
 from herd.build.overlay import OverlayFile, enable_unit, install, render, template_context, write_file
 from herd.build.plan import RolePlan
+from herd.build.run import CommandError
 from herd.build.steps import BuildError, Step
 from herd.spec import Role
 
@@ -119,6 +121,13 @@ class Tree(Step):
                 site = tree / "usr/share/herd/site"
                 remove_tree(site)
                 shutil.copytree(ctx.project / "examples/site", site)
+            for command in self.role_plan.recipe.validate:
+                progress.line(f"checking: {command}")
+                try:
+                    in_chroot(tree, None, command, on_line=progress.line)
+                except CommandError as exc:
+                    raise BuildError(f"the {role} image's configuration does not pass `{command}`:\n    "
+                                     + "\n    ".join(exc.tail)) from None
             for arch in ("i386-pc", "x86_64-efi"):
                 dest = tree / "boot/grub" / arch
                 remove_tree(dest)
