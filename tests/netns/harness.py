@@ -3,16 +3,15 @@ Nothing touches the host's interfaces; every packet stays inside namespaces made
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from herd.ctl import CtlError, request
 from herd.spec import Spec
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -92,18 +91,7 @@ class Herdd:
             self.proc.wait(10)
 
     def request(self, message: dict[str, Any], timeout: float = 2) -> dict[str, Any]:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(self.socket))
-            sock.sendall(json.dumps(message).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        reply: dict[str, Any] = json.loads(data)
-        return reply
+        return request(self.socket, message, timeout)  # what herdctl does
 
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = self.request({"cmd": "status"})["status"]
@@ -122,7 +110,7 @@ def wait_for(predicate: Any, timeout: float, every: float = 0.05, what: str = "c
         try:
             if predicate():
                 return time.monotonic() - start
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, CtlError):
             pass
         if time.monotonic() - start > timeout:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
