@@ -1,0 +1,22 @@
+"""What herdd does for a freshly flashed box (issue: identity at first boot), checked on the lab's VMs: the
+host name is the node's, and SSH host keys and machine-id were made on the box, so two boxes flashed from
+the same image never share them."""
+
+from __future__ import annotations
+
+from .lab import Lab
+
+
+def test_each_box_made_its_own_name_keys_and_machine_id(lab: Lab) -> None:
+    seen: dict[str, tuple[str, str]] = {}
+    for name in ("web1", "web2"):
+        assert lab.ssh(name, "hostname").strip() == name
+        assert lab.ssh(name, "cat /etc/hostname").strip() == name
+        machine_id = lab.ssh(name, "cat /etc/machine-id").strip()
+        assert len(machine_id) == 32
+        host_key = lab.ssh(name, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub").split()[1]
+        identity = lab.ssh(name, "cat /var/lib/herd/identity.json")
+        assert f'"name": "{name}"' in identity and '"how": "mac"' in identity
+        seen[name] = (machine_id, host_key)
+    assert seen["web1"][0] != seen["web2"][0], "same machine-id on two boxes of one image"
+    assert seen["web1"][1] != seen["web2"][1], "same SSH host key on two boxes of one image"
