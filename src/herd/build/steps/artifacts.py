@@ -1,5 +1,6 @@
-"""The release directory: images renamed from their temporary names, SHA256SUMS and manifest.json. This is
-the commit point of a build; nothing before it is visible under out/<release>/."""
+"""The release directory: images renamed from their temporary names, each with its block map (`X.img.bmap`,
+bmaptool's format: which blocks hold data, so a stick is written with those only), SHA256SUMS (images only) and
+manifest.json. This is the commit point of a build; nothing before it is visible under out/<release>/."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from herd import __version__
-from herd.build.context import BuildContext
+from herd.build import bmap
+from herd.build.context import BuildContext, ImageResult
 from herd.build.steps import Step
 
 
@@ -17,6 +19,14 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def bmap_path(image: Path) -> Path:
+    return image.with_name(image.name + ".bmap")
+
+
+def tmp_bmap(result: ImageResult) -> Path:
+    return bmap_path(result.tmp_path)
 
 
 def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -33,6 +43,7 @@ def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, An
             "size": result.size,
             "allocated": result.allocated,
             "sha256": result.sha256,
+            "bmap": bmap_path(result.final_path).name,
             "kernel": ctx.kernel_versions.get(role, ""),
             "packages": result.packages,
         }
@@ -55,7 +66,7 @@ class Artifacts(Step):
     def run(self, ctx: BuildContext) -> None:
         out = ctx.plan.out_dir
         self.out = out
-        with ctx.reporter.step(self.label()):
+        with ctx.reporter.step(self.label()) as progress:
             path = out / "manifest.json"
             previous = None
             if path.is_file():
@@ -64,8 +75,16 @@ class Artifacts(Step):
                 except json.JSONDecodeError:
                     previous = None
             for result in ctx.images.values():
+                progress.line(f"block map of {result.final_path.name}")
+                tmp_bmap(result).write_text(bmap.to_xml(bmap.create(result.tmp_path)))  # renamed below
+            for result in ctx.images.values():
                 os.replace(result.tmp_path, result.final_path)
+                os.replace(tmp_bmap(result), bmap_path(result.final_path))
             data = manifest(ctx, previous)
             sums = "".join(f"{e['sha256']}  {e['file']}\n" for e in data["images"].values())
             write_atomic(out / "SHA256SUMS", sums)
             write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+    def undo(self, ctx: BuildContext) -> None:
+        for result in ctx.images.values():
+            tmp_bmap(result).unlink(missing_ok=True)

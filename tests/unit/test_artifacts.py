@@ -1,0 +1,59 @@
+"""The release step on small sparse images: each image gets its bmap beside it, SHA256SUMS lists images only,
+the manifest names each bmap, and no temporary file is left."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from herd.build import bmap
+from herd.build.cache import Cache
+from herd.build.context import BuildContext, ImageResult
+from herd.build.progress import Reporter
+from herd.build.steps.artifacts import Artifacts
+from herd.spec import Role
+
+from .sparse import make_image
+from .test_plan import plan_for
+
+
+def context(tmp_path: Path, roles: list[Role]) -> BuildContext:
+    plan = plan_for(roles=roles, out=tmp_path / "out")
+    ctx = BuildContext(plan=plan, project=tmp_path, cache=Cache(tmp_path / "cache"), work=tmp_path / "work",
+                       key_file=tmp_path / "key", reporter=Reporter(quiet=True))
+    plan.out_dir.mkdir(parents=True)
+    for seed, rp in enumerate(plan.roles):
+        final = plan.out_dir / rp.image_name
+        result = ImageResult(rp.role, final.with_name(f".{final.name}.{os.getpid()}.tmp"), final)
+        make_image(result.tmp_path, seed=seed)
+        result.size = result.tmp_path.stat().st_size
+        result.sha256 = hashlib.sha256(result.tmp_path.read_bytes()).hexdigest()
+        ctx.images[rp.role] = result
+    return ctx
+
+
+def test_release_has_a_bmap_per_image(tmp_path: Path) -> None:
+    ctx = context(tmp_path, [Role.WEB, Role.DB])
+    Artifacts().run(ctx)
+    out = ctx.plan.out_dir
+    names = [r.final_path.name for r in ctx.images.values()]
+    assert sorted(os.listdir(out)) == sorted([*names, *(n + ".bmap" for n in names), "SHA256SUMS",
+                                              "manifest.json"])
+    sums = (out / "SHA256SUMS").read_text()
+    assert ".bmap" not in sums and all(n in sums for n in names)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for role, result in ctx.images.items():
+        entry = manifest["images"][role.value]
+        assert entry["bmap"] == result.final_path.name + ".bmap"
+        assert bmap.load(out / entry["bmap"]) == bmap.create(result.final_path)
+
+
+def test_undo_removes_unrenamed_bmaps(tmp_path: Path) -> None:
+    ctx = context(tmp_path, [Role.WEB])
+    result = ctx.images[Role.WEB]
+    stray = result.tmp_path.with_name(result.tmp_path.name + ".bmap")
+    stray.write_text("half")
+    Artifacts().undo(ctx)
+    assert not stray.exists()

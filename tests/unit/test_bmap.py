@@ -1,0 +1,140 @@
+"""Block maps: ranges from a sparse file, the XML bmaptool writes and reads, and reading theirs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from herd.build import bmap
+from herd.build.bmap import BlockRange, Bmap, BmapError, block_ranges, data_extents
+
+from .sparse import BLOCKS, SIZE, make_image
+
+
+def test_block_ranges_widen_to_blocks_and_merge_neighbours() -> None:
+    assert block_ranges([]) == []
+    assert block_ranges([(0, 1)]) == [(0, 0)]
+    assert block_ranges([(0, 4096)]) == [(0, 0)]
+    assert block_ranges([(0, 4097)]) == [(0, 1)]
+    assert block_ranges([(4095, 2)]) == [(0, 1)]            # two bytes across a boundary: two blocks
+    assert block_ranges([(8192, 4096), (0, 4096)]) == [(0, 0), (2, 2)]   # sorted, a hole between
+    assert block_ranges([(0, 4096), (4096, 4096)]) == [(0, 1)]           # touching: merged
+    assert block_ranges([(0, 100), (200, 100)]) == [(0, 0)]              # same block: merged
+    assert block_ranges([(0, 10 * 4096), (4096, 4096)]) == [(0, 9)]      # contained
+    assert block_ranges([(5, 0)]) == []
+    assert block_ranges([(0, 1024), (1024, 1024)], block_size=1024) == [(0, 1)]
+
+
+def test_data_extents_of_a_sparse_file(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "disk.img")
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        assert block_ranges(data_extents(fd)) == BLOCKS
+    finally:
+        os.close(fd)
+    empty = tmp_path / "holes.img"
+    with open(empty, "wb") as f:
+        f.truncate(SIZE)
+    fd = os.open(empty, os.O_RDONLY)
+    try:
+        assert data_extents(fd) == []
+    finally:
+        os.close(fd)
+
+
+def test_create_checksums_each_range(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "disk.img")
+    data = image.read_bytes()
+    b = bmap.create(image)
+    assert b.image_size == SIZE and b.block_size == 4096
+    assert b.blocks_count == 2049  # the last block is cut short
+    assert [(r.first, r.last) for r in b.ranges] == BLOCKS
+    for r in b.ranges:
+        offset, length = b.span(r)
+        assert r.sha256 == hashlib.sha256(data[offset:offset + length]).hexdigest()
+    assert b.span(b.ranges[-1]) == (8 * 1024 * 1024, 1000)
+    assert b.mapped_blocks == 2 + 16 + 1 + 1
+    assert b.mapped_bytes == 19 * 4096 + 1000
+
+
+def test_xml_round_trip(tmp_path: Path) -> None:
+    b = bmap.create(make_image(tmp_path / "disk.img"))
+    text = bmap.to_xml(b)
+    assert bmap.parse(text) == b
+    assert '<bmap version="2.0">' in text
+    assert re.search(r"<ImageSize> 8389608 </ImageSize>", text)
+    assert re.search(r"<BlockSize> 4096 </BlockSize>", text)
+    assert re.search(r"<BlocksCount> 2049 </BlocksCount>", text)
+    assert re.search(r"<MappedBlocksCount> 20 </MappedBlocksCount>", text)
+    assert re.search(r"<ChecksumType> sha256 </ChecksumType>", text)
+    assert f'<Range chksum="{b.ranges[2].sha256}"> 768 </Range>' in text    # a single block
+    assert f'<Range chksum="{b.ranges[1].sha256}"> 256-271 </Range>' in text
+    stated = re.search(r"<BmapFileChecksum> ([0-9a-f]{64}) </BmapFileChecksum>", text)
+    assert stated and stated.group(1) == hashlib.sha256(text.replace(stated.group(1), "0" * 64).encode()).hexdigest()
+
+
+def test_bmaptool_reads_ours_and_we_read_theirs(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "disk.img")
+    theirs = tmp_path / "theirs.bmap"
+    r = subprocess.run(["bmaptool", "create", "-o", str(theirs), str(image)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert bmap.load(theirs) == bmap.create(image)
+    ours = tmp_path / "ours.bmap"
+    ours.write_text(bmap.to_xml(bmap.create(image)))
+    copy = tmp_path / "copy.img"
+    r = subprocess.run(["bmaptool", "copy", "--bmap", str(ours), str(image), str(copy)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr  # bmaptool checks the file's checksum and every range's
+    assert copy.read_bytes() == image.read_bytes()
+
+
+def test_human_size_is_bmaptools() -> None:
+    assert [bmap.human_size(n) for n in (1, 100, 512, 8389608, 3 * 2**30)] == \
+        ["1 byte", "100 bytes", "0.5 KiB", "8.0 MiB", "3.0 GiB"]
+
+
+TWO = Bmap(10 * 4096, (BlockRange(0, 1, "a" * 64), BlockRange(5, 9, "b" * 64)))
+
+
+def reseal(text: str) -> str:
+    """Recompute the file checksum after an edit, so parse() gets past it to the edited field."""
+    old = re.search(r"<BmapFileChecksum> ([0-9a-f]{64})", text)
+    assert old
+    zeroed = text.replace(old.group(1), "0" * 64)
+    return zeroed.replace("0" * 64, hashlib.sha256(zeroed.encode()).hexdigest(), 1)
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('version="2.0"', 'version="3.0"', "unsupported bmap version '3.0'"),
+    ("<ChecksumType> sha256", "<ChecksumType> sha1", "checksum type 'sha1' is not supported"),
+    ("> 5-9 <", "> 1-9 <", "out of order"),
+    ("> 5-9 <", "> 9-5 <", "out of order"),
+    ("> 5-9 <", "> 5-10 <", "outside the image"),
+    ("> 5-9 <", "> five <", "bad <Range>"),
+    ("<MappedBlocksCount> 7 <", "<MappedBlocksCount> 8 <", "does not match"),
+    ("<ImageSize> 40960 <", "<ImageSize> x <", "<ImageSize> is missing or not a number"),
+])
+def test_parse_refuses_bad_files(old: str, new: str, message: str) -> None:
+    text = bmap.to_xml(TWO)
+    assert old in text
+    with pytest.raises(BmapError, match=re.escape(message)):
+        bmap.parse(reseal(text.replace(old, new)))
+
+
+def test_parse_refuses_an_edited_file_and_non_xml(tmp_path: Path) -> None:
+    text = bmap.to_xml(TWO)
+    with pytest.raises(BmapError, match="corrupt"):
+        bmap.parse(text.replace("> 5-9 <", "> 5-8 <"))
+    with pytest.raises(BmapError, match="not a bmap file"):
+        bmap.parse("<bmap")
+    path = tmp_path / "x.bmap"
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(BmapError, match=f"{path}: cannot read"):
+        bmap.load(path)
+    with pytest.raises(BmapError, match="cannot read"):
+        bmap.load(tmp_path / "missing.bmap")
