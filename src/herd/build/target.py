@@ -1,0 +1,283 @@
+"""What `build.py flash` may write to, decided from facts read once: the facts come from sysfs and /proc (a
+reader that takes their paths, so tests give it a fake tree), the decision is a pure function returning the
+reasons to refuse, every one of them at once.
+
+Allowed: a regular file (made if missing; for tests and VM disks), or a whole block device that is removable
+or attached over USB (or a loop device, which stands in for a stick in tests), unmounted, holding no mounted
+filesystem, swap, device-mapper/LVM or md member, and not smaller than the image."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SYSFS = Path("/sys")
+MOUNTINFO = Path("/proc/self/mountinfo")
+SWAPS = Path("/proc/swaps")
+
+
+@dataclass(frozen=True)
+class Use:
+    device: str   # kernel name: the disk, one of its partitions, or something stacked on them (dm-0, md0)
+    what: str     # "mount" | "swap" | "holder"
+    detail: str   # the mount point, "" for swap, the holder's name
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    name: str                         # sdb, loop3, sdb1
+    size: int                         # bytes
+    removable: bool
+    usb: bool                         # the sysfs device path goes through a USB controller
+    loop: bool
+    read_only: bool
+    partition_of: str | None = None   # the whole disk, when this is a partition
+    kind: str = "disk"                # disk | dm | md
+    vendor: str = ""
+    model: str = ""
+    uses: tuple[Use, ...] = ()
+
+    @property
+    def description(self) -> str:
+        what = " ".join(w for w in (self.vendor, self.model) if w) or "unknown model"
+        tags = [t for t, on in (("removable", self.removable), ("USB", self.usb), ("loop", self.loop)) if on]
+        return f"{what}, {human(self.size)}" + (f" ({', '.join(tags)})" if tags else "")
+
+
+@dataclass(frozen=True)
+class RegularFile:
+    path: Path
+    exists: bool
+    size: int = 0
+    is_image: bool = False     # the target is the image itself
+    swap: bool = False         # an active swap file
+    under_dev: bool = False    # a missing file in /dev: an unplugged stick, not a file to make
+
+
+@dataclass(frozen=True)
+class Other:
+    path: Path
+    kind: str                  # "directory", "character device", ...
+
+
+Target = BlockDevice | RegularFile | Other
+
+
+def human(size: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The decision
+
+
+def refusals(target: Target, image_size: int) -> list[str]:
+    """Why the image must not be written to this target; empty when it may."""
+    if isinstance(target, Other):
+        return [f"{target.path} is a {target.kind}, not a block device or a regular file"]
+    if isinstance(target, RegularFile):
+        reasons = []
+        if target.under_dev:
+            reasons.append(f"{target.path} does not exist: is the stick plugged in? (see lsblk)")
+        if target.is_image:
+            reasons.append(f"{target.path} is the image itself")
+        if target.swap:
+            reasons.append(f"{target.path} is an active swap file")
+        return reasons
+    dev = target
+    name = f"/dev/{dev.name}"
+    reasons = []
+    if dev.partition_of:
+        reasons.append(f"{name} is a partition of /dev/{dev.partition_of}: give the whole disk, "
+                       f"/dev/{dev.partition_of}")
+    if dev.kind == "dm":
+        reasons.append(f"{name} is a device-mapper device (LVM, dm-crypt…), not a disk")
+    elif dev.kind == "md":
+        reasons.append(f"{name} is a software RAID (md) device, not a disk")
+    elif not (dev.removable or dev.usb or dev.loop):
+        reasons.append(f"{name} is neither removable nor attached over USB: it looks like an internal disk")
+    if dev.read_only:
+        reasons.append(f"{name} is read-only (a write-protect switch?)")
+    mounted: dict[str, list[str]] = {}
+    for use in dev.uses:
+        if use.what == "mount":
+            mounted.setdefault(use.device, []).append(use.detail)
+    for device, points in mounted.items():
+        on = _on(device, dev.name)
+        system = [p for p in points if p in ("/", "/boot", "/boot/efi")]
+        if system:
+            label = "the root filesystem /" if "/" in system else system[0]
+            reasons.append(f"{on} holds {label}: this is the running system's disk")
+        else:
+            more = f" and {len(points) - 2} more" if len(points) > 2 else ""
+            reasons.append(f"{on} is mounted on {', '.join(points[:2])}{more}: unmount it first")
+    for use in dev.uses:
+        if use.what == "swap":
+            reasons.append(f"{_on(use.device, dev.name)} is active swap: swapoff it first")
+        elif use.what == "holder":
+            reasons.append(f"{_on(use.device, dev.name)} is in use by {use.detail} (an LVM, dm-crypt or RAID "
+                           "member): deactivate that first")
+    if dev.size < image_size:
+        reasons.append(f"{name} is {human(dev.size)}, smaller than the image ({human(image_size)})")
+    return reasons
+
+
+def _on(device: str, target: str) -> str:
+    return f"/dev/{device}" + ("" if device == target else f" (on /dev/{target})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading the facts
+
+
+@dataclass
+class System:
+    """Where the facts come from: the real system by default, a fake tree in tests."""
+    sysfs: Path = SYSFS
+    mountinfo: Path = MOUNTINFO
+    swaps: Path = SWAPS
+    _names: dict[str, str] = field(default_factory=dict)
+
+    def name_of(self, devnum: str) -> str | None:
+        """Kernel name of a block device from its major:minor."""
+        if devnum not in self._names:
+            link = self.sysfs / "dev/block" / devnum
+            self._names[devnum] = link.resolve().name if link.exists() else ""
+        return self._names[devnum] or None
+
+    def name_of_path(self, path: str) -> str:
+        """Kernel name of a device given by path (/dev/sdb1, /dev/mapper/vg-swap), else the path's name."""
+        try:
+            st = os.stat(path)
+            if stat.S_ISBLK(st.st_mode):
+                found = self.name_of(f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+                if found:
+                    return found
+        except OSError:
+            pass
+        return os.path.basename(os.path.realpath(path))
+
+    def block(self, name: str) -> Path:
+        return (self.sysfs / "class/block" / name).resolve()
+
+
+def _read(path: Path, default: str = "") -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return default
+
+
+def unescape(field: str) -> str:
+    """/proc's octal escapes (\\040 for a space) in paths."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts(system: System) -> list[tuple[str, str]]:
+    """(device name, mount point) of every mount backed by a block device."""
+    found = []
+    for line in _read(system.mountinfo).splitlines():
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        source = line.split(" - ", 1)[1].split()
+        name = system.name_of(fields[2])
+        if name is None and len(source) > 1 and source[1].startswith("/dev/"):
+            name = system.name_of_path(unescape(source[1]))
+        if name:
+            found.append((name, unescape(fields[4])))
+    return found
+
+
+def swaps(system: System) -> list[str]:
+    """Active swap areas: device names for devices, paths for files."""
+    out = []
+    for line in _read(system.swaps).splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 2:
+            path = unescape(fields[0])
+            out.append(system.name_of_path(path) if fields[1] == "partition" else os.path.realpath(path))
+    return out
+
+
+def _stack(system: System, disk: Path) -> list[str]:
+    """The disk, its partitions, and everything stacked on any of them (holders, transitively)."""
+    members = [disk.name, *sorted(p.name for p in disk.iterdir() if (p / "partition").is_file())]
+    seen: list[str] = []
+    todo = list(members)
+    while todo:
+        name = todo.pop(0)
+        if name in seen:
+            continue
+        seen.append(name)
+        holders = system.block(name) / "holders"
+        if holders.is_dir():
+            todo += sorted(h.name for h in holders.iterdir())
+    return seen
+
+
+def _holder_label(system: System, name: str) -> str:
+    dm = _read(system.block(name) / "dm/name")
+    return f"{name} ({dm})" if dm else name
+
+
+def read_block_device(devnum: str, system: System | None = None) -> BlockDevice:
+    """The facts about one block device (major:minor) and everything that uses it."""
+    system = system or System()
+    path = (system.sysfs / "dev/block" / devnum).resolve()
+    name = path.name
+    partition_of = path.parent.name if (path / "partition").is_file() else None
+    disk = path.parent if partition_of else path
+    root = system.sysfs.resolve()
+    relative = path.relative_to(root).parts if path.is_relative_to(root) else path.parts
+    loop = disk.name.startswith("loop")
+    stack = _stack(system, disk)
+    members = set(stack)
+    uses: list[Use] = []
+    uses += [Use(dev, "mount", point) for dev, point in mounts(system) if dev in members]
+    uses += [Use(dev, "swap", "") for dev in swaps(system) if dev in members]
+    direct = [disk.name] + [n for n in stack if (disk / n / "partition").is_file()]
+    for member in direct:
+        holders = system.block(member) / "holders"
+        if holders.is_dir():
+            uses += [Use(member, "holder", _holder_label(system, h.name)) for h in sorted(holders.iterdir())]
+    vendor, model = _read(disk / "device/vendor"), _read(disk / "device/model")
+    if loop and not model:
+        vendor, model = "loop device", _read(disk / "loop/backing_file")
+    return BlockDevice(
+        name=name,
+        size=int(_read(path / "size", "0") or 0) * 512,
+        removable=_read(disk / "removable") == "1",
+        usb=any(part.startswith("usb") for part in relative),
+        loop=loop,
+        read_only=_read(path / "ro") == "1",
+        partition_of=partition_of,
+        kind="dm" if (path / "dm").is_dir() else "md" if (path / "md").is_dir() else "disk",
+        vendor=vendor,
+        model=model,
+        uses=tuple(uses),
+    )
+
+
+def read_target(path: Path, image: Path, system: System | None = None) -> Target:
+    """What PATH is, in the terms refusals() decides on."""
+    system = system or System()
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return RegularFile(path, exists=False, under_dev=path.absolute().parts[1:2] == ("dev",))
+    if stat.S_ISBLK(st.st_mode):
+        return read_block_device(f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}", system)
+    if stat.S_ISREG(st.st_mode):
+        is_image = image.exists() and os.path.samefile(path, image)
+        return RegularFile(path, exists=True, size=st.st_size, is_image=is_image,
+                           swap=os.path.realpath(path) in swaps(system))
+    kind = ("directory" if stat.S_ISDIR(st.st_mode) else "character device" if stat.S_ISCHR(st.st_mode)
+            else "special file")
+    return Other(path, kind)
