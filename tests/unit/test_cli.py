@@ -139,6 +139,7 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     for option in ("--spec", "--out", "--role", "--release", "--cache-dir", "--no-cache", "--key"):
         assert re.search(rf"(^|\s){option}\b", out), option
     assert "Exit codes" in out
+    assert "build.py flash IMAGE" in out  # the subcommand is found from the main help
 
 
 # ---------------------------------------------------------------------------------------------------------

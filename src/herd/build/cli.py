@@ -40,7 +40,11 @@ examples:
   python3 build.py --spec site.toml --role web --release 2026.12.1
   python3 build.py --no-cache               rebuild the root trees from scratch
 
-Images land in OUT/<release>/<cluster>-<role>-<release>.img with SHA256SUMS and manifest.json.
+  python3 build.py flash IMAGE /dev/sdX     write an image to a stick, then verify it
+                                            (see python3 build.py flash --help)
+
+Images land in OUT/<release>/<cluster>-<role>-<release>.img, each with a .bmap (bmaptool's block map),
+with SHA256SUMS and manifest.json.
 The cluster key is made once beside the spec (<spec>.key, mode 0600) and reused by later releases,
 so new images join the running cluster. Exit codes: 0 built, 1 build failed, 2 bad input, 3 host not ready.
 """
@@ -49,7 +53,8 @@ so new images join the running cluster. Exit codes: 0 built, 1 build failed, 2 b
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="build.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Build one bootable USB disk image (BIOS and UEFI) per node role of a herd cluster.")
+        description="Build one bootable USB disk image (BIOS and UEFI) per node role of a herd cluster. "
+                    "`build.py flash IMAGE DEVICE` writes one to a stick.")
     p.add_argument("--spec", type=Path, default=PROJECT / "examples/cluster.toml",
                    help="cluster spec (TOML); default: examples/cluster.toml")
     p.add_argument("--out", type=Path, default=PROJECT / "out", help="output directory; default: out/")
@@ -92,6 +97,11 @@ def summary(ctx: BuildContext) -> Table:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["flash"]:
+        from herd.build import flash
+
+        return flash.main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(message)s", stream=sys.stderr)

@@ -1,0 +1,347 @@
+"""`python3 build.py flash IMAGE DEVICE`: write an image to a USB stick, safely.
+
+Refuses anything but a regular file or a whole, unmounted, removable or USB-attached disk big enough for the
+image (see herd.build.target); asks before writing; writes only the image's mapped blocks (its .bmap);
+flushes, drops the device's cache, and reads every mapped range back to compare it with the bmap's sha256."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import hashlib
+import mmap
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from herd.build import bmap as bmaps
+from herd.build.bmap import BLOCK_SIZE, BlockRange, Bmap, BmapError
+from herd.build.target import BlockDevice, RegularFile, System, Target, human, read_target, refusals
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+EXIT_INTERRUPTED = 130
+CHUNK = 4 * 1024 * 1024
+BLKFLSBUF = 0x1261  # linux/fs.h: flush a block device's buffer cache
+
+EPILOG = """\
+what it writes:
+  Only the image's mapped blocks, listed in IMAGE.bmap (made by the build beside every image; computed with
+  SEEK_DATA/SEEK_HOLE when there is none). On a stick the unmapped blocks are not written, so they keep
+  whatever was there before, as with bmaptool: the image's filesystems never read blocks they have not
+  written (and the root filesystem grows into the rest of the stick at first boot). A regular file is
+  emptied and sized to the image first, so it ends up a sparse, exact copy of the image. The .bmap files
+  are bmaptool's: `bmaptool copy IMAGE DEVICE` does the same job.
+
+what it refuses (exit 2, nothing written):
+  a partition, a device that is neither removable nor on USB (loop devices are allowed, as test sticks),
+  a disk with a mounted filesystem, active swap, LVM/dm-crypt/RAID on it or on any of its partitions, the
+  disk holding / or /boot, a read-only device, a device smaller than the image, a missing /dev node.
+
+examples:
+  python3 build.py flash out/2026.11.0/demo-web-2026.11.0.img /dev/sdb
+  python3 build.py flash out/2026.11.0/demo-db-2026.11.0.img vm-disk.img --yes
+
+Exit codes: 0 written and verified, 1 write or verification failed, 2 refused or bad input, 130 interrupted.
+"""
+
+
+class FlashError(Exception):
+    pass
+
+
+class Refused(Exception):
+    pass
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="build.py flash", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Write a herd image to a USB stick (or a regular file), then read it back to verify it.")
+    p.add_argument("image", type=Path, metavar="IMAGE", help="the image, e.g. out/<release>/<cluster>-web-….img")
+    p.add_argument("device", type=Path, metavar="DEVICE",
+                   help="the whole stick, e.g. /dev/sdb (see lsblk), or a regular file (made if missing)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed when stdin is not "
+                   "a terminal)")
+    p.add_argument("--bmap", type=Path, metavar="FILE", help="the block map; default: IMAGE.bmap if present, "
+                   "else the image's data ranges (SEEK_DATA)")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing and reading back
+
+
+@dataclass
+class Counter:
+    """Bytes done so far, for the progress bar and for saying how far an interrupted flash got."""
+    total: int
+    done: int = 0
+    on_bytes: Callable[[int], None] | None = None
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.on_bytes:
+            self.on_bytes(n)
+
+
+def open_target(target: Target, path: Path, image_size: int) -> tuple[int, int | None]:
+    """(fd for aligned writes, fd for the rest or None). A stick is claimed exclusively (the kernel says busy
+    if anything has it) and written with O_DIRECT; a file is emptied and sized to the image (all one hole)."""
+    if isinstance(target, BlockDevice):
+        flags = os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC
+        try:
+            try:
+                fd = os.open(path, flags | os.O_DIRECT)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                fd = os.open(path, flags)
+                return fd, None
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise Refused(f"{path} is busy (mounted, or held by another program)") from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise Refused(f"cannot open {path}: {exc.strerror}; run as root") from None
+            raise Refused(f"cannot open {path}: {exc.strerror}") from None
+        return fd, os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise Refused(f"cannot open {path}: {exc.strerror}") from None
+    os.ftruncate(fd, 0)
+    os.ftruncate(fd, image_size)
+    return fd, None
+
+
+def write(image_fd: int, fd: int, tail_fd: int | None, bmap: Bmap, counter: Counter) -> None:
+    """Copy the mapped ranges; each range's bytes are checked against the bmap on the way (a bmap made for
+    another image stops the copy). With O_DIRECT (tail_fd given) only whole 4 KiB blocks go through fd, from
+    a page-aligned buffer; a short last block goes through tail_fd."""
+    view = memoryview(mmap.mmap(-1, CHUNK))  # page-aligned, as O_DIRECT wants; freed with the last slice
+    for r in bmap.ranges:
+        offset, length = bmap.span(r)
+        h = hashlib.sha256()
+        pos, end = offset, offset + length
+        while pos < end:
+            n = os.preadv(image_fd, [view[:min(CHUNK, end - pos)]], pos)
+            if n == 0:
+                raise FlashError(f"the image ends at byte {pos}, before its bmap says")
+            h.update(view[:n])
+            aligned = n - n % BLOCK_SIZE if tail_fd is not None else n
+            if aligned:
+                _pwrite_all(fd, view[:aligned], pos)
+            if aligned < n:
+                assert tail_fd is not None
+                _pwrite_all(tail_fd, view[aligned:n], pos + aligned)
+            pos += n
+            counter.add(n)
+        if h.hexdigest() != r.sha256:
+            raise FlashError(f"the image does not match its bmap at {describe(bmap, r)}: "
+                             "give the image's own --bmap, or remove the stale .bmap")
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        n = os.pwrite(fd, data, offset)
+        data, offset = data[n:], offset + n
+
+
+def drop_cache(fd: int, block: bool) -> None:
+    """After fsync: forget the cached pages so the read-back comes from the device."""
+    if block:
+        with contextlib.suppress(OSError):  # needs CAP_SYS_ADMIN; fadvise below still drops clean pages
+            fcntl.ioctl(fd, BLKFLSBUF)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def verify(path: Path, bmap: Bmap, counter: Counter | None = None) -> list[BlockRange]:
+    """The ranges whose bytes on PATH do not hash to the bmap's checksum (read past the end counts too)."""
+    bad = []
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for r in bmap.ranges:
+            offset, length = bmap.span(r)
+            h = hashlib.sha256()
+            try:
+                for data in bmaps.read_span(fd, offset, length, CHUNK):
+                    h.update(data)
+                    if counter:
+                        counter.add(len(data))
+            except BmapError:
+                bad.append(r)
+                continue
+            if h.hexdigest() != r.sha256:
+                bad.append(r)
+    finally:
+        os.close(fd)
+    return bad
+
+
+def describe(bmap: Bmap, r: BlockRange) -> str:
+    offset, length = bmap.span(r)
+    return f"blocks {r.first}-{r.last} (bytes {offset}-{offset + length - 1})"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The command
+
+
+def load_bmap(image: Path, given: Path | None, console: Console) -> Bmap:
+    size = image.stat().st_size
+    path = given or image.with_name(image.name + ".bmap")
+    if given or path.exists():
+        try:
+            bmap = bmaps.load(path)
+        except BmapError as exc:
+            raise Refused(str(exc)) from None
+        if bmap.image_size != size:
+            raise Refused(f"{path} is for an image of {bmap.image_size} bytes, {image} has {size}: "
+                          "not this image's bmap")
+        return bmap
+    console.print(f"no {escape(path.name)}: mapping the image with SEEK_DATA", highlight=False)
+    return bmaps.create(image)
+
+
+def confirm(target: Target, path: Path, image: Path, bmap: Bmap, console: Console,
+            ask: Callable[[str], str], interactive: bool) -> bool:
+    """Show what is about to be overwritten, and wait for "yes"."""
+    if isinstance(target, RegularFile) and target.size == 0:
+        return True  # a new or empty file: nothing to lose
+    about = target.description if isinstance(target, BlockDevice) else \
+        f"a file of {human(target.size)}" if isinstance(target, RegularFile) else ""
+    console.print(f"[bold]{escape(str(path))}[/]: {escape(about)}", highlight=False)
+    console.print(f"Everything on it will be lost. It will hold {escape(image.name)} "
+                  f"({human(bmap.image_size)}, {human(bmap.mapped_bytes)} to write).", highlight=False)
+    if not interactive:
+        raise Refused("stdin is not a terminal, so nobody can confirm: give --yes to write without asking")
+    try:
+        return ask("Type yes to write it: ").strip() == "yes"
+    except EOFError:
+        return False
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=30), DownloadColumn(binary_units=True),
+                    TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
+                    disable=not console.is_terminal)
+
+
+def run(args: argparse.Namespace, console: Console, system: System | None,
+        ask: Callable[[str], str], interactive: bool) -> int:
+    image, path = args.image, args.device
+    if not image.is_file():
+        raise Refused(f"{image}: no such image file")
+    target = read_target(path, image, system)
+    bmap = load_bmap(image, args.bmap, console)
+    reasons = refusals(target, bmap.image_size)
+    if reasons:
+        console.print(f"[red]error:[/] will not write to {escape(str(path))}:", highlight=False)
+        for reason in reasons:
+            console.print(f"  {escape(reason)}", highlight=False)
+        return EXIT_REFUSED
+    if not args.yes and not confirm(target, path, image, bmap, console, ask, interactive):
+        console.print("not confirmed: nothing written", highlight=False)
+        return EXIT_REFUSED
+    block = isinstance(target, BlockDevice)
+    image_fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+    counter = Counter(bmap.mapped_bytes)
+    start = time.monotonic()
+    try:
+        fd, tail_fd = open_target(target, path, bmap.image_size)
+        try:
+            with progress_bar(console) as bar:
+                task = bar.add_task(f"writing {path.name}", total=bmap.mapped_bytes)
+                counter.on_bytes = _advance(bar, task)
+                write(image_fd, fd, tail_fd, bmap, counter)
+                bar.update(task, description=f"flushing {path.name}")
+                for f in (tail_fd, fd):
+                    if f is not None:
+                        os.fsync(f)
+                drop_cache(fd, block)
+            written = time.monotonic() - start
+        finally:
+            for f in (tail_fd, fd):
+                if f is not None:
+                    os.close(f)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: {escape(str(path))} is incomplete ({human(counter.done)} of "
+                      f"{human(counter.total)} written): flash it again before using it", highlight=False)
+        return EXIT_INTERRUPTED
+    except (FlashError, OSError) as exc:
+        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        console.print(f"[red]error:[/] writing {escape(str(path))} failed after {human(counter.done)}: "
+                      f"{escape(message)}; the target is incomplete", highlight=False)
+        return EXIT_FAILED
+    finally:
+        os.close(image_fd)
+    checked = Counter(bmap.mapped_bytes)
+    try:
+        with progress_bar(console) as bar:
+            task = bar.add_task(f"verifying {path.name}", total=bmap.mapped_bytes)
+            checked.on_bytes = _advance(bar, task)
+            bad = verify(path, bmap, checked)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/] while verifying: {escape(str(path))} was written in full "
+                      "but not verified", highlight=False)
+        return EXIT_INTERRUPTED
+    if bad:
+        console.print(f"[red]error:[/] verification failed: {escape(str(path))} does not read back as written "
+                      f"in {len(bad)} of {len(bmap.ranges)} ranges:", highlight=False)
+        for r in bad[:5]:
+            console.print(f"  {describe(bmap, r)}", highlight=False)
+        if len(bad) > 5:
+            console.print(f"  … and {len(bad) - 5} more", highlight=False)
+        console.print("  a failing or fake stick? try another one", highlight=False)
+        return EXIT_FAILED
+    total = time.monotonic() - start
+    speed = bmap.mapped_bytes / written / 2**20 if written > 0 else 0.0
+    print(f"flashed {image.name} to {path}: wrote {human(bmap.mapped_bytes)} of {human(bmap.image_size)} in "
+          f"{written:.1f} s ({speed:.1f} MiB/s), verified; {total:.1f} s in all", flush=True)
+    return EXIT_OK
+
+
+def _advance(bar: Progress, task: TaskID) -> Callable[[int], None]:
+    return lambda n: bar.advance(task, n)
+
+
+def main(argv: list[str], *, system: System | None = None, ask: Callable[[str], str] = input,
+         interactive: bool | None = None) -> int:
+    args = parse_args(argv)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return run(args, console, system, ask, sys.stdin.isatty() if interactive is None else interactive)
+    except Refused as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: nothing was written", highlight=False)
+        return EXIT_INTERRUPTED
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

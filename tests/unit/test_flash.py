@@ -1,0 +1,319 @@
+"""`build.py flash` on a small sparse image: to regular files and (as root) to loop devices standing in for
+sticks; the confirmation; refusals through the command; a bad read-back, a wrong bmap and Ctrl-C; and the
+same result as `bmaptool copy` with our bmap."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from herd.build import bmap, flash
+from herd.build.cli import main as build_main
+from herd.build.flash import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, main
+from herd.build.target import read_target
+
+from .sparse import SIZE, make_image
+
+MiB = 2**20
+
+
+@pytest.fixture(autouse=True)
+def _isolate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """main() installs a SIGTERM handler and prints through rich: keep both from leaking or wrapping."""
+    monkeypatch.setenv("COLUMNS", "400")
+    saved = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, saved)
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    return make_image(tmp_path / "disk.img")
+
+
+def output(capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    out, err = capsys.readouterr()
+    return out, re.sub(r"\x1b\[[0-9;]*m", "", err)
+
+
+def never(prompt: str) -> str:
+    raise AssertionError(f"asked {prompt!r} when it should not")
+
+
+def test_flash_to_a_new_file(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "vm.img"
+    assert main([str(image), str(target)], ask=never, interactive=False) == EXIT_OK  # a new file: no question
+    assert target.read_bytes() == image.read_bytes()
+    assert target.stat().st_blocks * 512 <= 256 * 1024, "the holes stay holes"
+    out, err = output(capsys)
+    assert "no disk.img.bmap: mapping the image with SEEK_DATA" in err
+    assert re.fullmatch(rf"flashed disk.img to {target}: wrote 77\.0 KiB of 8\.0 MiB in [\d.]+ s "
+                        r"\([\d.]+ MiB/s\), verified; [\d.]+ s in all\n", out)
+
+
+def test_an_existing_file_is_emptied_and_replaced_once_confirmed(tmp_path: Path, image: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "vm.img"
+    target.write_bytes(os.urandom(16 * MiB))  # bigger than the image, data where the image has holes
+    prompts: list[str] = []
+    assert main([str(image), str(target)], ask=lambda p: prompts.append(p) or "yes", interactive=True) == EXIT_OK
+    assert prompts == ["Type yes to write it: "]
+    assert target.read_bytes() == image.read_bytes()
+    _, err = output(capsys)
+    assert f"{target}: a file of 16.0 MiB" in err
+    assert "Everything on it will be lost. It will hold disk.img (8.0 MiB, 77.0 KiB to write)." in err
+
+
+@pytest.mark.parametrize("answer", ["no", "y", "YES please", ""])
+def test_anything_but_yes_writes_nothing(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str],
+                                         answer: str) -> None:
+    target = tmp_path / "vm.img"
+    target.write_bytes(b"keep me")
+    assert main([str(image), str(target)], ask=lambda p: answer, interactive=True) == EXIT_REFUSED
+    assert target.read_bytes() == b"keep me"
+    assert "not confirmed: nothing written" in output(capsys)[1]
+
+
+def test_end_of_input_is_not_yes(tmp_path: Path, image: Path) -> None:
+    target = tmp_path / "vm.img"
+    target.write_bytes(b"keep me")
+
+    def eof(prompt: str) -> str:
+        raise EOFError
+
+    assert main([str(image), str(target)], ask=eof, interactive=True) == EXIT_REFUSED
+    assert target.read_bytes() == b"keep me"
+
+
+def test_no_terminal_needs_yes(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "vm.img"
+    target.write_bytes(b"keep me")
+    assert main([str(image), str(target)], ask=never, interactive=False) == EXIT_REFUSED
+    assert target.read_bytes() == b"keep me"
+    assert "stdin is not a terminal, so nobody can confirm: give --yes" in output(capsys)[1]
+    assert main([str(image), str(target), "--yes"], ask=never, interactive=False) == EXIT_OK
+    assert target.read_bytes() == image.read_bytes()
+
+
+def test_the_bmap_beside_the_image_is_used(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    beside = image.with_name("disk.img.bmap")
+    beside.write_text(bmap.to_xml(bmap.create(image)))
+    target = tmp_path / "vm.img"
+    assert main([str(image), str(target)], interactive=False) == EXIT_OK
+    assert "SEEK_DATA" not in output(capsys)[1]
+    assert target.read_bytes() == image.read_bytes()
+    # A bmap listing fewer ranges writes fewer: the rest of the file stays a hole.
+    partial = bmap.create(image)
+    partial = bmap.Bmap(partial.image_size, partial.ranges[:1])
+    other = tmp_path / "first-range.bmap"
+    other.write_text(bmap.to_xml(partial))
+    assert main([str(image), str(target), "--yes", "--bmap", str(other)], interactive=False) == EXIT_OK
+    data = image.read_bytes()
+    assert target.read_bytes() == data[:8192] + bytes(SIZE - 8192)
+
+
+def test_a_bmap_for_another_size_is_refused(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = make_image(tmp_path / "other.img", size=SIZE + 4096)
+    stale = tmp_path / "other.bmap"
+    stale.write_text(bmap.to_xml(bmap.create(other)))
+    target = tmp_path / "vm.img"
+    assert main([str(image), str(target), "--bmap", str(stale)], interactive=False) == EXIT_REFUSED
+    assert "not this image's bmap" in output(capsys)[1]
+    assert not target.exists()
+    stale.write_text("<bmap")
+    assert main([str(image), str(target), "--bmap", str(stale)], interactive=False) == EXIT_REFUSED
+    assert "not a bmap file" in output(capsys)[1]
+    assert not target.exists()
+
+
+def test_a_bmap_for_other_data_stops_the_copy(tmp_path: Path, image: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    other = make_image(tmp_path / "other.img", seed=2)  # same size and layout, other bytes
+    stale = tmp_path / "other.bmap"
+    stale.write_text(bmap.to_xml(bmap.create(other)))
+    assert main([str(image), str(tmp_path / "vm.img"), "--bmap", str(stale)], interactive=False) == EXIT_FAILED
+    err = output(capsys)[1]
+    assert "the image does not match its bmap at blocks 0-1 (bytes 0-8191)" in err
+    assert "the target is incomplete" in err
+
+
+def test_refusals_go_through_the_command(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = image.read_bytes()
+    assert main([str(image), str(image), "--yes"], interactive=False) == EXIT_REFUSED
+    assert f"will not write to {image}:\n  {image} is the image itself" in output(capsys)[1]
+    assert image.read_bytes() == before
+    assert main([str(image), str(tmp_path), "--yes"], interactive=False) == EXIT_REFUSED
+    assert "is a directory, not a block device or a regular file" in output(capsys)[1]
+    assert main([str(tmp_path / "nope.img"), str(tmp_path / "vm.img")], interactive=False) == EXIT_REFUSED
+    assert "nope.img: no such image file" in output(capsys)[1]
+    assert main([str(image), str(tmp_path / "no-dir" / "vm.img")], interactive=False) == EXIT_REFUSED
+    assert "cannot open" in output(capsys)[1]
+
+
+def corrupt(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_a_bad_read_back_is_detected(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "vm.img"
+    drop_cache = flash.drop_cache
+
+    def and_corrupt(fd: int, block: bool) -> None:  # between the write and the read-back
+        drop_cache(fd, block)
+        corrupt(target, 1 * MiB + 5000)
+
+    monkeypatch.setattr(flash, "drop_cache", and_corrupt)
+    assert main([str(image), str(target)], interactive=False) == EXIT_FAILED
+    out, err = output(capsys)
+    assert out == ""
+    assert f"verification failed: {target} does not read back as written in 1 of 4 ranges:\n" \
+           "  blocks 256-271 (bytes 1048576-1114111)\n" in err
+
+
+def test_verify_names_every_bad_range(tmp_path: Path, image: Path) -> None:
+    b = bmap.create(image)
+    target = tmp_path / "vm.img"
+    assert main([str(image), str(target)], interactive=False) == EXIT_OK
+    assert flash.verify(target, b) == []
+    corrupt(target, 3 * MiB + 105)
+    corrupt(target, 8 * MiB + 999)  # the last, short block
+    assert [(r.first, r.last) for r in flash.verify(target, b)] == [(768, 768), (2048, 2048)]
+    os.truncate(target, 4 * MiB)  # a target that ends early fails the ranges it cannot hold
+    assert [(r.first, r.last) for r in flash.verify(target, b)] == [(768, 768), (2048, 2048)]
+    os.truncate(target, 0)
+    assert len(flash.verify(target, b)) == 4
+
+
+def test_ctrl_c_says_the_target_is_incomplete(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = 0
+    pwrite_all = flash._pwrite_all
+
+    def interrupted(fd: int, data: memoryview, offset: int) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise KeyboardInterrupt
+        pwrite_all(fd, data, offset)
+
+    monkeypatch.setattr(flash, "_pwrite_all", interrupted)
+    target = tmp_path / "vm.img"
+    assert main([str(image), str(target)], interactive=False) == EXIT_INTERRUPTED
+    assert f"interrupted: {target} is incomplete (8.0 KiB of 77.0 KiB written): flash it again before using it" \
+        in output(capsys)[1]
+
+
+def test_same_result_as_bmaptool_copy_with_our_bmap(tmp_path: Path, image: Path) -> None:
+    ours = image.with_name("disk.img.bmap")
+    ours.write_text(bmap.to_xml(bmap.create(image)))
+    mine, theirs = tmp_path / "mine.img", tmp_path / "theirs.img"
+    assert main([str(image), str(mine)], interactive=False) == EXIT_OK
+    r = subprocess.run(["bmaptool", "copy", "--bmap", str(ours), str(image), str(theirs)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert mine.read_bytes() == theirs.read_bytes() == image.read_bytes()
+    assert mine.stat().st_size == theirs.stat().st_size == SIZE
+
+
+def test_build_py_hands_flash_over(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_main(["flash", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: build.py flash [-h] [--yes] [--bmap FILE] IMAGE DEVICE" in out
+    assert "unmapped blocks are not written" in out and "Exit codes" in out
+    assert build_main(["flash", str(image), str(tmp_path / "vm.img"), "--yes"]) == EXIT_OK
+    assert (tmp_path / "vm.img").read_bytes() == image.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loop devices, as sticks (root)
+
+
+@pytest.fixture
+def loop() -> Iterator[Callable[[Path], Path]]:
+    if os.geteuid() != 0:
+        pytest.fail("flashing a loop device needs root (losetup): run the unit tests as root, as tests/run does")
+    attached: list[str] = []
+
+    def attach(backing: Path) -> Path:
+        r = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=True)
+        attached.append(r.stdout.strip())
+        return Path(attached[-1])
+
+    try:
+        yield attach
+    finally:
+        for dev in reversed(attached):
+            subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def stick(path: Path, size: int) -> Path:
+    path.write_bytes(b"\xaa" * size)  # an old stick's content
+    return path
+
+
+@pytest.mark.root
+def test_flash_to_a_loop_device(tmp_path: Path, image: Path, loop: Callable[[Path], Path],
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    backing = stick(tmp_path / "stick.img", 12 * MiB)
+    dev = loop(backing)
+    prompts: list[str] = []
+    assert main([str(image), str(dev)], ask=lambda p: prompts.append(p) or "yes", interactive=True) == EXIT_OK
+    out, err = output(capsys)
+    assert f"{dev}: loop device {backing}, 12.0 MiB (loop)" in err and prompts
+    assert out.startswith(f"flashed disk.img to {dev}: wrote 77.0 KiB of 8.0 MiB")
+    with open(dev, "rb") as f:
+        written = f.read()
+    data = image.read_bytes()
+    b = bmap.create(image)
+    for r in b.ranges:  # mapped ranges as in the image; the rest keeps the old content (bmap semantics)
+        offset, length = b.span(r)
+        assert written[offset:offset + length] == data[offset:offset + length]
+    assert written[2 * 4096:256 * 4096] == b"\xaa" * (254 * 4096)
+    assert written[SIZE:] == b"\xaa" * (12 * MiB - SIZE)
+
+
+@pytest.mark.root
+def test_a_loop_device_smaller_than_the_image_is_refused(tmp_path: Path, image: Path,
+                                                         loop: Callable[[Path], Path],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    backing = stick(tmp_path / "stick.img", 4 * MiB)
+    dev = loop(backing)
+    assert main([str(image), str(dev), "--yes"], interactive=False) == EXIT_REFUSED
+    assert f"{dev} is 4.0 MiB, smaller than the image (8.0 MiB)" in output(capsys)[1]
+    assert backing.read_bytes() == b"\xaa" * (4 * MiB)
+
+
+@pytest.mark.root
+def test_a_mounted_loop_device_is_refused(tmp_path: Path, image: Path, loop: Callable[[Path], Path],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    backing = tmp_path / "stick.img"
+    with open(backing, "wb") as f:
+        f.truncate(16 * MiB)
+    subprocess.run(["mkfs.ext4", "-q", str(backing)], check=True)
+    dev = loop(backing)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", str(dev), str(mnt)], check=True)
+    try:
+        before = backing.read_bytes()
+        assert main([str(image), str(dev), "--yes"], interactive=False) == EXIT_REFUSED
+        assert f"{dev} is mounted on {mnt}: unmount it first" in output(capsys)[1]
+        assert backing.read_bytes() == before
+        # And if the checks were wrong, the kernel's exclusive claim would still say no.
+        with pytest.raises(flash.Refused, match="busy"):
+            flash.open_target(read_target(dev, image), dev, SIZE)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
