@@ -26,11 +26,13 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from herd.build import bmap as bmaps
 from herd.build.bmap import BLOCK_SIZE, BlockRange, Bmap, BmapError
@@ -240,9 +242,16 @@ def confirm(target: Target, path: Path, image: Path, bmap: Bmap, console: Consol
         return False
 
 
+class SpeedColumn(ProgressColumn):
+    """MiB/s, to match the MiB of the byte counts (rich's own speed column is in MB/s)."""
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.speed is None else f"{task.speed / 2**20:.1f} MiB/s", style="progress.data.speed")
+
+
 def progress_bar(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(bar_width=30), DownloadColumn(binary_units=True),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
+                    SpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
                     disable=not console.is_terminal)
 
 
