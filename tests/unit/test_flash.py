@@ -181,6 +181,21 @@ def test_a_bad_read_back_is_detected(tmp_path: Path, image: Path, capsys: pytest
            "  blocks 256-271 (bytes 1048576-1114111)\n" in err
 
 
+def test_ranges_longer_than_a_chunk(tmp_path: Path, image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 8 KiB: a range is read, hashed and written in pieces, the next one read ahead."""
+    monkeypatch.setattr(flash, "CHUNK", 8192)
+    b = bmap.create(image)
+    with open(image, "rb") as f:
+        pieces = [(c.range, c.offset, len(c.data), c.short) for c in flash.chunks(f.fileno(), b)]
+    assert pieces[:3] == [(0, 0, 8192, False), (1, 1 * MiB, 8192, False), (1, 1 * MiB + 8192, 8192, False)]
+    assert len(pieces) == 1 + 8 + 1 + 1 and pieces[-1] == (3, 8 * MiB, 1000, False)
+    target = tmp_path / "vm.img"
+    assert main([str(image), str(target)], interactive=False) == EXIT_OK
+    assert target.read_bytes() == image.read_bytes()
+    corrupt(target, 1 * MiB + 60000)
+    assert [(r.first, r.last) for r in flash.verify(target, b)] == [(256, 271)]
+
+
 def test_verify_names_every_bad_range(tmp_path: Path, image: Path) -> None:
     b = bmap.create(image)
     target = tmp_path / "vm.img"
@@ -265,8 +280,11 @@ def stick(path: Path, size: int) -> Path:
 
 
 @pytest.mark.root
+@pytest.mark.parametrize("chunk", [flash.CHUNK, 8192])
 def test_flash_to_a_loop_device(tmp_path: Path, image: Path, loop: Callable[[Path], Path],
-                                capsys: pytest.CaptureFixture[str]) -> None:
+                                capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                chunk: int) -> None:
+    monkeypatch.setattr(flash, "CHUNK", chunk)  # O_DIRECT from either buffer, at any chunk boundary
     backing = stick(tmp_path / "stick.img", 12 * MiB)
     dev = loop(backing)
     prompts: list[str] = []
