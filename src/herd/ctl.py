@@ -57,6 +57,20 @@ def health_text(health: dict[str, Any]) -> str:
         parts.append(f"disk {health['disk_pct']:.0f}%")
     if "temp_c" in health:
         parts.append(f"{health['temp_c']:.0f}°C")
+    for engine in ("apache", "mariadb", "garbd"):
+        if engine in health:
+            parts.append(f"{engine} {'up' if health[engine] else 'DOWN'}")
+    if "nfsd" in health:
+        parts.append(f"nfsd {health['nfsd']} threads" if health["nfsd"] else "nfsd DOWN")
+    galera = health.get("galera")
+    if isinstance(galera, dict):
+        position = galera.get("position") or {}
+        if galera.get("primary"):
+            parts.append("galera primary")
+        elif galera.get("running"):
+            parts.append("galera starting")
+        else:
+            parts.append(f"galera stopped at seqno {position.get('seqno', '?')}")
     return "  ".join(parts)
 
 

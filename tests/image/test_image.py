@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -12,13 +13,13 @@ from herd.build.disk import BIOS_BOOT, ESP, ROOT_X86_64
 from herd.build.plan import disk_ids
 from herd.spec import Role
 
-from .conftest import Build
+from .conftest import Build, run_build
 from .diskimage import Ext4, cpio_names, esp_listing, partitions
 
 ROLES = list(Role)
 IDS = [r.value for r in Role]
-ROLE_PACKAGES = {Role.DIRECTOR: ["ipvsadm"], Role.WEB: ["apache2", "nfs-common"],
-                 Role.NFS: ["nfs-kernel-server"], Role.DB: ["mariadb-server", "galera-4"]}
+ROLE_PACKAGES = {Role.DIRECTOR: ["ipvsadm", "galera-arbitrator-4"], Role.WEB: ["apache2", "nfs-common"],
+                 Role.NFS: ["nfs-kernel-server"], Role.DB: ["mariadb-server", "galera-4", "rsync"]}
 
 
 def root_fs(build: Build, role: Role) -> Ext4:
@@ -140,3 +141,26 @@ def test_role_specific_files(build: Build) -> None:
     assert str(build.spec.network.subnet) in root_fs(build, Role.NFS).text("/etc/exports")
     assert "bind-address" in root_fs(build, Role.DB).text("/etc/mysql/mariadb.conf.d/60-herd.cnf")
     assert not root_fs(build, Role.DIRECTOR).exists("/etc/exports")
+
+
+def test_a_bad_export_option_fails_the_build_at_exportfs(build: Build, tmp_path: Path) -> None:
+    """The spec accepts any word as an option; exportfs, run on the finished nfs tree, knows which exist."""
+    text = build.spec_path.read_text()
+    good = f'options = "{build.spec.nfs.options}"'
+    assert text.count(good) == 1
+    spec = tmp_path / "cluster.toml"
+    spec.write_text(text.replace(good, 'options = "rw,sync,no_subtree_check,bogus_squash"'))
+    r = run_build(["--spec", str(spec), "--out", str(tmp_path / "out"), "--key", str(build.key), "--role", "nfs"])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "does not pass `awk" in r.stderr and 'unknown keyword "bogus_squash"' in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.img"))
+
+
+def test_units_herdd_starts_are_not_started_by_systemd(build: Build) -> None:
+    director = root_fs(build, Role.DIRECTOR)
+    assert director.exists("/lib/systemd/system/garb.service")
+    assert not director.exists("/etc/systemd/system/multi-user.target.wants/garb.service")
+    # and the first boot's systemd presets do not enable it again
+    assert "disable garb.service" in director.text("/etc/systemd/system-preset/10-herd.preset")
+    # one db node in the example: plain MariaDB, started at boot by systemd
+    assert root_fs(build, Role.DB).exists("/etc/systemd/system/multi-user.target.wants/mariadb.service")

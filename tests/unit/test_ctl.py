@@ -59,6 +59,18 @@ def test_health_text() -> None:
     assert health_text({"unknown": 1}) == ""
 
 
+def test_health_text_shows_the_roles_engines() -> None:
+    assert health_text({"apache": True, "docroot": "nfs1:/srv"}) == "apache up"
+    assert health_text({"mariadb": False}) == "mariadb DOWN"
+    assert health_text({"nfsd": 8}) == "nfsd 8 threads"
+    assert health_text({"nfsd": 0, "garbd": True}) == "garbd up  nfsd DOWN"
+    assert health_text({"mariadb": True, "galera": {"running": True, "primary": True}}) == (
+        "mariadb up  galera primary")
+    assert health_text({"galera": {"running": True, "primary": False}}) == "galera starting"
+    assert health_text({"galera": {"running": False, "primary": False, "position": {"seqno": 42}}}) == (
+        "galera stopped at seqno 42")
+
+
 def test_status_table_renders_every_node() -> None:
     text = rendered(status())
     title = text.splitlines()[0].strip()

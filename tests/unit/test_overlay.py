@@ -13,6 +13,7 @@ import pytest
 from herd.build.overlay import (
     OverlayError,
     OverlayFile,
+    disable_unit,
     enable_unit,
     install,
     render,
@@ -131,6 +132,7 @@ ROLE_FILES = {
     "etc/modules-load.d/herd-ipvs.conf": Role.DIRECTOR,
     "etc/sysctl.d/60-herd-director.conf": Role.DIRECTOR,
     "etc/mysql/mariadb.conf.d/60-herd.cnf": Role.DB,
+    "etc/default/garb": Role.DIRECTOR,
 }
 
 
@@ -176,6 +178,22 @@ def test_two_db_nodes_get_galera() -> None:
     web = rendered(spec, Role.WEB)
     assert "db2" in text_of(web, "etc/hosts")
     assert "etc/mysql/mariadb.conf.d/60-herd.cnf" not in web
+    assert re.search(r"^wsrep_sst_method\s*=\s*rsync$", cnf, re.MULTILINE)  # rsync is in the db recipe
+    # the arbitrator's configuration on the directors names every db node and the cluster
+    garb = dict(line.split("=", 1) for line in text_of(rendered(spec, Role.DIRECTOR), "etc/default/garb").splitlines()
+                if "=" in line and not line.startswith("#"))
+    assert garb["GALERA_NODES"] == '"192.168.50.41:4567,192.168.50.42:4567"'
+    assert garb["GALERA_GROUP"] == '"demo"'
+
+
+def test_herdd_starts_mariadb_only_with_galera_and_garbd_always() -> None:
+    from herd.build.plan import units_herdd_starts
+
+    assert units_herdd_starts(SPEC, Role.DB) == ()  # one db node: plain MariaDB, started by systemd
+    two = parse(with_second_db(TEXT), "cluster.toml")
+    assert units_herdd_starts(two, Role.DB) == ("mariadb.service", "mariadb.socket")
+    assert units_herdd_starts(two, Role.DIRECTOR) == units_herdd_starts(SPEC, Role.DIRECTOR) == ("garb.service",)
+    assert units_herdd_starts(two, Role.WEB) == ()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -353,6 +371,21 @@ def test_enable_unit_makes_the_wantedby_links(tmp_path: Path) -> None:
         "multi-user.target.wants/two.service": "/usr/lib/systemd/system/two.service",
         "graphical.target.wants/two.service": "/usr/lib/systemd/system/two.service",
     }
+
+
+def test_disable_unit_removes_its_links_even_dangling_ones(tmp_path: Path) -> None:
+    """In a tree the links point at /lib/... of the image: from the build host they dangle."""
+    wants = tmp_path / "etc/systemd/system"
+    for rel, target in {"multi-user.target.wants/mariadb.service": "/lib/systemd/system/mariadb.service",
+                        "sockets.target.wants/mariadb.socket": "/lib/systemd/system/mariadb.socket",
+                        "multi-user.target.wants/ssh.service": "/lib/systemd/system/ssh.service"}.items():
+        (wants / rel).parent.mkdir(parents=True, exist_ok=True)
+        (wants / rel).symlink_to(target)
+    disable_unit(tmp_path, "mariadb.service")
+    disable_unit(tmp_path, "mariadb.socket")
+    disable_unit(tmp_path, "nothing.service")  # not enabled: nothing to do
+    assert sorted(str(p.relative_to(wants)) for p in wants.rglob("*") if p.is_symlink()) == [
+        "multi-user.target.wants/ssh.service"]
 
 
 def test_enable_unit_without_install_section_fails_clearly(tmp_path: Path) -> None:

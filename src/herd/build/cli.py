@@ -148,10 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         for rp in plan.roles:
             final = plan.out_dir / rp.image_name
             ctx.images[rp.role] = ImageResult(rp.role, final.with_name(f".{final.name}.{os.getpid()}.tmp"), final)
-        if len(spec.nodes_of(Role.DB)) > 1:
-            err.print("[yellow]warning:[/] the spec has several db nodes: their MariaDB is configured for Galera, "
-                      "but herdd does not bootstrap the Galera cluster yet; start it by hand "
-                      "(galera_new_cluster on one node) until it does")
         reporter.info(f"herd {__version__}: building {', '.join(r.value for r in wanted)} for cluster "
                       f"[bold]{spec.name}[/] release [bold]{release}[/] from {args.spec}")
         execute(ctx, steps_for(ctx))

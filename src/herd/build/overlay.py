@@ -16,6 +16,7 @@ import jinja2
 
 from herd import __version__
 from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
+from herd.spec import Role
 
 
 class OverlayError(Exception):
@@ -38,6 +39,7 @@ def template_context(plan: BuildPlan, role_plan: RolePlan, kernel_version: str) 
         "role": role_plan.role.value,
         "nodes": spec.nodes,
         "role_nodes": spec.nodes_of(role_plan.role),
+        "db_nodes": spec.nodes_of(Role.DB),
         "network": spec.network,
         "services": spec.services,
         "ssh_keys": spec.ssh_keys,
@@ -143,3 +145,15 @@ def enable_unit(root: Path, unit: str) -> None:
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to("/" + str(path.relative_to(root)))
+
+
+def disable_unit(root: Path, unit: str) -> None:
+    """What `systemctl disable` does: the unit stays installed (herdd starts it when the time comes) but no
+    target pulls it in at boot."""
+    systemd = root / "etc/systemd/system"
+    # Not glob(): the links point into the image (/lib/...), so from the build host they dangle, and glob
+    # skips dangling links.
+    for wants in systemd.glob("*.wants") if systemd.is_dir() else ():
+        link = wants / unit
+        if link.is_symlink():
+            link.unlink()

@@ -52,6 +52,19 @@ class RolePlan:
     cache_key: str
     image_name: str
     ids: DiskIds
+    herdd_starts: tuple[str, ...] = ()  # units disabled at boot: herdd starts them when it decides
+
+
+def units_herdd_starts(spec: Spec, role: Role) -> tuple[str, ...]:
+    """With 2+ db nodes MariaDB is a Galera node, and starting it is a cluster decision (who bootstraps);
+    garbd (directors) can only join a running cluster."""
+    if role == Role.DB and len(spec.nodes_of(Role.DB)) > 1:
+        # The socket too: systemd would start MariaDB on the first connection to it, and it holds port 3306,
+        # which the recovery run (mariadbd --wsrep-recover) must bind.
+        return ("mariadb.service", "mariadb.socket")
+    if role == Role.DIRECTOR:
+        return ("garb.service",)
+    return ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,7 @@ def make_plan(spec: Spec, release: str, roles: list[Role], base: BaseRecipe, rol
             cache_key=digest("role", ROLE_FORMAT, base_key, role.value, recipe.packages),
             image_name=f"{spec.name}-{role.value}-{release}.img",
             ids=disk_ids(spec.name, role, release),
+            herdd_starts=units_herdd_starts(spec, role),
         ))
     return BuildPlan(spec=spec, release=release, base=base, base_key=base_key, zipapp_key=zipapp_key,
                      roles=tuple(plans), out_dir=out / release)

@@ -11,13 +11,14 @@ import json
 import logging
 import os
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from herd.daemon import health, ipvs, metrics, roles, vip
+from herd.daemon import galera, health, ipvs, mariadb, metrics, roles, vip
 from herd.daemon.checks import PROBES, CheckState
 from herd.daemon.claim import SlotTable
 from herd.daemon.election import AcquireVip, Election, ReleaseVip
@@ -132,6 +133,14 @@ class Daemon(asyncio.DatagramProtocol):
                        for svc in self.spec.services for n in self.spec.nodes_of(Role.WEB)} if self.is_director else {}
         self.ipvs: ipvs.IpvsTable | None = None
         self.ipvs_state = "not started"
+        self.db_names = [n.name for n in self.spec.nodes_of(Role.DB)]
+        self.galera = len(self.db_names) > 1  # 2+ db nodes: MariaDB is a Galera cluster that herdd starts
+        self.galera_report: galera.Report | None = None
+        self.galera_decision = ""
+        # An arbitrator on the directors when the db nodes are even in number, so half of them is no tie.
+        self.garbd = self.is_director and self.galera and len(self.db_names) % 2 == 0
+        self.garbd_active = False
+        self.db_host: str | None = None  # web: the db node the pages use now
 
     # -- UDP --------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -248,6 +257,10 @@ class Daemon(asyncio.DatagramProtocol):
             self.health = health.sample()
             if self.config.manage_roles:
                 self.health.update(roles.role_health(self.me.role.value))
+            if self.galera_report is not None:
+                self.health["galera"] = self.galera_report.to_json()
+            if self.garbd:
+                self.health["garbd"] = self.garbd_active
         except OSError:
             log.exception("health sampling failed")
 
@@ -271,15 +284,86 @@ class Daemon(asyncio.DatagramProtocol):
                 last = error
             await asyncio.sleep(2)
 
+    def db_serving(self, name: str) -> bool:
+        """Does this db node take queries, by its last heartbeat?"""
+        health = self.membership.peers[name].health
+        if self.galera:
+            report = galera.Report.from_json(health.get("galera"))
+            return report is not None and report.running and report.primary
+        return health.get("mariadb") is True
+
     async def web_db_config(self) -> None:
-        db_nodes = self.spec.nodes_of(Role.DB)
-        if db_nodes and self.spec.databases:
-            text = roles.php_db_config(str(db_nodes[0].address), self.databases())
-            await asyncio.to_thread(roles.write_web_db_config, text)
+        """Point the pages (/etc/herd/db.php) at a db node that serves: the first one until it has heard
+        from any, then the one pick_db_host chooses, rewritten only when that changes."""
+        if not self.db_names or not self.spec.databases:
+            return
+        alive = self.membership.alive()
+        serving = {n: self.db_serving(n) for n in self.db_names}
+        chosen = galera.pick_db_host(self.db_names, alive, serving, self.db_host)
+        if chosen is None:
+            if self.db_host is not None:
+                return  # keep the last good choice: nothing better to offer
+            chosen = self.db_names[0]
+        elif chosen != self.db_host and self.db_host is not None:
+            print(f"herd: pages now use database node {chosen}", flush=True)
+        address = self.address_of[chosen]
+        text = roles.php_db_config(address, self.databases())
+        await asyncio.to_thread(roles.write_web_db_config, text)
+        if serving.get(chosen):
+            self.db_host = chosen
+
+    async def galera_loop(self) -> None:
+        """Start this db node's MariaDB when galera.decide says so, and create the spec's databases once it is
+        primary. MariaDB's own unit is disabled in the image: herdd alone decides when it starts."""
+        probe = mariadb.Probe()
+        await asyncio.to_thread(mariadb.write_node_conf, self.me.name, self.address_of[self.me.name])
+        databases_ready = False
+        while True:
+            try:
+                self.galera_report = await asyncio.to_thread(probe.read)
+            except (OSError, subprocess.SubprocessError) as exc:
+                print(f"herd: galera: cannot read the local state: {exc}", flush=True)
+                await asyncio.sleep(5)
+                continue
+            reports = {n: galera.Report.from_json(self.membership.peers[n].health.get("galera"))
+                       for n in self.db_names if n != self.me.name}
+            reports[self.me.name] = self.galera_report
+            decision = galera.decide(self.me.name, self.db_names, reports, self.membership.alive())
+            text = f"{decision.action}: {decision.reason}"
+            if probe.error:
+                text += f" (recovery: {probe.error})"
+            if text != self.galera_decision:
+                print(f"herd: galera: {text}", flush=True)
+                self.galera_decision = text
+            if decision.action in (galera.Action.BOOTSTRAP, galera.Action.JOIN):
+                self.galera_report = galera.Report(running=True, primary=False)  # tell the others: starting
+                self.sample_health()
+                self.send_heartbeat()
+                error = await asyncio.to_thread(mariadb.start, decision.action == galera.Action.BOOTSTRAP)
+                print(f"herd: galera: {decision.action} {'failed: ' + error if error else 'done'}", flush=True)
+                continue
+            if self.galera_report.primary and not databases_ready:
+                await self.db_setup()
+                databases_ready = True
+            await asyncio.sleep(2)
+
+    async def garbd_loop(self) -> None:
+        """Directors run the Galera arbitrator, started once a db node is primary (garbd joins a running
+        cluster; it cannot make one), and again whenever it has stopped."""
+        while True:
+            self.garbd_active = await asyncio.to_thread(mariadb.unit_active, "garb.service")
+            if not self.garbd_active and any(self.db_serving(n) for n in self.db_names
+                                             if self.membership.peers[n].alive):
+                r = await asyncio.to_thread(subprocess.run, ["systemctl", "start", "garb.service"],
+                                            capture_output=True, text=True, timeout=300)
+                print(f"herd: garbd {'started' if r.returncode == 0 else 'failed: ' + r.stderr.strip()}",
+                      flush=True)
+            await asyncio.sleep(5)
 
     async def role_loop(self) -> None:
         """nfs: export the docroot (seeded with the example site). web: mount it once the nfs node is alive,
-        and again whenever it is lost."""
+        and again whenever it is lost; keep the pages pointed at a db node that serves. db: the databases,
+        and with Galera, starting the cluster."""
         nfs_nodes = self.spec.nodes_of(Role.NFS)
         if self.me.role == Role.NFS:
             seeded = await asyncio.to_thread(roles.prepare_export, Path(self.spec.nfs.export))
@@ -287,15 +371,18 @@ class Daemon(asyncio.DatagramProtocol):
                   flush=True)
             return
         if self.me.role == Role.DB:
-            await self.db_setup()
+            await (self.galera_loop() if self.galera else self.db_setup())
             return
-        if self.me.role != Role.WEB or not nfs_nodes:
+        if self.garbd:
+            await self.garbd_loop()
             return
-        await self.web_db_config()
-        server = nfs_nodes[0]
+        if self.me.role != Role.WEB:
+            return
+        server = nfs_nodes[0] if nfs_nodes else None
         last_error = None
         while True:
-            if self.membership.peers[server.name].alive:
+            await self.web_db_config()
+            if server is not None and self.membership.peers[server.name].alive:
                 error = await asyncio.to_thread(roles.mount_docroot, str(server.address), self.spec.nfs.export)
                 if error is None and last_error != "mounted":
                     print(f"herd: docroot mounted from {server.name}:{self.spec.nfs.export}", flush=True)
@@ -398,6 +485,7 @@ class Daemon(asyncio.DatagramProtocol):
             "vip": {"address": str(self.spec.network.vip), "holder": self.election.holder(self.membership.peers)},
             "services": self.services_status() if self.is_director else [],
             "ipvs": self.ipvs_state if self.is_director else None,
+            "galera": self.galera_decision or None,
             "counters": dict(self.counters),
             "dropped": dict(self.dropped),
         }

@@ -12,7 +12,7 @@ from herd.build.chroot import in_chroot
 from herd.build.context import BuildContext
 from herd.build.dpkg import tree_packages
 from herd.build.fs import remove_tree, unpack
-from herd.build.overlay import OverlayFile, enable_unit, install, render, template_context, write_file
+from herd.build.overlay import OverlayFile, disable_unit, enable_unit, install, render, template_context, write_file
 from herd.build.plan import RolePlan
 from herd.build.run import CommandError
 from herd.build.steps import BuildError, Step
@@ -111,6 +111,14 @@ class Tree(Step):
             os.chmod(tree / "root/.ssh", 0o700)
             for unit in UNITS:
                 enable_unit(tree, unit)
+            for unit in self.role_plan.herdd_starts:
+                disable_unit(tree, unit)
+            if self.role_plan.herdd_starts:
+                # The first boot (empty machine-id) applies systemd's presets, and Debian's enable everything:
+                # without these lines the units above would be enabled again before herdd runs.
+                preset = "".join(f"disable {unit}\n" for unit in self.role_plan.herdd_starts)
+                write_file(tree, PurePosixPath("etc/systemd/system-preset/10-herd.preset"),
+                           f"# herdd starts these when the cluster is ready for them.\n{preset}".encode(), 0o644)
             # One zipapp, two commands: it looks at the name it was run as.
             for command in ("herdd", "herdctl"):
                 link = tree / "usr/local/bin" / command
