@@ -76,7 +76,8 @@ def health_text(health: dict[str, Any]) -> str:
 
 def status_table(status: dict[str, Any]) -> Table:
     vip = status.get("vip") or {}
-    title = (f"cluster {status['cluster']} — seen from {status['self']}"
+    release = f" release {status['release']}" if status.get("release") else ""
+    title = (f"cluster {status['cluster']}{release} — seen from {status['self']}"
              f" — VIP {vip.get('address')} held by {vip.get('holder') or 'nobody'}")
     table = Table(title=title, title_justify="left")
     for column in ("node", "role", "address", "state", "last seen", "health"):

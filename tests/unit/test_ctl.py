@@ -96,6 +96,19 @@ def test_status_table_styles_states() -> None:
                      ("unknown", "dim"), ("alive", "green")]
 
 
+def test_status_table_title_names_the_release() -> None:
+    st = dict(status(), release="2026.11.0")
+    title = rendered(st).splitlines()[0].strip()
+    assert title == "cluster demo release 2026.11.0 — seen from dir1 — VIP 192.168.50.10 held by dir1"
+    assert "release" not in rendered(dict(status(), release=None)).splitlines()[0]  # outside an image
+
+
+def test_main_status_json_has_the_release(serve: Any, sock_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    serve({"ok": True, "status": dict(status(), release="2026.11.0")})
+    assert main(["--socket", str(sock_path), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["release"] == "2026.11.0"
+
+
 def test_status_table_without_a_vip_holder() -> None:
     assert "VIP 192.168.50.10 held by nobody" in rendered(status(holder=None))
 

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from herd import __version__
 from herd.build.overlay import (
     OverlayError,
     OverlayFile,
@@ -21,8 +22,9 @@ from herd.build.overlay import (
     template_context,
     write_file,
 )
-from herd.build.plan import BuildPlan, RolePlan, make_plan
+from herd.build.plan import DEFAULT_EPOCH, BuildPlan, RolePlan, make_plan
 from herd.build.recipes import load_base, load_role
+from herd.release import parse as parse_release
 from herd.spec import Role, Spec, parse
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -118,7 +120,9 @@ def test_common_files(role: Role) -> None:
     assert len(keys) == 2 and keys[1] == SECOND_KEY
 
     assert text_of(files, "etc/herd/role").strip() == role.value
-    assert text_of(files, "etc/herd/release").strip() == "2026.11.0"
+    assert parse_release(text_of(files, "etc/herd/release")) == {
+        "RELEASE": "2026.11.0", "CLUSTER": "demo", "ROLE": role.value, "HERD_VERSION": __version__,
+        "BUILD_DATE": "2023-11-14T22:13:20Z", "SOURCE_DATE_EPOCH": str(DEFAULT_EPOCH)}
     assert text_of(files, "etc/resolv.conf").split() == ["search", "herd.lan", "nameserver", "192.168.50.1"]
     assert "PasswordAuthentication no" in text_of(files, "etc/ssh/sshd_config.d/herd.conf")
     assert files["usr/lib/herd/growroot"].mode & 0o111  # a script stays executable

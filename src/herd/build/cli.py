@@ -18,6 +18,7 @@ from herd import __version__
 from herd.build import host
 from herd.build.cache import Cache
 from herd.build.context import BuildContext, ImageResult
+from herd.build.epoch import EpochError, source_date_epoch
 from herd.build.fs import remove_tree
 from herd.build.overlay import OverlayError
 from herd.build.plan import make_plan
@@ -27,6 +28,7 @@ from herd.build.run import CommandError
 from herd.build.runner import execute, steps_for
 from herd.build.steps import BuildError
 from herd.build.steps.zipapp import zipapp_key
+from herd.release import build_date
 from herd.spec import Role, SpecError, load, valid_release
 
 PROJECT = Path(__file__).resolve().parents[3]
@@ -122,12 +124,13 @@ def main(argv: list[str] | None = None) -> int:
                              f"its roles are {', '.join(r.value for r in spec.roles)}"])
         base = load_base(PROJECT / "image")
         recipes = {r: load_role(PROJECT / "image", r) for r in wanted}
+        epoch, epoch_from = source_date_epoch(args.spec, os.environ)
     except SpecError as exc:
         err.print("[red]error:[/] the spec is not valid:", highlight=False)
         for problem in exc.problems:
             err.print(f"  {problem}", highlight=False, markup=False)
         return EXIT_BAD_INPUT
-    except RecipeError as exc:
+    except (RecipeError, EpochError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_BAD_INPUT
 
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"  {line}", markup=False)
         return EXIT_HOST
 
-    plan = make_plan(spec, release, wanted, base, recipes, zipapp_key(PROJECT), args.out)
+    plan = make_plan(spec, release, wanted, base, recipes, zipapp_key(PROJECT), args.out, epoch)
     cache = Cache(args.cache_dir, enabled=not args.no_cache)
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="build-", dir=args.cache_dir))
@@ -149,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             final = plan.out_dir / rp.image_name
             ctx.images[rp.role] = ImageResult(rp.role, final.with_name(f".{final.name}.{os.getpid()}.tmp"), final)
         reporter.info(f"herd {__version__}: building {', '.join(r.value for r in wanted)} for cluster "
-                      f"[bold]{spec.name}[/] release [bold]{release}[/] from {args.spec}")
+                      f"[bold]{spec.name}[/] release [bold]{release}[/] from {args.spec}, dated "
+                      f"{build_date(epoch)} ({epoch_from})")
         execute(ctx, steps_for(ctx))
     except (BuildError, OverlayError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)

@@ -16,6 +16,7 @@ import jinja2
 
 from herd import __version__
 from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
+from herd.release import build_date
 from herd.spec import Role
 
 
@@ -48,6 +49,8 @@ def template_context(plan: BuildPlan, role_plan: RolePlan, kernel_version: str) 
         "kernel_version": kernel_version,
         "kernel_cmdline": plan.kernel_cmdline,
         "herd_version": __version__,
+        "source_date_epoch": plan.source_date_epoch,
+        "build_date": build_date(plan.source_date_epoch),
     }
 
 

@@ -17,6 +17,8 @@ BASE_FORMAT = 1
 ROLE_FORMAT = 1
 
 ROOT_LABEL = "herd-root"
+# SOURCE_DATE_EPOCH when nothing better is known (2023-11-14T22:13:20Z): every time stamp in an image.
+DEFAULT_EPOCH = 1700000000
 _NAMESPACE = uuid.UUID("5f0c7b3e-2a4d-4c41-9d6e-6865726421aa")
 
 
@@ -76,6 +78,7 @@ class BuildPlan:
     zipapp_key: str
     roles: tuple[RolePlan, ...]
     out_dir: Path  # out/<release>
+    source_date_epoch: int = DEFAULT_EPOCH  # every time stamp in the images: files, filesystems, build date
 
     @property
     def kernel_cmdline(self) -> str:
@@ -83,7 +86,7 @@ class BuildPlan:
 
 
 def make_plan(spec: Spec, release: str, roles: list[Role], base: BaseRecipe, role_recipes: dict[Role, RoleRecipe],
-              zipapp_key: str, out: Path) -> BuildPlan:
+              zipapp_key: str, out: Path, source_date_epoch: int = DEFAULT_EPOCH) -> BuildPlan:
     base_key = digest("base", BASE_FORMAT, spec.debian.suite, spec.debian.arch, spec.debian.mirror,
                       base.packages, base.kernel, base.initramfs_modules)
     plans = []
@@ -98,7 +101,7 @@ def make_plan(spec: Spec, release: str, roles: list[Role], base: BaseRecipe, rol
             herdd_starts=units_herdd_starts(spec, role),
         ))
     return BuildPlan(spec=spec, release=release, base=base, base_key=base_key, zipapp_key=zipapp_key,
-                     roles=tuple(plans), out_dir=out / release)
+                     roles=tuple(plans), out_dir=out / release, source_date_epoch=source_date_epoch)
 
 
 def tree_digest(root: Path, patterns: tuple[str, ...] = ("**/*",)) -> str:

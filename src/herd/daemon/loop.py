@@ -36,6 +36,7 @@ from herd.daemon.wire import (
     decode,
     encode,
 )
+from herd.release import installed as installed_release
 from herd.secrets import db_password
 from herd.spec import Node, Role, Spec
 
@@ -480,6 +481,7 @@ class Daemon(asyncio.DatagramProtocol):
             "cluster": self.spec.name,
             "self": self.me.name,
             "role": self.me.role.value,
+            "release": installed_release(),  # /etc/herd/release, read once; None outside an image
             "generation": self.config.generation,
             "nodes": nodes,
             "vip": {"address": str(self.spec.network.vip), "holder": self.election.holder(self.membership.peers)},

@@ -1,0 +1,59 @@
+"""`/etc/herd/release`: which release an image is, as `KEY=value` lines (os-release style, no quoting).
+
+The builder renders it from `overlay/common/etc/herd/release.j2`; herdd reads it once and reports the release in
+its status, so `herdctl status` tells which image a node runs.
+
+    RELEASE=2026.11.0
+    CLUSTER=demo
+    ROLE=web
+    HERD_VERSION=0.1.0
+    BUILD_DATE=2026-11-25T00:00:00Z
+    SOURCE_DATE_EPOCH=1795564800
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from pathlib import Path
+
+RELEASE_FILE = Path("/etc/herd/release")
+
+
+def build_date(epoch: int) -> str:
+    """The image's date, from SOURCE_DATE_EPOCH, in UTC (ISO 8601)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse(text: str) -> dict[str, str]:
+    """KEY=value lines; blank lines and `#` comments skipped. A file of one bare line (images before the
+    KEY=value format) is that release."""
+    fields: dict[str, str] = {}
+    bare = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if sep and key.strip().isidentifier():
+            fields[key.strip()] = value.strip()
+        else:
+            bare.append(line)
+    if not fields and len(bare) == 1:
+        fields["RELEASE"] = bare[0]
+    return fields
+
+
+def read(path: Path = RELEASE_FILE) -> dict[str, str] | None:
+    """The file's fields, or None when there is no such file (a node run outside an image, in tests)."""
+    try:
+        return parse(path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+
+
+@functools.cache
+def installed() -> str | None:
+    """This image's release, read once per process; None outside an image."""
+    fields = read(RELEASE_FILE)
+    return None if fields is None else fields.get("RELEASE") or None
