@@ -6,13 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from herd.build import bmap
 from herd.build.cache import Cache
 from herd.build.context import BuildContext, ImageResult
+from herd.build.overlay import OverlayFile
 from herd.build.progress import Reporter
-from herd.build.steps.artifacts import Artifacts
+from herd.build.steps.artifacts import Artifacts, overlay_sha256
+from herd.build.steps.tree import overlay_digests
+from herd.release import build_date
 from herd.spec import Role
 
 from .sparse import make_image
@@ -57,3 +60,30 @@ def test_undo_removes_unrenamed_bmaps(tmp_path: Path) -> None:
     stray.write_text("half")
     Artifacts().undo(ctx)
     assert not stray.exists()
+
+
+def test_manifest_records_config_digests_and_herdd(tmp_path: Path) -> None:
+    ctx = context(tmp_path, [Role.WEB])
+    files = [OverlayFile(PurePosixPath("etc/hosts"), b"127.0.0.1 localhost\n", 0o644),
+             OverlayFile(PurePosixPath("etc/herd/cluster.key"), b"secret" * 8, 0o600),
+             OverlayFile(PurePosixPath("usr/lib/herd/herdd.pyz"), b"PK", 0o755),
+             OverlayFile(PurePosixPath("etc/herd/release"), b"RELEASE=1\n", 0o644)]
+    ctx.images[Role.WEB].overlay = overlay_digests(files)
+    ctx.zipapp = tmp_path / "herdd.pyz"
+    ctx.zipapp.write_bytes(b"zipapp")
+    Artifacts().run(ctx)
+    data = json.loads((ctx.plan.out_dir / "manifest.json").read_text())
+    entry = data["images"]["web"]
+    assert entry["overlay"] == {"/etc/herd/release": hashlib.sha256(b"RELEASE=1\n").hexdigest(),
+                                "/etc/hosts": hashlib.sha256(b"127.0.0.1 localhost\n").hexdigest()}
+    assert entry["overlay_sha256"] == overlay_sha256(entry["overlay"])
+    assert entry["herdd_sha256"] == hashlib.sha256(b"zipapp").hexdigest()
+    assert data["source_date_epoch"] == ctx.plan.source_date_epoch
+    assert data["build_date"] == build_date(ctx.plan.source_date_epoch)
+
+
+def test_overlay_digest_depends_on_names_and_contents() -> None:
+    base = {"/etc/a": "1" * 64, "/etc/b": "2" * 64}
+    assert overlay_sha256(base) == overlay_sha256(dict(reversed(base.items())))
+    assert overlay_sha256(base) != overlay_sha256({"/etc/a": "1" * 64, "/etc/c": "2" * 64})
+    assert overlay_sha256(base) != overlay_sha256({"/etc/a": "1" * 64, "/etc/b": "3" * 64})

@@ -44,6 +44,9 @@ examples:
 
   python3 build.py flash IMAGE /dev/sdX     write an image to a stick, then verify it
                                             (see python3 build.py flash --help)
+  python3 build.py diff out/2026.11.0/manifest.json out/2026.12.0/manifest.json [--json]
+                                            what changed between two releases: packages, kernel,
+                                            herdd, config files, sizes
 
 Images land in OUT/<release>/<cluster>-<role>-<release>.img, each with a .bmap (bmaptool's block map),
 with SHA256SUMS and manifest.json.
@@ -56,7 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="build.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Build one bootable USB disk image (BIOS and UEFI) per node role of a herd cluster. "
-                    "`build.py flash IMAGE DEVICE` writes one to a stick.")
+                    "`build.py flash IMAGE DEVICE` writes one to a stick; `build.py diff OLD NEW` compares "
+                    "two releases' manifests.")
     p.add_argument("--spec", type=Path, default=PROJECT / "examples/cluster.toml",
                    help="cluster spec (TOML); default: examples/cluster.toml")
     p.add_argument("--out", type=Path, default=PROJECT / "out", help="output directory; default: out/")
@@ -104,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         from herd.build import flash
 
         return flash.main(argv[1:])
+    if argv[:1] == ["diff"]:
+        from herd.build import diff_cli
+
+        return diff_cli.main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(message)s", stream=sys.stderr)

@@ -20,6 +20,7 @@ class ImageResult:
     allocated: int = 0
     sha256: str = ""
     packages: dict[str, str] = field(default_factory=dict)
+    overlay: dict[str, str] = field(default_factory=dict)  # rendered config file (root-relative) -> sha256
 
 
 @dataclass

@@ -4,6 +4,7 @@ manifest.json. This is the commit point of a build; nothing before it is visible
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,6 +14,8 @@ from herd import __version__
 from herd.build import bmap
 from herd.build.context import BuildContext, ImageResult
 from herd.build.steps import Step
+from herd.build.steps.disk import sha256_file
+from herd.release import build_date
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -29,9 +32,15 @@ def tmp_bmap(result: ImageResult) -> Path:
     return bmap_path(result.tmp_path)
 
 
+def overlay_sha256(files: dict[str, str]) -> str:
+    """One digest of a role's rendered config (path -> sha256), like a SHA256SUMS of it."""
+    return hashlib.sha256("".join(f"{h}  {p}\n" for p, h in sorted(files.items())).encode()).hexdigest()
+
+
 def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, Any]:
     plan = ctx.plan
     images: dict[str, Any] = {}
+    herdd = sha256_file(ctx.zipapp) if ctx.zipapp is not None else ""
     # A build of some roles keeps the entries of the others if their images are still there.
     if previous and previous.get("spec_sha256") == plan.spec.digest:
         for role, entry in previous.get("images", {}).items():
@@ -45,6 +54,9 @@ def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, An
             "sha256": result.sha256,
             "bmap": bmap_path(result.final_path).name,
             "kernel": ctx.kernel_versions.get(role, ""),
+            "herdd_sha256": herdd,
+            "overlay_sha256": overlay_sha256(result.overlay),
+            "overlay": dict(sorted(result.overlay.items())),
             "packages": result.packages,
         }
     return {
@@ -52,6 +64,8 @@ def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, An
         "release": plan.release,
         "herd_version": __version__,
         "spec_sha256": plan.spec.digest,
+        "source_date_epoch": plan.source_date_epoch,
+        "build_date": build_date(plan.source_date_epoch),
         "debian": {"suite": plan.spec.debian.suite, "arch": plan.spec.debian.arch},
         "images": dict(sorted(images.items())),
     }

@@ -4,6 +4,7 @@ cluster's spec and key installed, GRUB's modules in /boot, and everything node-s
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path, PurePosixPath
@@ -20,6 +21,7 @@ from herd.spec import Role
 
 GRUB_MODULES = Path("/usr/lib/grub")
 UNITS = ("herdd.service", "herd-growroot.service")
+NOT_DIGESTED = ("etc/herd/cluster.key", "usr/lib/herd/herdd.pyz")
 
 # Globs (relative to the root) deleted from every image.
 DROP = (
@@ -60,6 +62,13 @@ def clean(tree: Path) -> None:
     (tree / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
     # Empty, not missing: systemd then treats the next boot as the first and makes a machine-id.
     write_file(tree, PurePosixPath("etc/machine-id"), b"", 0o444)
+
+
+def overlay_digests(files: list[OverlayFile]) -> dict[str, str]:
+    """sha256 of each rendered config file, for the manifest (`build.py diff` lists the ones that changed).
+    Not the cluster key (a secret: its hash proves nothing useful) nor herdd (the manifest has its own)."""
+    return {f"/{f.path}": hashlib.sha256(f.data).hexdigest() for f in sorted(files, key=lambda f: str(f.path))
+            if str(f.path) not in NOT_DIGESTED}
 
 
 class Tree(Step):
@@ -106,6 +115,7 @@ class Tree(Step):
                 OverlayFile(PurePosixPath("etc/herd/cluster.key"), ctx.key_file.read_bytes(), 0o600),
                 OverlayFile(PurePosixPath("usr/lib/herd/herdd.pyz"), ctx.zipapp.read_bytes(), 0o755),
             ]
+            ctx.images[role].overlay = overlay_digests(files)
             install(tree, files)
             os.chmod(tree / "etc/herd", 0o755)
             os.chmod(tree / "root/.ssh", 0o700)
