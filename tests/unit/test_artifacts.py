@@ -1,18 +1,22 @@
-"""The release step on small sparse images: each image gets its bmap beside it, SHA256SUMS lists images only,
-the manifest names each bmap, and no temporary file is left."""
+"""The release step on small sparse images: each image gets its bmap and zstd copy beside it, SHA256SUMS lists
+images and copies, the manifest names both, and no temporary file is left."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path, PurePosixPath
+
+import pytest
 
 from herd.build import bmap
 from herd.build.cache import Cache
 from herd.build.context import BuildContext, ImageResult
 from herd.build.overlay import OverlayFile
 from herd.build.progress import Reporter
+from herd.build.run import CommandError
 from herd.build.steps.artifacts import Artifacts, overlay_sha256
 from herd.build.steps.tree import overlay_digests
 from herd.release import build_date
@@ -42,10 +46,13 @@ def test_release_has_a_bmap_per_image(tmp_path: Path) -> None:
     Artifacts().run(ctx)
     out = ctx.plan.out_dir
     names = [r.final_path.name for r in ctx.images.values()]
-    assert sorted(os.listdir(out)) == sorted([*names, *(n + ".bmap" for n in names), "SHA256SUMS",
-                                              "manifest.json"])
+    assert sorted(os.listdir(out)) == sorted([*names, *(n + ".bmap" for n in names), *(n + ".zst" for n in names),
+                                              "SHA256SUMS", "manifest.json"])
     sums = (out / "SHA256SUMS").read_text()
     assert ".bmap" not in sums and all(n in sums for n in names)
+    for line in sums.splitlines():  # what sha256sum -c checks
+        digest, name = line.split("  ")
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
     manifest = json.loads((out / "manifest.json").read_text())
     for role, result in ctx.images.items():
         entry = manifest["images"][role.value]
@@ -53,13 +60,43 @@ def test_release_has_a_bmap_per_image(tmp_path: Path) -> None:
         assert bmap.load(out / entry["bmap"]) == bmap.create(result.final_path)
 
 
-def test_undo_removes_unrenamed_bmaps(tmp_path: Path) -> None:
+def test_undo_removes_unrenamed_bmaps_and_zst(tmp_path: Path) -> None:
     ctx = context(tmp_path, [Role.WEB])
     result = ctx.images[Role.WEB]
-    stray = result.tmp_path.with_name(result.tmp_path.name + ".bmap")
-    stray.write_text("half")
+    strays = [result.tmp_path.with_name(result.tmp_path.name + suffix) for suffix in (".bmap", ".zst")]
+    for stray in strays:
+        stray.write_text("half")
     Artifacts().undo(ctx)
-    assert not stray.exists()
+    assert not any(stray.exists() for stray in strays)
+
+
+def test_zst_decompresses_to_the_image(tmp_path: Path) -> None:
+    ctx = context(tmp_path, [Role.WEB, Role.DB])
+    Artifacts().run(ctx)
+    out = ctx.plan.out_dir
+    manifest = json.loads((out / "manifest.json").read_text())
+    for role, result in ctx.images.items():
+        entry = manifest["images"][role.value]
+        zst = out / entry["zst"]
+        assert entry["zst"] == result.final_path.name + ".zst"
+        assert entry["zst_size"] == zst.stat().st_size < result.size
+        assert entry["zst_sha256"] == hashlib.sha256(zst.read_bytes()).hexdigest()
+        copy = tmp_path / f"{role.value}.img"
+        subprocess.run(["zstd", "-d", "-q", "-o", str(copy), str(zst)], check=True)
+        assert copy.read_bytes() == result.final_path.read_bytes()
+
+
+def test_a_failed_compression_leaves_no_artifact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = context(tmp_path, [Role.WEB])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "zstd").write_text("#!/bin/sh\necho 'zstd: disk full' >&2\necho partial > \"$5\"\nexit 1\n")
+    (bin_dir / "zstd").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(CommandError, match="disk full"):
+        Artifacts().run(ctx)
+    Artifacts().undo(ctx)
+    assert os.listdir(ctx.plan.out_dir) == [ctx.images[Role.WEB].tmp_path.name]  # the disk step's undo removes it
 
 
 def test_manifest_records_config_digests_and_herdd(tmp_path: Path) -> None:

@@ -21,6 +21,8 @@ class ImageResult:
     sha256: str = ""
     packages: dict[str, str] = field(default_factory=dict)
     overlay: dict[str, str] = field(default_factory=dict)  # rendered config file (root-relative) -> sha256
+    zst_size: int = 0       # X.img.zst beside the image
+    zst_sha256: str = ""
 
 
 @dataclass

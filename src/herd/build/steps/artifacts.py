@@ -1,5 +1,6 @@
 """The release directory: images renamed from their temporary names, each with its block map (`X.img.bmap`,
-bmaptool's format: which blocks hold data, so a stick is written with those only), SHA256SUMS (images only) and
+bmaptool's format: which blocks hold data, so a stick is written with those only) and a zstd-compressed copy
+(`X.img.zst`, to download or archive), SHA256SUMS (images and compressed images) and
 manifest.json. This is the commit point of a build; nothing before it is visible under out/<release>/."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from herd import __version__
 from herd.build import bmap
 from herd.build.context import BuildContext, ImageResult
+from herd.build.run import OnLine, run
 from herd.build.steps import Step
 from herd.build.steps.disk import sha256_file
 from herd.release import build_date
@@ -30,6 +32,19 @@ def bmap_path(image: Path) -> Path:
 
 def tmp_bmap(result: ImageResult) -> Path:
     return bmap_path(result.tmp_path)
+
+
+def zst_path(image: Path) -> Path:
+    return image.with_name(image.name + ".zst")
+
+
+def tmp_zst(result: ImageResult) -> Path:
+    return zst_path(result.tmp_path)
+
+
+def compress(image: Path, dest: Path, on_line: OnLine | None = None) -> None:
+    """image -> dest with zstd on every core (level 3: about as fast as the disk, a third of the mapped bytes)."""
+    run(["zstd", "-T0", "-q", "-f", "-o", dest, image], on_line=on_line)
 
 
 def overlay_sha256(files: dict[str, str]) -> str:
@@ -53,6 +68,9 @@ def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, An
             "allocated": result.allocated,
             "sha256": result.sha256,
             "bmap": bmap_path(result.final_path).name,
+            "zst": zst_path(result.final_path).name,
+            "zst_size": result.zst_size,
+            "zst_sha256": result.zst_sha256,
             "kernel": ctx.kernel_versions.get(role, ""),
             "herdd_sha256": herdd,
             "overlay_sha256": overlay_sha256(result.overlay),
@@ -71,11 +89,21 @@ def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, An
     }
 
 
+def sha256sums(data: dict[str, Any]) -> str:
+    """`sha256sum -c` input for the images and their compressed copies (not the bmaps: they name their own)."""
+    lines = []
+    for entry in data["images"].values():
+        lines.append(f"{entry['sha256']}  {entry['file']}\n")
+        if entry.get("zst"):
+            lines.append(f"{entry['zst_sha256']}  {entry['zst']}\n")
+    return "".join(lines)
+
+
 class Artifacts(Step):
     name = "artifacts"
 
     def label(self) -> str:
-        return f"release {self.out}"
+        return f"release {self.out}: block maps, zstd copies, SHA256SUMS, manifest"
 
     def run(self, ctx: BuildContext) -> None:
         out = ctx.plan.out_dir
@@ -88,17 +116,24 @@ class Artifacts(Step):
                     previous = json.loads(path.read_text())
                 except json.JSONDecodeError:
                     previous = None
-            for result in ctx.images.values():
+            results = list(ctx.images.values())
+            for done, result in enumerate(results):
                 progress.line(f"block map of {result.final_path.name}")
                 tmp_bmap(result).write_text(bmap.to_xml(bmap.create(result.tmp_path)))  # renamed below
-            for result in ctx.images.values():
+                progress.line(f"compressing {result.final_path.name} (zstd)")
+                compress(result.tmp_path, tmp_zst(result), on_line=progress.line)
+                result.zst_size = tmp_zst(result).stat().st_size
+                result.zst_sha256 = sha256_file(tmp_zst(result))
+                progress.fraction((done + 1) / len(results))
+            for result in results:
                 os.replace(result.tmp_path, result.final_path)
                 os.replace(tmp_bmap(result), bmap_path(result.final_path))
+                os.replace(tmp_zst(result), zst_path(result.final_path))
             data = manifest(ctx, previous)
-            sums = "".join(f"{e['sha256']}  {e['file']}\n" for e in data["images"].values())
-            write_atomic(out / "SHA256SUMS", sums)
+            write_atomic(out / "SHA256SUMS", sha256sums(data))
             write_atomic(path, json.dumps(data, indent=2) + "\n")
 
     def undo(self, ctx: BuildContext) -> None:
         for result in ctx.images.values():
             tmp_bmap(result).unlink(missing_ok=True)
+            tmp_zst(result).unlink(missing_ok=True)
