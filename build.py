@@ -88,8 +88,8 @@ def main() -> None:
     # `--setup-only[=test]` is for the test command: get the machine ready, build nothing.
     setup = next((a for a in argv if a.startswith("--setup-only")), None)
     wants_tests = setup == "--setup-only=test"
-    # `build.py flash` and `build.py diff` need only the venv (rich), none of the build tools.
-    building = argv[:1] not in (["flash"], ["diff"])
+    # `build.py flash`, `diff` and `make-pyz` need only the venv (rich, shiv), none of the build tools.
+    building = argv[:1] not in (["flash"], ["diff"], ["make-pyz"])
     if building and (not (set(argv) & {"-h", "--help", "--version"}) or not VENV.exists()):
         apt_install(missing(requirements("host-packages.txt", *(["test-packages.txt"] if wants_tests else []))))
     python = ensure_venv(["build", "test"] if wants_tests else ["build"])

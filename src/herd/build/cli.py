@@ -23,6 +23,7 @@ from herd.build.fs import remove_tree
 from herd.build.overlay import OverlayError
 from herd.build.plan import make_plan
 from herd.build.progress import Reporter, plain_console
+from herd.build.project import find as find_project
 from herd.build.recipes import RecipeError, load_base, load_role
 from herd.build.run import CommandError
 from herd.build.runner import execute, steps_for
@@ -31,7 +32,7 @@ from herd.build.steps.zipapp import zipapp_key
 from herd.release import build_date
 from herd.spec import Role, SpecError, load, valid_release
 
-PROJECT = Path(__file__).resolve().parents[3]
+PROJECT = find_project()  # the checkout, or the data packed into herd.pyz
 EXIT_BAD_INPUT = 2
 EXIT_HOST = 3
 EXIT_FAILED = 1
@@ -47,23 +48,43 @@ examples:
   python3 build.py diff out/2026.11.0/manifest.json out/2026.12.0/manifest.json [--json]
                                             what changed between two releases: packages, kernel,
                                             herdd, config files, sizes
+  python3 build.py make-pyz out/herd.pyz    the builder as one file: python3 herd.pyz --spec FILE
+                                            on any Debian 12 host (root, host tools from apt)
+"""
+PYZ_EPILOG = """\
+examples:
+  python3 herd.pyz --spec site.toml         build every role of site.toml into ./out/
+  python3 herd.pyz --spec site.toml --role web --release 2026.12.1
+  python3 herd.pyz flash IMAGE /dev/sdX     write an image to a stick, then verify it
+  python3 herd.pyz diff OLD/manifest.json NEW/manifest.json [--json]
+  unzip -p herd.pyz site-packages/herd_project/examples/cluster.toml > site.toml
+                                            the example spec, to start from
 
-Images land in OUT/<release>/<cluster>-<role>-<release>.img, each with a .bmap (bmaptool's block map),
-with SHA256SUMS and manifest.json.
+Run as root on Debian 12; missing host tools are named with the apt-get line that installs them.
+"""
+OUTPUTS = """
+Images land in OUT/<release>/<cluster>-<role>-<release>.img, each with a .bmap (bmaptool's block map) and a
+zstd copy (.img.zst), with SHA256SUMS and manifest.json.
 The cluster key is made once beside the spec (<spec>.key, mode 0600) and reused by later releases,
 so new images join the running cluster. Exit codes: 0 built, 1 build failed, 2 bad input, 3 host not ready.
 """
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    prog = "build.py" if PROJECT.checkout else "herd.pyz"
+    epilog = (EPILOG if PROJECT.checkout else PYZ_EPILOG) + OUTPUTS
     p = argparse.ArgumentParser(
-        prog="build.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog,
         description="Build one bootable USB disk image (BIOS and UEFI) per node role of a herd cluster. "
-                    "`build.py flash IMAGE DEVICE` writes one to a stick; `build.py diff OLD NEW` compares "
+                    f"`{prog} flash IMAGE DEVICE` writes one to a stick; `{prog} diff OLD NEW` compares "
                     "two releases' manifests.")
-    p.add_argument("--spec", type=Path, default=PROJECT / "examples/cluster.toml",
-                   help="cluster spec (TOML); default: examples/cluster.toml")
-    p.add_argument("--out", type=Path, default=PROJECT / "out", help="output directory; default: out/")
+    if PROJECT.checkout:
+        p.add_argument("--spec", type=Path, default=PROJECT.root / "examples/cluster.toml",
+                       help="cluster spec (TOML); default: examples/cluster.toml")
+        p.add_argument("--out", type=Path, default=PROJECT.root / "out", help="output directory; default: out/")
+    else:  # herd.pyz: no checkout to take an example spec from, nor to write into
+        p.add_argument("--spec", type=Path, required=True, help="cluster spec (TOML)")
+        p.add_argument("--out", type=Path, default=Path("out"), help="output directory; default: ./out/")
     p.add_argument("--role", action="append", choices=[r.value for r in Role], dest="roles",
                    help="build only this role (repeatable); default: every role in the spec")
     p.add_argument("--release", help="image version; default: the spec's cluster.release")
@@ -112,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         from herd.build import diff_cli
 
         return diff_cli.main(argv[1:])
+    if argv[:1] == ["make-pyz"]:
+        from herd.build import make_pyz
+
+        return make_pyz.main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(message)s", stream=sys.stderr)
@@ -130,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise SpecError([f"--role: the spec has no {', '.join(missing)} node; "
                              f"its roles are {', '.join(r.value for r in spec.roles)}"])
-        base = load_base(PROJECT / "image")
-        recipes = {r: load_role(PROJECT / "image", r) for r in wanted}
+        base = load_base(PROJECT.root / "image")
+        recipes = {r: load_role(PROJECT.root / "image", r) for r in wanted}
         epoch, epoch_from = source_date_epoch(args.spec, os.environ)
     except SpecError as exc:
         err.print("[red]error:[/] the spec is not valid:", highlight=False)
@@ -149,13 +174,13 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"  {line}", markup=False)
         return EXIT_HOST
 
-    plan = make_plan(spec, release, wanted, base, recipes, zipapp_key(PROJECT), args.out, epoch)
+    plan = make_plan(spec, release, wanted, base, recipes, zipapp_key(PROJECT.root), args.out, epoch)
     cache = Cache(args.cache_dir, enabled=not args.no_cache)
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="build-", dir=args.cache_dir))
     try:
         key = cluster_key(args.key or args.spec.with_suffix(".key"))
-        ctx = BuildContext(plan=plan, project=PROJECT, cache=cache, work=work, key_file=key, reporter=reporter)
+        ctx = BuildContext(plan=plan, project=PROJECT.root, cache=cache, work=work, key_file=key, reporter=reporter)
         for rp in plan.roles:
             final = plan.out_dir / rp.image_name
             ctx.images[rp.role] = ImageResult(rp.role, final.with_name(f".{final.name}.{os.getpid()}.tmp"), final)

@@ -6,9 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+from herd.build.project import find
 from herd.build.recipes import host_requirements
-
-PROJECT = Path(__file__).resolve().parents[3]
 
 
 def missing_packages(requirements: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -21,7 +20,8 @@ def missing_packages(requirements: list[tuple[str, str]]) -> list[tuple[str, str
     return missing
 
 
-def problems(requirements_file: Path = PROJECT / "image/host-packages.txt") -> list[str]:
+def problems(requirements_file: Path | None = None) -> list[str]:
+    requirements_file = requirements_file or find().root / "image/host-packages.txt"
     out = []
     if os.geteuid() != 0:
         out.append("building needs root (debootstrap, chroot, device nodes): run it with sudo")

@@ -1,25 +1,60 @@
 """herdd.pyz: shiv packs herd and its dependencies into one file for the *target*: Debian bookworm's
 CPython 3.11 on x86-64. psutil is a C extension, so pip is told the target's platform and takes wheels
-built for it, never whatever the build host happens to run."""
+built for it, never whatever the build host happens to run. The one-file builder (herd.pyz) carries a
+prebuilt herdd.pyz and uses that."""
 
 from __future__ import annotations
 
-import os
+import hashlib
 import sys
 from pathlib import Path
 
 from herd.build.context import BuildContext
-from herd.build.plan import tree_digest
-from herd.build.run import run
+from herd.build.plan import DEFAULT_EPOCH, tree_digest
+from herd.build.project import PREBUILT_HERDD
+from herd.build.run import OnLine, run
 from herd.build.steps import Step
 
 TARGET_PIP = ["--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
               "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:"]
+# The zipapp is shared by every cluster and release (its cache key is herd's source), so its time stamps are
+# fixed, never a build's SOURCE_DATE_EPOCH.
+ZIPAPP_EPOCH = DEFAULT_EPOCH
 
 
 def zipapp_key(project: Path) -> str:
+    prebuilt = project / PREBUILT_HERDD
+    if not (project / "src").is_dir() and prebuilt.is_file():
+        return "prebuilt-" + hashlib.sha256(prebuilt.read_bytes()).hexdigest()[:20]
     src = tree_digest(project / "src", ("**/*.py", "**/*.typed"))
     return tree_digest(project, ("pyproject.toml",)) + src
+
+
+def pip_env(pip_cache: Path) -> dict[str, str]:
+    return {"PIP_CACHE_DIR": str(pip_cache), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def shiv_command() -> str:
+    shiv = Path(sys.executable).with_name("shiv")
+    return str(shiv) if shiv.exists() else "shiv"
+
+
+def herd_wheel(project: Path, wheels: Path, pip_cache: Path, on_line: OnLine | None = None) -> Path:
+    """herd itself is pure Python: its wheel, built from the checkout."""
+    wheels.mkdir(parents=True, exist_ok=True)
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", wheels, project], on_line=on_line,
+        env=pip_env(pip_cache))
+    (wheel,) = wheels.glob("herd-*.whl")
+    return wheel
+
+
+def build_herdd(project: Path, dest: Path, work: Path, pip_cache: Path, on_line: OnLine | None = None) -> None:
+    """herdd.pyz from the checkout into dest; pip resolves herd's dependencies for the target."""
+    wheels = work / "wheels"
+    wheel = herd_wheel(project, wheels, pip_cache, on_line)
+    run([shiv_command(), "-o", dest, "-e", "herd.entry:main", "-p", "/usr/bin/python3", "--compressed",
+         "--reproducible", "--", *TARGET_PIP, "--find-links", wheels, str(wheel)],
+        on_line=on_line, env={**pip_env(pip_cache), "SOURCE_DATE_EPOCH": str(ZIPAPP_EPOCH)})
 
 
 class Zipapp(Step):
@@ -29,24 +64,17 @@ class Zipapp(Step):
         return "herdd zipapp (shiv, CPython 3.11 x86-64)"
 
     def run(self, ctx: BuildContext) -> None:
+        prebuilt = ctx.project / PREBUILT_HERDD
+        if not (ctx.project / "src").is_dir() and prebuilt.is_file():
+            with ctx.reporter.step(f"{self.label()}, prebuilt in herd.pyz", cached=True):
+                ctx.zipapp = prebuilt
+            return
         key = ctx.plan.zipapp_key
         cached = ctx.cache.lookup("zipapp", key, ".pyz")
         with ctx.reporter.step(self.label(), cached=cached is not None) as progress:
             if cached is not None:
                 ctx.zipapp = cached
                 return
-            wheels = ctx.work / "wheels"
-            wheels.mkdir(parents=True, exist_ok=True)
-            env = {"PIP_CACHE_DIR": str(ctx.cache.root / "pip"), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-            # herd itself is pure Python: build its wheel here, then let pip resolve the rest for the target.
-            run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", wheels, ctx.project],
-                on_line=progress.line, env=env)
-            (herd_wheel,) = wheels.glob("herd-*.whl")
-            shiv = Path(sys.executable).with_name("shiv")
             with ctx.cache.store("zipapp", key, ".pyz") as tmp:
-                run([shiv if shiv.exists() else "shiv", "-o", tmp, "-e", "herd.entry:main",
-                     "-p", "/usr/bin/python3", "--compressed", "--reproducible",
-                     "--", *TARGET_PIP, "--find-links", wheels, str(herd_wheel)],
-                    on_line=progress.line, env={**env, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH",
-                                                                                          "1700000000")})
+                build_herdd(ctx.project, tmp, ctx.work, ctx.cache.root / "pip", on_line=progress.line)
             ctx.zipapp = ctx.cache.path("zipapp", key, ".pyz")

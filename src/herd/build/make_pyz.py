@@ -1,0 +1,89 @@
+"""`python3 build.py make-pyz [OUT]`: the builder itself as one file, herd.pyz (shiv), for any Debian 12 host with
+python3: `python3 herd.pyz --spec site.toml` builds the images as `build.py` does, without a checkout, a venv,
+pip or shiv. It carries the builder (herd, jinja2, sh, rich, for CPython 3.11 x86-64), the project's image/,
+overlay/ and examples/ (never a `.key` file), and a prebuilt herdd.pyz. The host tools (debootstrap, mkfs…) are
+not in it: herd.pyz names the missing ones with the apt-get line that installs them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+from herd.build.cache import Cache
+from herd.build.plan import DEFAULT_EPOCH
+from herd.build.project import BUNDLE, PREBUILT_HERDD, find
+from herd.build.run import CommandError, OnLine, run
+from herd.build.steps.zipapp import TARGET_PIP, build_herdd, herd_wheel, pip_env, shiv_command, zipapp_key
+
+DATA = ("image", "overlay", "examples")
+ENTRY = "herd.build.cli:main"
+
+
+def builder_requirements(project: Path) -> list[str]:
+    """The builder's Python dependencies (pyproject's `build` extra) but shiv: herd.pyz never runs it."""
+    extra = tomllib.loads((project / "pyproject.toml").read_text())["project"]["optional-dependencies"]["build"]
+    return [req for req in extra if not req.lower().startswith("shiv")]
+
+
+def _ignore(directory: str, names: list[str]) -> list[str]:
+    return [n for n in names if n.endswith(".key") or n.startswith(".") or n == "__pycache__"]
+
+
+def stage_data(project: Path, bundle: Path, herdd: Path) -> None:
+    """bundle/{image,overlay,examples,herdd.pyz}: what the builder reads from a checkout, secrets left out."""
+    for name in DATA:
+        shutil.copytree(project / name, bundle / name, ignore=_ignore)
+    shutil.copy2(herdd, bundle / PREBUILT_HERDD)
+    for path in [bundle, *bundle.rglob("*")]:
+        os.utime(path, (DEFAULT_EPOCH, DEFAULT_EPOCH), follow_symlinks=False)
+
+
+def make_pyz(project: Path, out: Path, cache_dir: Path, on_line: OnLine | None = None) -> None:
+    """herd.pyz at out (atomically); herdd.pyz is the build cache's when it has this source's, else built."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    pip_cache = cache_dir / "pip"
+    with tempfile.TemporaryDirectory(prefix="herd-pyz-") as scratch:
+        work = Path(scratch)
+        herdd = Cache(cache_dir).lookup("zipapp", zipapp_key(project), ".pyz")
+        if herdd is None:
+            herdd = work / PREBUILT_HERDD
+            build_herdd(project, herdd, work / "herdd", pip_cache, on_line)
+        site = work / "site-packages"
+        stage_data(project, site / BUNDLE, herdd)
+        wheel = herd_wheel(project, work / "wheels", pip_cache, on_line)
+        try:
+            run([shiv_command(), "-o", tmp, "-e", ENTRY, "-p", "/usr/bin/env python3", "--compressed",
+                 "--reproducible", "--site-packages", site, "--", *TARGET_PIP, "--find-links", work / "wheels",
+                 str(wheel), *builder_requirements(project)],
+                on_line=on_line, env={**pip_env(pip_cache), "SOURCE_DATE_EPOCH": str(DEFAULT_EPOCH)})
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="build.py make-pyz", description="Package the builder itself as one file (shiv): "
+        "`python3 herd.pyz --spec FILE` then builds images on any Debian 12 host with python3.")
+    p.add_argument("out", type=Path, nargs="?", default=Path("out/herd.pyz"), help="default: out/herd.pyz")
+    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("HERD_CACHE", "/var/cache/herd")),
+                   help="build cache: herdd.pyz if built already, pip's downloads; default: /var/cache/herd")
+    args = p.parse_args(argv)
+    project = find()
+    if not project.checkout:
+        print("error: make-pyz runs from a source checkout (python3 build.py make-pyz)", file=sys.stderr)
+        return 2
+    try:
+        make_pyz(project.root, args.out, args.cache_dir)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    size = args.out.stat().st_size
+    print(f"{args.out}: {size / 2**20:.1f} MiB; run it with: python3 {args.out} --spec SPEC [--out DIR]")
+    return 0

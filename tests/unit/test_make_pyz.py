@@ -1,0 +1,112 @@
+"""The one-file builder: `build.py make-pyz` really packs herd.pyz with shiv, and the system's python3 (not the
+venv's) runs it: --help, a bad spec (exit 2), and its packed image/, overlay/, examples/ and prebuilt herdd.pyz
+found and rendered from inside it, with no cluster key packed. Takes about 15 s (pip resolves the wheels, from
+the pip cache under /var/cache/herd when it can)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from herd.build.make_pyz import builder_requirements, main
+from herd.build.project import BUNDLE
+
+PROJECT = Path(__file__).resolve().parents[2]
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+# Runs inside herd.pyz (SHIV_INTERPRETER=1 runs a script with the zipapp's packages on sys.path).
+INSIDE = """
+import stat, sys
+from herd.build.project import find
+from herd.build.overlay import render, template_context
+from herd.build.plan import make_plan
+from herd.build.recipes import load_base, load_role
+from herd.build.steps.zipapp import zipapp_key
+from herd.spec import load
+
+project = find()
+assert not project.checkout, project
+spec = load(project.root / "examples/cluster.toml")
+image = project.root / "image"
+plan = make_plan(spec, "9.9", list(spec.roles), load_base(image), {r: load_role(image, r) for r in spec.roles},
+                 zipapp_key(project.root), project.root / "unused")
+for rp in plan.roles:
+    files = {str(f.path): f for f in render(project.root / "overlay", rp.role.value,
+                                            template_context(plan, rp, "6.1.0-test"))}
+    assert "RELEASE=9.9" in files["etc/herd/release"].data.decode()
+    assert files["usr/lib/herd/growroot"].mode & stat.S_IXUSR, "modes survive the zipapp"
+assert plan.zipapp_key.startswith("prebuilt-"), plan.zipapp_key
+print("ok", sys.executable, project.root)
+"""
+
+
+@pytest.fixture(scope="module")
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pyz") / "herd.pyz"
+    assert main([str(out)]) == 0
+    return out
+
+
+def run_pyz(pyz: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    shiv_root = pyz.parent / "shiv-root"  # where shiv unpacks itself, instead of ~/.shiv
+    return subprocess.run([SYSTEM_PYTHON, str(pyz), *args], capture_output=True, text=True, timeout=120,
+                          cwd=pyz.parent, env={**os.environ, "SHIV_ROOT": str(shiv_root), "COLUMNS": "200",
+                                               **(env or {})})
+
+
+def test_requirements_are_the_builders_without_shiv() -> None:
+    reqs = builder_requirements(PROJECT)
+    assert {r.split(">")[0] for r in reqs} == {"jinja2", "sh", "rich"}
+
+
+def test_pyz_contents(pyz: Path) -> None:
+    with zipfile.ZipFile(pyz) as z:
+        names = z.namelist()
+    bundle = f"site-packages/{BUNDLE}/"
+    for path in ("image/base.toml", "overlay/common/etc/herd/release.j2", "examples/cluster.toml",
+                 "examples/site/index.html", "herdd.pyz"):
+        assert bundle + path in names, path
+    for package in ("herd/build/cli.py", "jinja2/__init__.py", "sh/__init__.py", "rich/__init__.py"):
+        assert f"site-packages/{package}" in names, package
+    assert not [n for n in names if n.endswith(".key")], "no cluster key in herd.pyz"
+
+
+def test_help_with_the_system_python(pyz: Path) -> None:
+    r = run_pyz(pyz, "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: herd.pyz ")
+    assert "--spec SPEC" in r.stdout and "python3 herd.pyz flash IMAGE /dev/sdX" in r.stdout
+    version = run_pyz(pyz, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("herd ")
+
+
+def test_bad_spec_exits_2(pyz: Path) -> None:
+    bad = pyz.parent / "bad.toml"
+    bad.write_text('[cluster]\nname = "x"\n')
+    r = run_pyz(pyz, "--spec", str(bad), "--out", str(pyz.parent / "out"))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "the spec is not valid" in r.stderr and "network" in r.stderr
+    assert not (pyz.parent / "out").exists()
+    assert not bad.with_suffix(".key").exists()
+
+
+def test_spec_is_required_without_a_checkout(pyz: Path) -> None:
+    r = run_pyz(pyz)
+    assert r.returncode == 2 and "--spec" in r.stderr
+
+
+def test_packed_project_is_found_and_renders(pyz: Path) -> None:
+    script = pyz.parent / "inside.py"
+    script.write_text(INSIDE)
+    r = run_pyz(pyz, str(script), env={"SHIV_INTERPRETER": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith(f"ok {SYSTEM_PYTHON} ") and f"/{BUNDLE}" in r.stdout
+
+
+def test_diff_runs_from_the_pyz(pyz: Path) -> None:
+    r = run_pyz(pyz, "diff", str(pyz.parent / "none.json"), str(pyz.parent / "none.json"))
+    assert r.returncode == 2 and "no such file" in r.stderr
