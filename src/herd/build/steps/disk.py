@@ -12,6 +12,7 @@ from herd.build.context import BuildContext
 from herd.build.disk import Layout, layout, root_size
 from herd.build.fs import remove_tree, tree_bytes
 from herd.build.plan import ROOT_LABEL, RolePlan
+from herd.build.reproducible import set_inode_times
 from herd.build.run import in_private_namespace, run
 from herd.build.steps import Step
 
@@ -19,6 +20,7 @@ GRUB_COMMON = ["part_gpt", "part_msdos", "ext2", "fat", "search", "search_fs_uui
                "configfile", "linux", "gzio", "echo", "test", "serial", "terminal", "boot", "ls", "cat"]
 GRUB_BIOS = ["biosdisk", *GRUB_COMMON]
 GRUB_EFI = [*GRUB_COMMON, "efi_gop", "efi_uga", "all_video"]
+ESP_LABEL = "HERD-ESP"
 
 
 def early_config(fs_uuid: str) -> str:
@@ -59,12 +61,14 @@ class Disk(Step):
             progress.line("partitioning")
             run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", image], input=disk.sfdisk_script())
             progress.line(f"ext4 root ({disk.root.size // 2**20} MiB)")
-            epoch = os.environ.get("SOURCE_DATE_EPOCH", "1700000000")
+            epoch = ctx.plan.source_date_epoch
             run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-U", ids.root_fs_uuid, "-J", "size=16",
                  "-E", f"offset={disk.root.start},nodiscard,lazy_itable_init=1,lazy_journal_init=1,"
                        f"root_owner=0:0,hash_seed={ids.root_fs_uuid}",
                  "-d", tree, image, f"{disk.root.size // 1024}k"],
-                on_line=progress.line, env={"E2FSPROGS_FAKE_TIME": epoch})
+                on_line=progress.line, env={"E2FSPROGS_FAKE_TIME": str(epoch)})
+            progress.line("ext4 root: inode change and access times set to SOURCE_DATE_EPOCH")
+            self._inode_times(ctx, f"{image}?offset={disk.root.start}", epoch)
             progress.line("EFI system partition")
             self._esp(ctx, disk, image)
             progress.line("GRUB for BIOS")
@@ -88,11 +92,20 @@ class Disk(Step):
         efi = grub / "BOOTX64.EFI"
         run(["grub-mkimage", "-O", "x86_64-efi", "-o", efi, "-c", grub / "early.cfg", "-p", "/boot/grub",
              *GRUB_EFI])
-        run(["mkfs.fat", "-F", "32", "-s", "1", "-n", "HERD-ESP", "-i", self.role_plan.ids.esp_serial,
-             f"--offset={disk.esp.start // 512}", image, str(disk.esp.size // 1024)])
+        epoch = ctx.plan.source_date_epoch
+        env = {"SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1"}
+        # No -n: mkfs.fat stamps the label's directory entry with the real time; mlabel honours the epoch.
+        run(["mkfs.fat", "-F", "32", "-s", "1", "-i", self.role_plan.ids.esp_serial,
+             f"--offset={disk.esp.start // 512}", image, str(disk.esp.size // 1024)], env=env)
         target = f"{image}@@{disk.esp.start}"
-        run(["mmd", "-i", target, "::/EFI", "::/EFI/BOOT"], env={"MTOOLS_SKIP_CHECK": "1"})
-        run(["mcopy", "-i", target, efi, "::/EFI/BOOT/BOOTX64.EFI"], env={"MTOOLS_SKIP_CHECK": "1"})
+        run(["mlabel", "-i", target, f"::{ESP_LABEL}"], env=env)
+        run(["mmd", "-i", target, "::/EFI", "::/EFI/BOOT"], env=env)
+        os.utime(efi, (epoch, epoch))
+        run(["mcopy", "-m", "-i", target, efi, "::/EFI/BOOT/BOOTX64.EFI"], env=env)
+
+    def _inode_times(self, ctx: BuildContext, fs: str, epoch: int) -> None:
+        """mkfs.ext4 -d copies each file's ctime and atime, which the kernel stamps: set them to the epoch."""
+        set_inode_times(fs, epoch, ctx.work / self.role_plan.role.value / "inode-times.debugfs")
 
     def _bios(self, ctx: BuildContext, disk: Layout, image: Path) -> None:
         grub = self._grub_dir(ctx)

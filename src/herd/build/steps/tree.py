@@ -15,6 +15,7 @@ from herd.build.dpkg import tree_packages
 from herd.build.fs import remove_tree, unpack
 from herd.build.overlay import OverlayFile, disable_unit, enable_unit, install, render, template_context, write_file
 from herd.build.plan import RolePlan
+from herd.build.reproducible import clamp_tree
 from herd.build.run import CommandError
 from herd.build.steps import BuildError, Step
 from herd.spec import Role
@@ -151,6 +152,8 @@ class Tree(Step):
                 remove_tree(dest)
                 shutil.copytree(GRUB_MODULES / arch, dest,
                                 ignore=shutil.ignore_patterns("*.image", "*.exec", "*.module", "*.img", "*.efi"))
+            progress.line("time stamps clamped to SOURCE_DATE_EPOCH")
+            clamp_tree(tree, ctx.plan.source_date_epoch)
 
     def undo(self, ctx: BuildContext) -> None:
         remove_tree(self.tree(ctx))
