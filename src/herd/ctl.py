@@ -1,4 +1,4 @@
-"""herdctl: ask the local herdd about the cluster, drain and undrain nodes."""
+"""herdctl: ask the local herdd about the cluster, drain and undrain nodes, move the site's DNS names."""
 
 from __future__ import annotations
 
@@ -106,6 +106,52 @@ def services_table(status: dict[str, Any]) -> Table:
     return table
 
 
+def _ago(seconds: float | None) -> str:
+    return "" if seconds is None else f" for {seconds:.0f} s" if seconds < 120 else f" for {seconds / 60:.0f} min"
+
+
+def site_lines(site: dict[str, Any]) -> list[Text]:
+    """Where the public names point and why, as the backup site's VIP holder sees it."""
+    names = ", ".join(site["names"])
+    head = Text(f"site {site['name']} ({site['role']}) — {names} at {site['server']}", style="bold")
+    if site["role"] == "main":
+        return [head, Text("  the backup site's VIP holder watches this site and moves the names")]
+    lines = [head]
+    if not site.get("active"):
+        speaker = site.get("speaker")
+        lines.append(Text(f"  standby: {speaker or 'the VIP holder'} watches the main site and moves the names"))
+        return lines
+    main_style = {"up": "green", "down": "bold red"}.get(site["main"], "dim")
+    main = Text("  main site ")
+    main.append(f"{site['main']}{_ago(site.get('main_for_s'))}", style=main_style)
+    main.append(f" ({', '.join(site['main_addresses'])})")
+    if site["main"] == "down" and site.get("main_error"):
+        main.append(f": {site['main_error']}")
+    lines.append(main)
+    dns = Text("  DNS points at ")
+    dns.append(f"the {site['dns']} site" if site["dns"] != "unknown" else "(not looked up yet)",
+               style="yellow" if site["dns"] == "backup" else "")
+    if site.get("want") and site["want"] != site["dns"]:
+        dns.append(f", moving to the {site['want']} site")
+    if site.get("pinned"):
+        dns.append(" — pinned by herdctl site failover")
+    lines.append(dns)
+    back = f"after {site['up_seconds']:g} s up" if site["failback"] == "auto" else "by hand (herdctl site failback)"
+    policy = f"  policy: fail over after {site['down_seconds']:g} s down, fail back {back}"
+    lines.append(Text(policy))
+    last = site.get("last")
+    if last:
+        ok = last["result"] == "ok"
+        text = Text(f"  last {last['kind']}" + (f" ({last['target']})" if last.get("target") else "")
+                    + f" {last['ago_s']:.0f} s ago: ")
+        text.append(last["result"], style="green" if ok else "bold red")
+        if site.get("retry_in_s") is not None:
+            text.append(f"; retry in {site['retry_in_s']:.0f} s")
+        lines.append(text)
+    lines.append(Text(f"  updates sent: {site['updates']}"))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="herdctl", description="Ask the local herdd about the cluster.")
     p.add_argument("--socket", type=Path, default=Path("/run/herd/herdd.sock"), help="herdd's socket (%(default)s)")
@@ -116,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in (("drain", "take a node out of service (web: weight 0)"), ("undrain", "put it back")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("node")
+    site = sub.add_parser("site", help="point the public DNS names by hand (on the backup site's VIP holder)")
+    site.add_argument("action", choices=["failover", "failback"],
+                      help="failover: at the backup site, and keep them there; failback: at the main site")
     args = p.parse_args(argv)
     try:
         if args.command == "status":
@@ -127,6 +176,15 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(status_table(reply["status"]))
                 if reply["status"].get("services"):
                     console.print(services_table(reply["status"]))
+                if reply["status"].get("site"):
+                    for line in site_lines(reply["status"]["site"]):
+                        console.print(line)
+        elif args.command == "site":
+            reply = request(args.socket, {"cmd": "site", "action": args.action}, timeout=10)
+            site_state = reply.get("site") or {}
+            where = "the backup site" if args.action == "failover" else "the main site"
+            print(f"site {args.action}: the names are moving to {where} (DNS points at the "
+                  f"{site_state.get('dns', 'unknown')} site now; herdctl status shows when it is done)")
         else:
             request(args.socket, {"cmd": args.command, "node": args.node})
             print(f"{args.node}: {args.command}ed")

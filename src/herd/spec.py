@@ -641,7 +641,7 @@ def _site(r: _Reader, data: Mapping[str, Any], network: Network, services: list[
     backup = r.convert(f"{p}.backup", r.get(data, p, "backup", str), ipaddress.IPv4Address, "an IPv4 address")
     if backup is None and "backup" not in data:
         backup = network.vip
-    if backup is not None and backup in main:
+    if role == SiteRole.BACKUP and backup is not None and backup in main:
         r.fail(f"{p}.backup", f"{backup} is also in site.main; the backup must be another address")
     interval = r.value(data, p, "interval", float, 1.0)
     if interval <= 0:

@@ -24,6 +24,7 @@ from herd.daemon.claim import SlotTable
 from herd.daemon.election import AcquireVip, Election, ReleaseVip
 from herd.daemon.membership import DrainChanged, Event, Membership, PeerDown, PeerUp
 from herd.daemon.notify import sd_notify
+from herd.daemon.sitelink import SiteLink
 from herd.daemon.state import StateDir
 from herd.daemon.wire import (
     KIND_CLAIM,
@@ -142,6 +143,8 @@ class Daemon(asyncio.DatagramProtocol):
         self.garbd = self.is_director and self.galera and len(self.db_names) % 2 == 0
         self.garbd_active = False
         self.db_host: str | None = None  # web: the db node the pages use now
+        # Off-site failover: the backup site's directors; the VIP holder among them probes and updates DNS.
+        self.site = SiteLink(self) if self.is_director and SiteLink.wanted(self.spec) else None
 
     # -- UDP --------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -211,6 +214,8 @@ class Daemon(asyncio.DatagramProtocol):
         self.report(self.membership.tick(now))
         for effect in self.election.tick(now, self.membership.peers):
             self.apply_vip(effect)
+        if self.site is not None:
+            self.site.tick(now)
 
     def netlink(self, call: Callable[[Any], object]) -> concurrent.futures.Future[object]:
         """Run call(ipr) on the netlink thread: pyroute2's IPRoute runs an event loop of its own, so it lives
@@ -471,6 +476,20 @@ class Daemon(asyncio.DatagramProtocol):
         return out
 
     # -- status, control, metrics -----------------------------------------------------------------------
+    def site_status(self, now: float) -> dict[str, Any] | None:
+        site = self.spec.site
+        if site is None:
+            return None
+        out: dict[str, Any] = {"name": site.name, "role": site.role.value, "names": list(site.names),
+                               "server": f"{site.server}:{site.port}",
+                               "main_addresses": [str(a) for a in site.main], "backup_address": str(site.backup),
+                               "failback": site.failback.value, "down_seconds": site.down_seconds,
+                               "up_seconds": site.up_seconds}
+        if self.site is not None:
+            out.update(self.site.machine.status(now))
+            out["speaker"] = self.election.holder(self.membership.peers)  # who probes and updates
+        return out
+
     def status(self) -> dict[str, Any]:
         now = self.clock()
         nodes = self.membership.view(now)
@@ -488,6 +507,7 @@ class Daemon(asyncio.DatagramProtocol):
             "services": self.services_status() if self.is_director else [],
             "ipvs": self.ipvs_state if self.is_director else None,
             "galera": self.galera_decision or None,
+            "site": self.site_status(now),
             "counters": dict(self.counters),
             "dropped": dict(self.dropped),
         }
@@ -502,6 +522,11 @@ class Daemon(asyncio.DatagramProtocol):
                 self.report(self.membership.set_drained(name, cmd == "drain"))
                 self.send_heartbeat()  # spread it now, not at the next beat
                 return {"ok": True}
+            case {"cmd": "site", "action": "failover" | "failback" as action}:
+                if self.site is None:
+                    return {"ok": False, "error": "only the directors of a spec with [site] role = \"backup\" move "
+                            "the names; run it there, on the VIP holder"}
+                return self.site.command(action, self.election.holder(self.membership.peers))
         return {"ok": False, "error": f"unknown request {request!r}"}
 
     async def handle_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -572,6 +597,8 @@ class Daemon(asyncio.DatagramProtocol):
         ]
         if self.config.manage_roles:
             tasks.append(asyncio.create_task(self.role_loop()))
+        if self.site is not None:
+            tasks.append(asyncio.create_task(self.site.run()))
         if self.is_director:
             self.reconcile_ipvs()
             self.sync_daemon(master=False)
@@ -589,6 +616,8 @@ class Daemon(asyncio.DatagramProtocol):
             sd_notify("STOPPING=1")
             for task in tasks:
                 task.cancel()
+            if self.site is not None:
+                self.site.cancel()
             for server in servers:
                 server.close()
             if self.transport is not None:
