@@ -6,11 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from herd.build.plan import DEFAULT_EPOCH
 from herd.build.run import OnLine, in_private_namespace, run
+
+# SOURCE_DATE_EPOCH inside the chroot (update-initramfs, dpkg triggers, useradd…): a fixed one, since the trees
+# made there are cached and shared by every cluster and release; the tree step clamps times to the build's own.
+TREE_EPOCH = DEFAULT_EPOCH
 
 _SETUP = r"""
 set -eu
-R="$1"; DEBS="$2"; shift 2
+R="$1"; DEBS="$2"; EPOCH="$3"; shift 3
 mount -t proc proc "$R/proc"
 mount -t sysfs sysfs "$R/sys"
 mount --rbind /dev "$R/dev"
@@ -26,7 +31,7 @@ printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"
 chmod 755 "$R/usr/sbin/policy-rc.d"
 status=0
 chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
-    DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true "$@" || status=$?
+    DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true SOURCE_DATE_EPOCH="$EPOCH" "$@" || status=$?
 rm -f "$R/usr/sbin/policy-rc.d"
 exit $status
 """
@@ -38,7 +43,7 @@ def in_chroot(tree: Path, debs: Path | None, script: str, on_line: OnLine | None
     if debs is not None:
         debs.mkdir(parents=True, exist_ok=True)
     argv = in_private_namespace(["sh", "-c", _SETUP, "herd-chroot", tree.resolve(),
-                                 str(debs.resolve()) if debs else "", "/bin/sh", "-euc", script])
+                                 str(debs.resolve()) if debs else "", str(TREE_EPOCH), "/bin/sh", "-euc", script])
     return run(argv, on_line=on_line)
 
 

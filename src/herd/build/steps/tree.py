@@ -32,6 +32,7 @@ DROP = (
     "usr/share/man/*", "usr/share/info/*", "usr/share/lintian/*", "tmp/*", "var/tmp/*",
     "root/.bash_history", "usr/sbin/policy-rc.d", "initrd.img.old", "vmlinuz.old", "boot/*.dpkg-bak",
     "boot/*.new", "debootstrap",
+    "var/cache/ldconfig/aux-cache",  # ldconfig's notes of inode numbers and ctimes: differs every build
 )
 
 
