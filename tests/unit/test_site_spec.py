@@ -186,3 +186,11 @@ def test_bad_key_file_is_an_error_that_never_shows_the_secret(tmp_path: Path, co
     with pytest.raises(dnsupdate.DnsError, match=problem) as info:
         dnsupdate.read_key(zone.site)
     assert str(tmp_path) in str(info.value)
+
+
+def test_the_commented_site_in_the_main_example_is_valid_once_uncommented() -> None:
+    text = (PROJECT / "examples" / "cluster.toml").read_text(encoding="utf-8")
+    start = text.index("# [site]\n")
+    block = text[start:text.index("\n\n", start)]
+    site = parse(text.replace(block, "\n".join(line[2:] for line in block.splitlines())), FILE).site
+    assert site is not None and site.role == SiteRole.MAIN and site.names == ("www.example.com", "example.com")
