@@ -146,7 +146,7 @@ def site_lines(site: dict[str, Any]) -> list[Text]:
                     + f" {last['ago_s']:.0f} s ago: ")
         text.append(last["result"], style="green" if ok else "bold red")
         if site.get("retry_in_s") is not None:
-            text.append(f"; retry in {site['retry_in_s']:.0f} s")
+            text.append(f"; retry in {site['retry_in_s']:g} s")
         lines.append(text)
     lines.append(Text(f"  updates sent: {site['updates']}"))
     return lines
