@@ -47,4 +47,15 @@ def render(status: dict[str, Any], counters: dict[str, int], dropped: dict[str, 
                                  ("temp_c", "herd_temperature_celsius", "Hottest sensor, Celsius.")):
         if key in health:
             metric(name, "gauge", help_text, [({"node": me}, float(health[key]))])
+    site = status.get("site") or {}
+    if site.get("active"):  # the backup site's VIP holder: the one that watches and moves the names
+        if site["main"] != "unknown":
+            metric("herd_site_main_up", "gauge", "1 while the main site passes its probes.",
+                   [({"site": site["name"]}, 1.0 if site["main"] == "up" else 0.0)])
+        metric("herd_site_dns_points", "gauge", "1 for the site the public names point at.",
+               [({"target": t}, 1.0 if site["dns"] == t else 0.0) for t in ("main", "backup", "other", "unknown")])
+        metric("herd_site_dns_updates_total", "counter", "DNS updates sent and verified by this node.",
+               [({}, float(site["updates"]))])
+        metric("herd_site_dns_failures", "gauge", "DNS lookups or updates failed in a row (0: the last one worked).",
+               [({}, float(site["failures"]))])
     return "\n".join(out) + "\n"

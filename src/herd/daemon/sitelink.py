@@ -38,19 +38,25 @@ class SiteLink:
     # -- the probe loop ------------------------------------------------------------------------------------
     async def run(self) -> None:
         while True:
-            if not self._follow_holding():
-                await asyncio.sleep(IDLE)
-                continue
             started = self.daemon.clock()
-            error = await self.probe_main()
-            if not self._follow_holding():
-                continue  # the VIP went elsewhere while probing: that verdict is not ours to act on
-            was = self.machine.main_up
-            self.apply(self.machine.observe(error is None, started, error))
-            if was != self.machine.main_up:
-                state = "up" if error is None else f"down ({error})"
-                print(f"herd: site: main site {', '.join(self.zone.main)} is {state}", flush=True)
-            await asyncio.sleep(max(0.0, self.site.interval - (self.daemon.clock() - started)))
+            try:
+                await self._round(started)
+            except Exception:  # a bug in one round must not end site failover for good
+                log.exception("site: probe round failed")
+            await asyncio.sleep(max(IDLE, self.site.interval - (self.daemon.clock() - started))
+                                if self.machine.active else IDLE)
+
+    async def _round(self, started: float) -> None:
+        if not self._follow_holding():
+            return
+        error = await self.probe_main()
+        if not self._follow_holding():
+            return  # the VIP went elsewhere while probing: that verdict is not ours to act on
+        was = self.machine.main_up
+        self.apply(self.machine.observe(error is None, started, error))
+        if was != self.machine.main_up:
+            state = "up" if error is None else f"down ({error})"
+            print(f"herd: site: main site {', '.join(self.zone.main)} is {state}", flush=True)
 
     def _follow_holding(self) -> bool:
         holding = self.daemon.election.holding

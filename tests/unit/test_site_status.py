@@ -1,10 +1,11 @@
-"""herdctl status: the site lines, from the status herdd sends (as the site machine makes it)."""
+"""The site in herdctl status and in the metrics, from the status herdd sends (as the site machine makes it)."""
 
 from __future__ import annotations
 
 from rich.console import Console
 
 from herd.ctl import site_lines
+from herd.daemon import metrics
 from herd.daemon.site import Policy, SiteMachine, Target
 
 BASE = {"name": "dr", "role": "backup", "names": ["www.example.com"], "server": "198.51.100.53:53",
@@ -41,3 +42,20 @@ def test_a_standby_and_the_main_site_say_who_moves_the_names() -> None:
     assert "standby: dr-dir1 watches the main site and moves the names" in standby
     main = render({**BASE, "role": "main"})
     assert "the backup site's VIP holder watches this site and moves the names" in main
+
+
+def test_metrics_of_the_holder_and_none_elsewhere() -> None:
+    m = SiteMachine(Policy(10, 60, auto_failback=True))
+    m.activate(0.0)
+    m.looked_up(m.term, Target.MAIN, 0.1)
+    m.observe(False, 1.0, "connect: timed out")
+    m.tick(11.0)
+    m.published(m.term, Target.BACKUP, 11.1)
+    status = {"self": "dr-dir1", "nodes": [], "site": {**BASE, **m.status(12.0)}}
+    text = metrics.render(status, {}, {})
+    assert 'herd_site_main_up{site="dr"} 0' in text
+    assert 'herd_site_dns_points{target="backup"} 1' in text and 'herd_site_dns_points{target="main"} 0' in text
+    assert "herd_site_dns_updates_total 1" in text and "herd_site_dns_failures 0" in text
+    standby = {"self": "dr-dir2", "nodes": [], "site": {**BASE, **SiteMachine(m.policy).status(12.0)}}
+    assert "herd_site" not in metrics.render(standby, {}, {})
+    assert "herd_site" not in metrics.render({"self": "x", "nodes": [], "site": None}, {}, {})
