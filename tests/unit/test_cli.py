@@ -281,3 +281,24 @@ def test_apt_progress_other_lines() -> None:
     assert progress.feed("pmstatus:bash") is None  # truncated
     assert progress.feed("dlstatus:1:lots:Retrieving") is None  # not a number
     assert progress.fraction == before
+
+
+def test_site_without_its_tsig_secret_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = Run(tmp_path, (PROJECT / "examples" / "site-backup.toml").read_text(encoding="utf-8"))
+    assert run() == EXIT_BAD_INPUT
+    err = stderr(capsys)
+    assert "TSIG secret" in err and "cluster.tsig is missing" in err and "tsig-keygen -a hmac-sha256 herd-site" in err
+    run.assert_nothing_written()
+
+
+def test_the_tsig_secret_goes_to_the_directors_only(tmp_path: Path) -> None:
+    from herd.build.steps.tree import secret_files
+    from herd.spec import Role, parse
+
+    backup = parse((PROJECT / "examples" / "site-backup.toml").read_text(encoding="utf-8"))
+    secret = tmp_path / "site.tsig"
+    secret.write_text('key "herd-site" { algorithm hmac-sha256; secret "c2VjcmV0"; };\n')
+    (f,) = secret_files(backup, Role.DIRECTOR, secret)
+    assert str(f.path) == "etc/herd/site.tsig" and f.mode == 0o600 and f.data == secret.read_bytes()
+    assert secret_files(backup, Role.WEB, secret) == []
+    assert secret_files(parse(TEXT), Role.DIRECTOR, None) == []  # no [site]: nothing

@@ -30,7 +30,7 @@ from herd.build.runner import execute, steps_for
 from herd.build.steps import BuildError
 from herd.build.steps.zipapp import zipapp_key
 from herd.release import build_date
-from herd.spec import Role, SpecError, load, valid_release
+from herd.spec import Role, Spec, SpecError, load, valid_release
 
 PROJECT = find_project()  # the checkout, or the data packed into herd.pyz
 EXIT_BAD_INPUT = 2
@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="build only this role (repeatable); default: every role in the spec")
     p.add_argument("--release", help="image version; default: the spec's cluster.release")
     p.add_argument("--key", type=Path, help="cluster key file; default: the spec's path with .key")
+    p.add_argument("--site-key", type=Path,
+                   help="with [site] in the spec: the TSIG secret the directors sign DNS updates with "
+                        "(tsig-keygen output); default: the spec's path with .tsig")
     p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("HERD_CACHE", "/var/cache/herd")),
                    help="cache for root trees, .debs and wheels; default: /var/cache/herd")
     p.add_argument("--no-cache", action="store_true", help="do not reuse cached trees (still refreshes them)")
@@ -110,6 +113,17 @@ def cluster_key(path: Path) -> Path:
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32))  # the whole content is the key: no newline
     os.replace(path.with_name(f".{path.name}.tmp"), path)
+    return path
+
+
+def site_key_file(spec: Spec, roles: list[Role], path: Path) -> Path | None:
+    """The TSIG secret the directors need for [site]; None when the build has no use for it."""
+    if spec.site is None or Role.DIRECTOR not in roles:
+        return None
+    if not path.is_file():
+        raise SpecError([f"[site] needs its TSIG secret for the directors, and {path} is missing; "
+                         f"make it with `tsig-keygen -a {spec.site.key_algorithm} {spec.site.key_name} > {path}` "
+                         f"(chmod 600), give the same key to the DNS server, or name another file with --site-key"])
     return path
 
 
@@ -158,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         base = load_base(PROJECT.root / "image")
         recipes = {r: load_role(PROJECT.root / "image", r) for r in wanted}
         epoch, epoch_from = source_date_epoch(args.spec, os.environ)
+        site_key = site_key_file(spec, wanted, args.site_key or args.spec.with_suffix(".tsig"))
     except SpecError as exc:
         err.print("[red]error:[/] the spec is not valid:", highlight=False)
         for problem in exc.problems:
@@ -180,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="build-", dir=args.cache_dir))
     try:
         key = cluster_key(args.key or args.spec.with_suffix(".key"))
-        ctx = BuildContext(plan=plan, project=PROJECT.root, cache=cache, work=work, key_file=key, reporter=reporter)
+        ctx = BuildContext(plan=plan, project=PROJECT.root, cache=cache, work=work, key_file=key, reporter=reporter,
+                           site_key_file=site_key)
         for rp in plan.roles:
             final = plan.out_dir / rp.image_name
             ctx.images[rp.role] = ImageResult(rp.role, final.with_name(f".{final.name}.{os.getpid()}.tmp"), final)

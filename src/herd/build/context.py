@@ -33,6 +33,7 @@ class BuildContext:
     work: Path              # scratch space, removed at the end
     key_file: Path          # the cluster secret
     reporter: Reporter
+    site_key_file: Path | None = None  # [site]'s TSIG secret, for the directors
     zipapp: Path | None = None
     base_tarball: Path | None = None
     role_tarballs: dict[Role, Path] = field(default_factory=dict)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from herd.build.chroot import in_chroot
@@ -18,7 +19,8 @@ from herd.build.plan import RolePlan
 from herd.build.reproducible import clamp_tree
 from herd.build.run import CommandError
 from herd.build.steps import BuildError, Step
-from herd.spec import Role
+from herd.build.steps.zipapp import SHIV_ROOT
+from herd.spec import Role, Spec
 
 GRUB_MODULES = Path("/usr/lib/grub")
 UNITS = ("herdd.service", "herd-growroot.service")
@@ -73,6 +75,23 @@ def overlay_digests(files: list[OverlayFile]) -> dict[str, str]:
             if str(f.path) not in NOT_DIGESTED}
 
 
+def unpack_zipapp(tree: Path, on_line: Callable[[str], None]) -> None:
+    """herdd.pyz unpacks its packages on its first run (into SHIV_ROOT, fixed in the zipapp): do that here, and
+    compile them, so a node never writes them. Unpacked at first boot, a power cut in the first minutes could
+    leave empty files behind (ext4 writes new files' data late) and herdd or herdctl broken for good. Hash-based
+    .pyc files are never rewritten, whatever the files' time stamps become."""
+    in_chroot(tree, None, f"rm -rf {SHIV_ROOT}; /usr/lib/herd/herdd.pyz --version >/dev/null; "
+              f"python3 -m compileall -q --invalidation-mode unchecked-hash {SHIV_ROOT}; "
+              f"rm -f {SHIV_ROOT}/.*_lock", on_line=on_line)
+
+
+def secret_files(spec: Spec, role: Role, site_key: Path | None) -> list[OverlayFile]:
+    """[site]'s TSIG secret, on the directors only (the backup site's VIP holder signs DNS updates with it)."""
+    if spec.site is None or role != Role.DIRECTOR or site_key is None:
+        return []
+    return [OverlayFile(PurePosixPath(spec.site.key_file.lstrip("/")), site_key.read_bytes(), 0o600)]
+
+
 class Tree(Step):
     name = "tree"
 
@@ -118,6 +137,7 @@ class Tree(Step):
                 OverlayFile(PurePosixPath("usr/lib/herd/herdd.pyz"), ctx.zipapp.read_bytes(), 0o755),
             ]
             ctx.images[role].overlay = overlay_digests(files)
+            files += secret_files(ctx.plan.spec, role, ctx.site_key_file)  # never in the manifest's digests
             install(tree, files)
             os.chmod(tree / "etc/herd", 0o755)
             os.chmod(tree / "root/.ssh", 0o700)
@@ -136,6 +156,8 @@ class Tree(Step):
                 link = tree / "usr/local/bin" / command
                 link.unlink(missing_ok=True)
                 link.symlink_to("/usr/lib/herd/herdd.pyz")
+            progress.line("unpacking herdd's packages")
+            unpack_zipapp(tree, progress.line)
             if role == Role.NFS and (ctx.project / "examples/site").is_dir():
                 # The example site: herdd copies it into the export at first boot if the export is empty.
                 site = tree / "usr/share/herd/site"

@@ -20,6 +20,9 @@ TARGET_PIP = ["--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_1
 # The zipapp is shared by every cluster and release (its cache key is herd's source), so its time stamps are
 # fixed, never a build's SOURCE_DATE_EPOCH.
 ZIPAPP_EPOCH = DEFAULT_EPOCH
+# Where herdd.pyz's packages live on a node: unpacked there at build time (steps/tree.py), read-only after.
+SHIV_ROOT = "/usr/lib/herd/shiv"
+ZIPAPP_FORMAT = 2  # bump when the way herdd.pyz is made changes (its cache key is herd's source otherwise)
 
 
 def zipapp_key(project: Path) -> str:
@@ -27,7 +30,7 @@ def zipapp_key(project: Path) -> str:
     if not (project / "src").is_dir() and prebuilt.is_file():
         return "prebuilt-" + hashlib.sha256(prebuilt.read_bytes()).hexdigest()[:20]
     src = tree_digest(project / "src", ("**/*.py", "**/*.typed"))
-    return tree_digest(project, ("pyproject.toml",)) + src
+    return f"f{ZIPAPP_FORMAT}-" + tree_digest(project, ("pyproject.toml",)) + src
 
 
 def pip_env(pip_cache: Path) -> dict[str, str]:
@@ -52,7 +55,8 @@ def build_herdd(project: Path, dest: Path, work: Path, pip_cache: Path, on_line:
     """herdd.pyz from the checkout into dest; pip resolves herd's dependencies for the target."""
     wheels = work / "wheels"
     wheel = herd_wheel(project, wheels, pip_cache, on_line)
-    run([shiv_command(), "-o", dest, "-e", "herd.entry:main", "-p", "/usr/bin/python3", "--compressed",
+    run([shiv_command(), "-o", dest, "-e", "herd.entry:main", "-p", "/usr/bin/python3", "--root", SHIV_ROOT,
+         "--compressed",
          "--reproducible", "--", *TARGET_PIP, "--find-links", wheels, str(wheel)],
         on_line=on_line, env={**pip_env(pip_cache), "SOURCE_DATE_EPOCH": str(ZIPAPP_EPOCH)})
 
