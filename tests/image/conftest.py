@@ -23,20 +23,25 @@ PROJECT = Path(__file__).resolve().parents[2]
 EXAMPLE = PROJECT / "examples/cluster.toml"
 WAYS = ("bios", "uefi", "usb")
 STICK_EXTRA = 512 * 1024 * 1024  # the emulated stick is this much larger than the image
+# Modules with VMs of their own: they run (and are torn down) before the shared lab starts.
+EARLY = ("test_galera.py", "test_claiming.py", "test_lab_cli.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/image/" in str(item.fspath):
             item.add_marker(pytest.mark.image)
-    # The Galera lab runs (and is torn down) before the six-VM lab starts: two labs at once on two cores
-    # would only slow both.
-    galera = [item for item in items if item.fspath.basename == "test_galera.py"]
-    if galera:
-        rest = [item for item in items if item not in galera]
-        boots = [i for i, item in enumerate(rest) if item.fspath.basename == "test_boot.py"]
+    # Two sets of VMs at once on two cores would only slow both.
+    image = [item for item in items if "tests/image/" in str(item.fspath)]
+    early = [item for item in image if item.fspath.basename in EARLY]
+    if early:
+        rest = [item for item in items if item not in early]
+        boots = [i for i, item in enumerate(rest) if item in image and item.fspath.basename == "test_boot.py"]
         at = boots[-1] + 1 if boots else len(rest)
-        items[:] = rest[:at] + galera + rest[at:]
+        items[:] = rest[:at] + early + rest[at:]
+    # The whole-cluster test kills and power-cycles the lab's VMs: it goes last.
+    whole = [item for item in image if item.fspath.basename == "test_cluster.py"]
+    items[:] = [item for item in items if item not in whole] + whole
 
 
 @dataclass
@@ -119,4 +124,5 @@ def boots(build: Build, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[
 def lab(build: Build, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from .lab import start_lab
 
-    yield from start_lab(build, tmp_path_factory.mktemp("lab"))
+    # persistent: each VM boots its own copy of its role's image, so power cuts keep what was written.
+    yield from start_lab(build, tmp_path_factory.mktemp("lab"), persistent=True)

@@ -1,14 +1,18 @@
-"""The lab: director, web and nfs VMs on one bridge, the rest of the cluster as herdd processes in network
-namespaces, and a client namespace on the same LAN. Shared by the QEMU tests that need several nodes."""
+"""The lab: the cluster's nodes as QEMU VMs on one bridge (inside a namespace the harness makes), and a client
+namespace on the same LAN. Shared by the QEMU tests that need several nodes, and by `tests/lab` (by hand).
+Every VM boots its own copy of its role's image when `persistent`, as if each box got its own stick."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Generator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..netns.harness import Cluster, wait_for
 from .conftest import Build
@@ -24,6 +28,9 @@ FETCH = ("import sys,urllib.request\n"
          "  except OSError as e: print('error', e)\n")
 
 
+_LABS = itertools.count()  # each lab its own namespace names, even within one process
+
+
 @dataclass
 class Lab:
     build: Build
@@ -32,6 +39,7 @@ class Lab:
     vms: dict[str, VM]
     work: Path
     persistent: bool = False
+    macs: dict[str, str] = field(default_factory=dict)  # boxes whose MAC is not the spec's
 
     def ssh(self, node: str, command: str, timeout: float = 60) -> str:
         address = str(self.build.spec.node_named(node).address)  # type: ignore[union-attr]
@@ -57,13 +65,29 @@ class Lab:
         """Boot a VM again from its own disk, on the same tap (after `vms[name].stop()`, a power cut)."""
         self.vms[name] = self.cluster_vm(name)
 
+    def running(self, name: str) -> bool:
+        return self.vms[name].proc.poll() is None
+
+    def wait_ready(self, names: list[str], timeout: float = 600) -> None:
+        for name in names:
+            vm = self.vms[name]
+            pattern = r"herd: \S+ \S+ ready" if name in self.macs else rf"herd: {name} \S+ ready"
+            assert vm.wait_for(pattern, timeout), f"{name} not ready:\n{vm.console()[-3000:]}"
+
+    def status(self, node: str) -> dict[str, Any]:
+        """`herdctl status --json` on a node, as its operator would run it."""
+        result: dict[str, Any] = json.loads(self.ssh(node, "herdctl status --json"))
+        return result
+
     def cluster_vm(self, name: str) -> VM:
-        return _vm(self.build, self.cluster, self.work, name, self.persistent)
+        return _vm(self.build, self.cluster, self.work, name, self.persistent, self.macs.get(name))
 
 
-def _vm(build: Build, cluster: Cluster, work: Path, name: str, persistent: bool) -> VM:
+def _vm(build: Build, cluster: Cluster, work: Path, name: str, persistent: bool, mac: str | None = None) -> VM:
+    """The VM for spec node `name`; with `mac`, a box with that MAC instead of the spec's (a MAC the spec does
+    not list: the box claims a slot of its role)."""
     node = build.spec.node_named(name)
-    assert node is not None and node.mac is not None
+    assert node is not None and (mac or node.mac) is not None
     tap = f"{cluster.lan.tag}{name}"
     image = build.images[node.role]
     if persistent:
@@ -72,7 +96,8 @@ def _vm(build: Build, cluster: Cluster, work: Path, name: str, persistent: bool)
         if not image.exists():
             image.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "--sparse=always", str(build.images[node.role]), str(image)], check=True)
-    vm = VM(image, "bios", work / name, [node.mac], taps=[tap], netns=cluster.lan.switch, persistent=persistent)
+    vm = VM(image, "bios", work / name, [mac or node.mac or ""], taps=[tap], netns=cluster.lan.switch,
+            persistent=persistent)
     wait_for(lambda: subprocess.run(["ip", "-n", cluster.lan.switch, "link", "show", tap],
                                     capture_output=True).returncode == 0, 30, what=f"{tap}")
     subprocess.run(["ip", "-n", cluster.lan.switch, "link", "set", tap, "master", "br0", "up"], check=True)
@@ -80,10 +105,10 @@ def _vm(build: Build, cluster: Cluster, work: Path, name: str, persistent: bool)
 
 
 def start_lab(build: Build, work: Path, nodes: tuple[str, ...] = VM_NODES, vip_after: str | None = "db1",
-              persistent: bool = False) -> Iterator[Lab]:
+              persistent: bool = False, macs: dict[str, str] | None = None) -> Generator[Lab, None, None]:
     """Boot `nodes` as VMs on the lab's LAN, in order; after `vip_after` has started, wait until dir1 holds
     the VIP before booting the rest."""
-    cluster = Cluster(build.spec, build.spec_path, build.key, work, f"l{os.getpid() % 100000}",
+    cluster = Cluster(build.spec, build.spec_path, build.key, work, f"l{os.getpid() % 10000}{next(_LABS)}",
                       only=set(NETNS_NODES))
     vms: dict[str, VM] = {}
     try:
@@ -91,13 +116,13 @@ def start_lab(build: Build, work: Path, nodes: tuple[str, ...] = VM_NODES, vip_a
         if vip_after is None:
             cluster.start()
         for name in nodes:
-            vms[name] = _vm(build, cluster, work, name, persistent)
+            vms[name] = _vm(build, cluster, work, name, persistent, (macs or {}).get(name))
             if name == vip_after:
                 cluster.start()
                 assert vms["dir1"].wait_for(r"herd: dir1 takes the VIP", 400), vms["dir1"].console()[-3000:]
-        for name, vm in vms.items():
-            assert vm.wait_for(rf"herd: {name} \S+ ready", 400), f"{name}:\n{vm.console()[-3000:]}"
-        yield Lab(build, cluster, client, vms, work, persistent)
+        lab = Lab(build, cluster, client, vms, work, persistent, macs or {})
+        lab.wait_ready(list(vms), 600)
+        yield lab
     finally:
         for vm in vms.values():
             vm.stop()

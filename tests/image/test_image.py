@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ def root_fs(build: Build, role: Role) -> Ext4:
 
 def test_release_directory(build: Build) -> None:
     files = sorted(os.listdir(build.out))
-    expected = sorted([p.name for p in build.images.values()] + ["SHA256SUMS", "manifest.json"])
+    expected = sorted([p.name + suffix for p in build.images.values() for suffix in ("", ".bmap", ".zst")]
+                      + ["SHA256SUMS", "manifest.json"])
     assert files == expected, "only finished artifacts, no temporary files, in the release directory"
     sums = dict(reversed(line.split("  ")) for line in (build.out / "SHA256SUMS").read_text().splitlines())
     for image in build.images.values():
@@ -47,6 +49,7 @@ def test_manifest(build: Build) -> None:
         assert entry["file"] == image.name
         assert entry["size"] == image.stat().st_size
         assert entry["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+        assert entry["bmap"] == image.name + ".bmap"
         for pkg in ["linux-image-amd64", "systemd-sysv", "python3", "openssh-server", *ROLE_PACKAGES[role]]:
             assert pkg in entry["packages"], f"{pkg} missing from the {role} manifest"
         # Each role's first package is its own (nfs-common is shared: nfs-kernel-server depends on it).
@@ -164,3 +167,37 @@ def test_units_herdd_starts_are_not_started_by_systemd(build: Build) -> None:
     assert "disable garb.service" in director.text("/etc/systemd/system-preset/10-herd.preset")
     # one db node in the example: plain MariaDB, started at boot by systemd
     assert root_fs(build, Role.DB).exists("/etc/systemd/system/multi-user.target.wants/mariadb.service")
+
+
+def test_a_flashed_copy_equals_the_image_and_bmaptool_agrees(build: Build, tmp_path: Path) -> None:
+    """The real image through `build.py flash` to a file (as for a VM disk), and through `bmaptool copy` with
+    our .bmap: both byte-identical to the image."""
+    image = build.images[Role.WEB]
+    ours, theirs = tmp_path / "flashed.img", tmp_path / "bmaptool.img"
+    r = run_build(["flash", str(image), str(ours), "--yes"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    r2 = subprocess.run(["bmaptool", "copy", "--bmap", f"{image}.bmap", str(image), str(theirs)],
+                        capture_output=True, text=True)
+    assert r2.returncode == 0, r2.stderr
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert hashlib.sha256(ours.read_bytes()).hexdigest() == digest
+    assert hashlib.sha256(theirs.read_bytes()).hexdigest() == digest
+    assert ours.stat().st_blocks * 512 < image.stat().st_size  # holes stayed holes
+
+
+def test_the_compressed_image_unpacks_to_the_image(build: Build) -> None:
+    image = build.images[Role.DIRECTOR]
+    unpacked = subprocess.run(f"zstd -dc '{image}.zst' | sha256sum", shell=True, capture_output=True, text=True,
+                              check=True).stdout.split()[0]
+    assert unpacked == hashlib.sha256(image.read_bytes()).hexdigest()
+    assert (image.parent / f"{image.name}.zst").stat().st_size < image.stat().st_size / 2
+
+
+def test_herdd_is_unpacked_and_compiled_at_build_time(build: Build) -> None:
+    """So a node never writes its own packages (a power cut then could break herdd for good)."""
+    fs = root_fs(build, Role.WEB)
+    (unpacked,) = [n for n in fs.listdir("/usr/lib/herd/shiv") if n.startswith("herdd.pyz_")]
+    site = f"/usr/lib/herd/shiv/{unpacked}/site-packages"
+    assert fs.exists(f"{site}/herd/entry.py")
+    assert [n for n in fs.listdir(f"{site}/herd/__pycache__") if n.startswith("entry.")]
+    assert not [n for n in fs.listdir("/usr/lib/herd/shiv") if n.endswith("_lock")]

@@ -26,8 +26,8 @@ def ipvs_table(lab: Lab) -> dict[str, tuple[str, str]]:
 def test_ipvsadm_shows_the_spec(lab: Lab) -> None:
     dir1 = lab.vms["dir1"]
     assert dir1.wait_for(r"herd: dir1 takes the VIP", 120), dir1.console()[-3000:]
-    for web in ("web1", "web2"):
-        assert dir1.wait_for(rf"herd: {web} is up for http", 120), dir1.console()[-3000:]
+    for web in ("web1", "web2"):  # once it has mounted the docroot (the check page is on it)
+        assert dir1.wait_for(rf"herd: {web} is up for http", 300), dir1.console()[-3000:]
     wait_for(lambda: ipvs_table(lab) == {"192.168.50.21": ("Route", "1"), "192.168.50.22": ("Route", "1")}, 60,
              every=2, what="both real servers in the table with weight 1")
 

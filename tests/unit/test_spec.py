@@ -69,7 +69,7 @@ def test_example_loads() -> None:
     assert (service.name, service.port, service.protocol) == ("http", 80, Protocol.TCP)
     assert (service.scheduler, service.forwarding, service.persistence) == (Scheduler.WLC, Forwarding.DR, 0)
     assert service.check.kind == CheckKind.HTTP
-    assert (service.check.path, service.check.expect) == ("/", "herd")
+    assert (service.check.path, service.check.expect) == ("/check.html", "herd ok")
     assert (service.check.interval, service.check.timeout) == (2.0, 1.0)
     assert spec.node_named("dir1") is not None and spec.node_named("dir1").priority == 200
     assert spec.node_named("web1") is not None and spec.node_named("web1").priority == 100
@@ -271,7 +271,8 @@ def _bad_cases() -> dict[str, Bad]:
             edit(t, "timeout = 1.0", f"timeout = 2.0  {HERE}"), "service[0].check.timeout",
             r"must be shorter than check\.interval"),
         "check-path-relative": Bad(
-            edit(t, 'path = "/"', f'path = "health"  {HERE}'), "service[0].check.path", r"must start with '/'"),
+            edit(t, 'path = "/check.html"', f'path = "health"  {HERE}'), "service[0].check.path",
+            r"must start with '/'"),
         "bad-ssh-key": Bad(
             edit(edit(t, '"ssh-ed25519 AAAA', '"AAAA'), "ssh_keys = [", f"ssh_keys = [  {HERE}"),
             "access.ssh_keys[0]", r"is not an OpenSSH public key line"),
