@@ -26,10 +26,10 @@ CACHE = Path(os.environ.get("HERD_CACHE", "/var/cache/herd"))
 STEP = re.compile(r"✓ (.+?) (?:\(cached\)|([\d.]+) s)\s*$")
 
 
-def build(cache: Path, out: Path, key: Path) -> tuple[float, dict[str, float]]:
+def build(cache: Path, out: Path, key: Path, *extra: str) -> tuple[float, dict[str, float]]:
     start = time.monotonic()
     r = subprocess.run([sys.executable, str(PROJECT / "build.py"), "--out", str(out), "--key", str(key),
-                        "--cache-dir", str(cache)], capture_output=True, text=True,
+                        "--cache-dir", str(cache), *extra], capture_output=True, text=True,
                        env={**os.environ, "HERD_VENV": str(CACHE / "venv")})
     elapsed = time.monotonic() - start
     if r.returncode != 0:
@@ -59,6 +59,8 @@ def main() -> None:
         cold_s, cold_steps = build(cold, work / "out", key)
         template.write_text(original + f"\n(bench {time.time()})\n")
         warm_s, _ = build(cold, work / "out", key)
+        template.write_text(original + f"\n(bench {time.time()})\n")
+        warm_role_s, _ = build(cold, work / "out", key, "--role", "web")
     finally:
         template.write_text(original)
     base = sum(v for k, v in cold_steps.items() if k.startswith("base system"))
@@ -67,13 +69,14 @@ def main() -> None:
     for name, seconds in cold_steps.items():
         print(f"    {seconds:7.1f} s  {name}")
     print(f"debootstrap + role installs:  {base + installs:7.1f} s  (cold / that = {cold_s / (base + installs):.2f})")
-    print(f"warm rebuild after a template change: {warm_s:.1f} s")
+    print(f"warm rebuild after a template change: {warm_s:.1f} s; one role (web): {warm_role_s:.1f} s")
     release = next((work / "out").iterdir())
     manifest = json.loads((release / "manifest.json").read_text())
     print("images:")
     for role, entry in manifest["images"].items():
         st = os.stat(release / entry["file"])
-        print(f"    {role:9} file {st.st_size / 2**20:6.0f} MiB   allocated {st.st_blocks * 512 / 2**20:6.0f} MiB")
+        print(f"    {role:9} file {st.st_size / 2**20:6.0f} MiB   allocated {st.st_blocks * 512 / 2**20:6.0f} MiB"
+              f"   .zst {entry.get('zst_size', 0) / 2**20:6.0f} MiB")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -22,7 +22,7 @@ TARGET_PIP = ["--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_1
 ZIPAPP_EPOCH = DEFAULT_EPOCH
 # Where herdd.pyz's packages live on a node: unpacked there at build time (steps/tree.py), read-only after.
 SHIV_ROOT = "/usr/lib/herd/shiv"
-ZIPAPP_FORMAT = 2  # bump when the way herdd.pyz is made changes (its cache key is herd's source otherwise)
+ZIPAPP_FORMAT = 3  # bump when the way herdd.pyz is made changes (its cache key is herd's source otherwise)
 
 
 def zipapp_key(project: Path) -> str:
@@ -52,12 +52,15 @@ def herd_wheel(project: Path, wheels: Path, pip_cache: Path, on_line: OnLine | N
 
 
 def build_herdd(project: Path, dest: Path, work: Path, pip_cache: Path, on_line: OnLine | None = None) -> None:
-    """herdd.pyz from the checkout into dest; pip resolves herd's dependencies for the target."""
+    """herdd.pyz from the checkout into dest; pip resolves herd's dependencies for the target. Everything is
+    fetched into one directory first and installed from there by name, never by path: pip records a path
+    install's location in the zipapp (direct_url.json), which would make every build's herdd.pyz differ."""
     wheels = work / "wheels"
     wheel = herd_wheel(project, wheels, pip_cache, on_line)
+    run([sys.executable, "-m", "pip", "download", "-q", "--dest", wheels, *TARGET_PIP, "--find-links", wheels,
+         str(wheel)], on_line=on_line, env=pip_env(pip_cache))
     run([shiv_command(), "-o", dest, "-e", "herd.entry:main", "-p", "/usr/bin/python3", "--root", SHIV_ROOT,
-         "--compressed",
-         "--reproducible", "--", *TARGET_PIP, "--find-links", wheels, str(wheel)],
+         "--compressed", "--reproducible", "--", *TARGET_PIP, "--no-index", "--find-links", wheels, "herd"],
         on_line=on_line, env={**pip_env(pip_cache), "SOURCE_DATE_EPOCH": str(ZIPAPP_EPOCH)})
 
 
