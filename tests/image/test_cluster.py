@@ -68,7 +68,8 @@ def test_the_service_rides_out_a_dying_director_and_web_node(lab: Lab, tmp_path:
         out, _ = load.communicate(timeout=60)
     results = [json.loads(line) for line in out.splitlines()]
     failed = [r for r in results if r["code"] != 200]
-    windows = [(t_director, t_director + WINDOW), (t_web, t_web + WINDOW)]
+    # A window opens a client timeout before the kill: a request in flight when the power goes fails too.
+    windows = [(t_director - 3, t_director + WINDOW), (t_web - 3, t_web + WINDOW)]
     outside = [r for r in failed if not any(a <= r["t"] <= b for a, b in windows)]
     assert not outside, f"requests failed outside the failover windows: {outside[:5]}"
     assert [r for r in results if r["t"] >= t_back and r["code"] != 200] == []  # coming back costs nothing
