@@ -53,8 +53,11 @@ def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_pyz(pyz: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     shiv_root = pyz.parent / "shiv-root"  # where shiv unpacks itself, instead of ~/.shiv
+    # As on a host without the checkout: no PYTHONPATH (tests/run points it at src/), no venv on PATH.
+    host_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    host_env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     return subprocess.run([SYSTEM_PYTHON, str(pyz), *args], capture_output=True, text=True, timeout=120,
-                          cwd=pyz.parent, env={**os.environ, "SHIV_ROOT": str(shiv_root), "COLUMNS": "200",
+                          cwd=pyz.parent, env={**host_env, "SHIV_ROOT": str(shiv_root), "COLUMNS": "200",
                                                **(env or {})})
 
 
