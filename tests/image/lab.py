@@ -4,9 +4,11 @@ Every VM boots its own copy of its role's image when `persistent`, as if each bo
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Generator
@@ -126,4 +128,18 @@ def start_lab(build: Build, work: Path, nodes: tuple[str, ...] = VM_NODES, vip_a
     finally:
         for vm in vms.values():
             vm.stop()
+        stop_strays(work)
         cluster.close()
+
+
+def stop_strays(work: Path) -> None:
+    """Any QEMU still running on a disk or socket under `work`: one whose start an interrupt (Ctrl-C, `down`)
+    cut short, after its process was made but before the lab knew of it."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline.startswith("qemu-system") and f"{work}/" in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
