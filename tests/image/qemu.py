@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..netns.harness import terminate
+
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 ANSI = re.compile(r"\x1b\[[0-9;?=]*[A-Za-z]")
@@ -83,12 +85,7 @@ class VM:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
 
 
 def boot(image: Path, way: str, workdir: Path, wait_for: str, mac: str | None, timeout: float = 300) -> Boot:

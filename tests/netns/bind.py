@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .harness import terminate
+
 NAMED_CONF = """\
 options {{
     directory "{work}";
@@ -74,10 +76,5 @@ class Bind:
                 if "request has invalid signature" in line or "update failed" in line or "denied" in line]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)

@@ -20,13 +20,20 @@ def render(site: dict[str, object]) -> str:
     return console.export_text()
 
 
-def test_the_holder_shows_main_state_where_dns_points_and_the_last_result() -> None:
+def failing_over(probe_error: str, update_error: str | None) -> SiteMachine:
+    """The backup holder: names found on the main site, main down from 1 s, the failover sent at 11 s."""
     m = SiteMachine(Policy(10, 60, auto_failback=True))
     m.activate(0.0)
     m.looked_up(m.term, Target.MAIN, 0.1)
-    m.observe(False, 1.0, "http 203.0.113.10:80: connect: timed out")
+    m.observe(False, 1.0, probe_error)
     m.tick(11.0)
-    m.published(m.term, Target.BACKUP, 11.1, "198.51.100.53:53 refused the TSIG key 'herd-site': BADSIG")
+    m.published(m.term, Target.BACKUP, 11.1, update_error)
+    return m
+
+
+def test_the_holder_shows_main_state_where_dns_points_and_the_last_result() -> None:
+    m = failing_over("http 203.0.113.10:80: connect: timed out",
+                     "198.51.100.53:53 refused the TSIG key 'herd-site': BADSIG")
     text = render({**BASE, **m.status(12.0), "speaker": "dr-dir1"})
     assert "site dr (backup) — www.example.com at 198.51.100.53:53" in text
     assert "main site down for 11 s (203.0.113.10): http 203.0.113.10:80: connect: timed out" in text
@@ -45,12 +52,7 @@ def test_a_standby_and_the_main_site_say_who_moves_the_names() -> None:
 
 
 def test_metrics_of_the_holder_and_none_elsewhere() -> None:
-    m = SiteMachine(Policy(10, 60, auto_failback=True))
-    m.activate(0.0)
-    m.looked_up(m.term, Target.MAIN, 0.1)
-    m.observe(False, 1.0, "connect: timed out")
-    m.tick(11.0)
-    m.published(m.term, Target.BACKUP, 11.1)
+    m = failing_over("connect: timed out", None)
     status = {"self": "dr-dir1", "nodes": [], "site": {**BASE, **m.status(12.0)}}
     text = metrics.render(status, {}, {})
     assert 'herd_site_main_up{site="dr"} 0' in text
