@@ -108,3 +108,14 @@ def test_extra_real_server_is_removed() -> None:
     extra = VDest("192.168.50.77", 80, 1, 3)
     ops = plan(want, {key: (vs, {**dests, extra.address: extra})}, VIP)
     assert ops == [DelDest(vs, extra)]
+
+
+def test_sync_daemons_from_ipvsadm() -> None:
+    from herd.daemon.ipvs import sync_daemons
+
+    assert sync_daemons("master sync daemon (mcast=ens3, syncid=1, maxlen=1472, group=224.0.0.81, port=8848, "
+                        "ttl=1)\n") == {"master"}
+    assert sync_daemons("backup sync daemon (mcast=ens3, syncid=1)\n") == {"backup"}
+    both = "master sync daemon (mcast=ens3, syncid=1)\nbackup sync daemon (mcast=ens3, syncid=1)\n"
+    assert sync_daemons(both) == {"master", "backup"}
+    assert sync_daemons("") == set()

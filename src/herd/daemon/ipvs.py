@@ -5,6 +5,7 @@ change: a failing real server is set to weight 0 (quiescent), not removed.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -175,3 +176,9 @@ class IpvsTable:
                                    dest=dest)
                 case DelDest(vs, d):
                     self.ipvs.dest("del", service=self._service(vs, False), dest=IPVSDest(addr=d.address, port=d.port))
+
+
+def sync_daemons(listing: str) -> set[str]:
+    """Which connection sync daemons run, from `ipvsadm -L --daemon` ("master sync daemon (mcast=ens3,
+    syncid=1)", "backup sync daemon …")."""
+    return {m for m in ("master", "backup") if re.search(rf"^{m} sync daemon", listing, re.MULTILINE)}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from herd.daemon import galera, health, ipvs, mariadb, metrics, roles, vip
+from herd.daemon import drbd, galera, health, ipvs, mariadb, metrics, roles, vip
 from herd.daemon.checks import PROBES, CheckState
 from herd.daemon.claim import SlotTable
 from herd.daemon.election import AcquireVip, Election, ReleaseVip
@@ -26,6 +26,7 @@ from herd.daemon.membership import DrainChanged, Event, Membership, PeerDown, Pe
 from herd.daemon.notify import sd_notify
 from herd.daemon.sitelink import SiteLink
 from herd.daemon.state import StateDir
+from herd.daemon.storagelink import StorageLink
 from herd.daemon.wire import (
     KIND_CLAIM,
     KIND_GRANT,
@@ -135,6 +136,7 @@ class Daemon(asyncio.DatagramProtocol):
                        for svc in self.spec.services for n in self.spec.nodes_of(Role.WEB)} if self.is_director else {}
         self.ipvs: ipvs.IpvsTable | None = None
         self.ipvs_state = "not started"
+        self.sync_wanted: str | None = None  # the IPVS sync daemon this director should run: master or backup
         self.db_names = [n.name for n in self.spec.nodes_of(Role.DB)]
         self.galera = len(self.db_names) > 1  # 2+ db nodes: MariaDB is a Galera cluster that herdd starts
         self.galera_report: galera.Report | None = None
@@ -145,6 +147,9 @@ class Daemon(asyncio.DatagramProtocol):
         self.db_host: str | None = None  # web: the db node the pages use now
         # Off-site failover: the backup site's directors; the VIP holder among them probes and updates DNS.
         self.site = SiteLink(self) if self.is_director and SiteLink.wanted(self.spec) else None
+        # Two nfs nodes: the docroot on DRBD, served by one of them from the NFS service address.
+        self.storage = StorageLink(self) if config.manage_roles and StorageLink.wanted(self.spec, self.me.role) \
+            else None
 
     # -- UDP --------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -260,7 +265,10 @@ class Daemon(asyncio.DatagramProtocol):
 
     def sample_health(self) -> None:
         try:
+            drbd = self.health.get("drbd")  # the storage link keeps it current at every beat
             self.health = health.sample()
+            if drbd is not None:
+                self.health["drbd"] = drbd
             if self.config.manage_roles:
                 self.health.update(roles.role_health(self.me.role.value))
             if self.galera_report is not None:
@@ -371,6 +379,9 @@ class Daemon(asyncio.DatagramProtocol):
         and again whenever it is lost; keep the pages pointed at a db node that serves. db: the databases,
         and with Galera, starting the cluster."""
         nfs_nodes = self.spec.nodes_of(Role.NFS)
+        if self.storage is not None:
+            await self.storage.run()
+            return
         if self.me.role == Role.NFS:
             seeded = await asyncio.to_thread(roles.prepare_export, Path(self.spec.nfs.export))
             print(f"herd: exporting {self.spec.nfs.export}{' (seeded with the example site)' if seeded else ''}",
@@ -384,19 +395,34 @@ class Daemon(asyncio.DatagramProtocol):
             return
         if self.me.role != Role.WEB:
             return
-        server = nfs_nodes[0] if nfs_nodes else None
         last_error = None
         while True:
             await self.web_db_config()
-            if server is not None and self.membership.peers[server.name].alive:
-                error = await asyncio.to_thread(roles.mount_docroot, str(server.address), self.spec.nfs.export)
+            server = self.nfs_server(nfs_nodes)
+            if server is not None:
+                error = await asyncio.to_thread(roles.mount_docroot, server[1], self.spec.nfs.export,
+                                                hard=self.spec.replicated_storage)
                 if error is None and last_error != "mounted":
-                    print(f"herd: docroot mounted from {server.name}:{self.spec.nfs.export}", flush=True)
+                    print(f"herd: docroot mounted from {server[0]}:{self.spec.nfs.export}", flush=True)
                     last_error = "mounted"
                 elif error is not None and error != last_error:
                     print(f"herd: cannot mount the docroot yet: {error}", flush=True)
                     last_error = error
             await asyncio.sleep(2)
+
+    def nfs_server(self, nfs_nodes: tuple[Node, ...]) -> tuple[str, str] | None:
+        """(who, address) to mount the docroot from, once it is served: the nfs node, or with two of them the
+        NFS service address once one says it serves there (its address moves with the service)."""
+        if not self.spec.replicated_storage:
+            if nfs_nodes and self.membership.peers[nfs_nodes[0].name].alive:
+                return nfs_nodes[0].name, str(nfs_nodes[0].address)
+            return None
+        for node in nfs_nodes:
+            peer = self.membership.peers[node.name]
+            report = drbd.Report.from_json(peer.health.get("drbd"))
+            if peer.alive and report is not None and report.serving:
+                return str(self.spec.nfs.address), str(self.spec.nfs.address)
+        return None
 
     # -- load balancing (directors) ----------------------------------------------------------------------
     def weight(self, service: str, node: str) -> int:
@@ -438,23 +464,38 @@ class Daemon(asyncio.DatagramProtocol):
 
         self.netlink(apply)
 
-    def sync_daemon(self, master: bool) -> None:
-        """The kernel's IPVS connection sync: master on the VIP holder, backup on the standby."""
+    def sync_daemon(self, master: bool | None = None) -> None:
+        """The kernel's IPVS connection sync: master on the VIP holder, backup on the standby. With `master`,
+        switch to that; without, check that the kernel runs what was last asked and repair it if not (a start
+        can fail while the kernel is still stopping the other thread, as when the VIP flaps)."""
         if not self.is_director or self.vip_iface is None or self.ipvs_state == "unavailable":
             return
-        iface = self.vip_iface
+        if master is not None:
+            self.sync_wanted = "master" if master else "backup"
+        wanted, iface = self.sync_wanted, self.vip_iface
+        if wanted is None:
+            return
 
         def switch(ipr: Any) -> None:
             import shutil
-            import subprocess
 
             if shutil.which("ipvsadm") is None:
                 return
-            stop, start = ("backup", "master") if master else ("master", "backup")
-            subprocess.run(["ipvsadm", "--stop-daemon", stop], capture_output=True)
-            subprocess.run(["ipvsadm", "--start-daemon", start, "--mcast-interface", iface, "--syncid", "1"],
-                           capture_output=True)
-            log.info("ipvs: connection sync %s on %s", start, iface)
+            running = ipvs.sync_daemons(subprocess.run(["ipvsadm", "-L", "--daemon"], capture_output=True,
+                                                       text=True, timeout=30).stdout)
+            if running == {wanted}:
+                return
+            other = "backup" if wanted == "master" else "master"
+            if other in running:
+                subprocess.run(["ipvsadm", "--stop-daemon", other], capture_output=True, timeout=30)
+            if wanted not in running:
+                r = subprocess.run(["ipvsadm", "--start-daemon", wanted, "--mcast-interface", iface, "--syncid", "1"],
+                                   capture_output=True, text=True, timeout=30)
+                if r.returncode != 0:
+                    log.warning("ipvs: connection sync %s did not start: %s (retried within 5 s)", wanted,
+                                r.stderr.strip())
+                    return
+            log.info("ipvs: connection sync %s on %s", wanted, iface)
 
         self.netlink(switch)
 
@@ -490,6 +531,21 @@ class Daemon(asyncio.DatagramProtocol):
             out["speaker"] = self.election.holder(self.membership.peers)  # who probes and updates
         return out
 
+    def storage_status(self) -> dict[str, Any] | None:
+        """Two nfs nodes: the service address, who serves it, and each one's DRBD state as last heard (every
+        node knows them: they ride in the nfs nodes' heartbeats)."""
+        if not self.spec.replicated_storage:
+            return None
+        nodes = {}
+        for node in self.spec.nodes_of(Role.NFS):
+            peer = self.membership.peers[node.name]
+            raw = self.health.get("drbd") if node.name == self.me.name else peer.health.get("drbd")
+            report = drbd.Report.from_json(raw)
+            nodes[node.name] = None if report is None else report.to_json()
+        serving = [n for n, r in nodes.items() if r and r["serving"] and (n == self.me.name
+                                                                         or self.membership.peers[n].alive)]
+        return {"address": str(self.spec.nfs.address), "server": serving[0] if serving else None, "nodes": nodes}
+
     def status(self) -> dict[str, Any]:
         now = self.clock()
         nodes = self.membership.view(now)
@@ -508,6 +564,7 @@ class Daemon(asyncio.DatagramProtocol):
             "ipvs": self.ipvs_state if self.is_director else None,
             "galera": self.galera_decision or None,
             "site": self.site_status(now),
+            "storage": self.storage_status(),
             "counters": dict(self.counters),
             "dropped": dict(self.dropped),
         }
@@ -522,6 +579,10 @@ class Daemon(asyncio.DatagramProtocol):
                 self.report(self.membership.set_drained(name, cmd == "drain"))
                 self.send_heartbeat()  # spread it now, not at the next beat
                 return {"ok": True}
+            case {"cmd": "fence-peer"}:
+                if self.storage is None:
+                    return {"ok": False, "error": "only the nfs nodes of a spec with two of them replicate storage"}
+                return {"ok": True, "fence": self.storage.fence_peer()}
             case {"cmd": "site", "action": "failover" | "failback" as action}:
                 if self.site is None:
                     return {"ok": False, "error": "only the directors of a spec with [site] role = \"backup\" move "
@@ -605,6 +666,7 @@ class Daemon(asyncio.DatagramProtocol):
             tasks += [asyncio.create_task(self.check_loop(svc, node))
                       for svc in self.spec.services for node in self.spec.nodes_of(Role.WEB)]
             tasks.append(asyncio.create_task(self.every(5.0, self.reconcile_ipvs)))  # repairs outside edits
+            tasks.append(asyncio.create_task(self.every(5.0, self.sync_daemon)))
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if watchdog_usec:
             tasks.append(asyncio.create_task(self.every(watchdog_usec / 2e6, lambda: sd_notify("WATCHDOG=1"))))
@@ -618,6 +680,8 @@ class Daemon(asyncio.DatagramProtocol):
                 task.cancel()
             if self.site is not None:
                 self.site.cancel()
+            if self.storage is not None:
+                await self.storage.close()
             for server in servers:
                 server.close()
             if self.transport is not None:
