@@ -159,3 +159,14 @@ def test_write_atomic_replaces_a_symlink_not_its_target(tmp_path: Path) -> None:
     assert not link.is_symlink()
     assert link.read_bytes() == b"7\n"
     assert elsewhere.read_bytes() == b"untouched"
+
+
+def test_writers_in_several_threads_never_trip_over_each_other(tmp_path: Path) -> None:
+    """herdd's event loop and its storage thread both write storage.json."""
+    import concurrent.futures
+
+    state = StateDir(tmp_path)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: state.save_json("storage.json", {"term": i}), range(200)))
+    assert state.load_json("storage.json") is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["storage.json"]
