@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from herd.nfsspec import Nfs, parse_nfs
 from herd.sitespec import Site, parse_site
 
 T = TypeVar("T")
@@ -111,12 +112,6 @@ class Node:
 
 
 @dataclass(frozen=True)
-class Nfs:
-    export: str = "/srv/herd/www"  # on the nfs node; every web node serves it as its docroot
-    options: str = "rw,sync,no_subtree_check,root_squash"
-
-
-@dataclass(frozen=True)
 class Database:
     name: str
     user: str  # its password is derived from the cluster key (herd.secrets), never written in the spec
@@ -155,6 +150,11 @@ class Spec:
 
     def node_named(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
+
+    @property
+    def replicated_storage(self) -> bool:
+        """Two nfs nodes: the docroot lives on DRBD, served from nfs.address by the primary."""
+        return len(self.nodes_of(Role.NFS)) == 2
 
 
 class SpecError(Exception):
@@ -341,13 +341,10 @@ def parse(text: str, file: str = "<spec>") -> Spec:
         if not isinstance(key, str) or not re.match(r"^(ssh-|ecdsa-|sk-)\S+ \S+", key) or "\n" in key:
             r.fail(f"access.ssh_keys[{i}]", "is not an OpenSSH public key line (`ssh-ed25519 AAAA… comment`)")
 
-    nfs_data = r.table(r.get(data, "", "nfs", dict, {}) or {}, "nfs", {"export", "options"})
-    nfs = Nfs(export=r.get(nfs_data, "nfs", "export", str, Nfs.export) or Nfs.export,
-              options=r.get(nfs_data, "nfs", "options", str, Nfs.options) or Nfs.options)
-    if not re.match(r"^/[A-Za-z0-9._/-]+$", nfs.export) or "/../" in nfs.export + "/":
-        r.fail("nfs.export", f"{nfs.export!r} must be an absolute path of plain names")
-    if not re.match(r"^[a-z0-9_=,:]+$", nfs.options):
-        r.fail("nfs.options", f"{nfs.options!r} is not an exports(5) option list like rw,sync,no_subtree_check")
+    nfs = parse_nfs(r, r.get(data, "", "nfs", dict, {}) or {}, network, nodes)
+    if nfs.port in (22, 111, 2049, membership.metrics_port):
+        r.fail("nfs.port", f"{nfs.port} is taken on the nfs nodes (SSH, rpcbind, NFS or metrics_port); use "
+               "another, such as DRBD's usual 7789")
 
     databases = _databases(r, r.get(data, "", "database", list, []) or [])
     site_data = r.get(data, "", "site", dict)

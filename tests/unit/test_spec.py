@@ -143,8 +143,13 @@ class Bad:
     problem: str  # a regular expression the message must contain
 
 
+NFS2 = '\n[[node]]\nname = "nfs2"\nrole = "nfs"\naddress = "192.168.50.32"\n'
+NFS3 = '\n[[node]]\nname = "nfs3"\nrole = "nfs"\naddress = "192.168.50.33"\n'
+
+
 def _bad_cases() -> dict[str, Bad]:
     t = TEXT
+    nfs2 = t + NFS2
     return {
         "unknown-top-level-key": Bad(
             edit(t, "[cluster]\n", f'colour = "red"  {HERE}\n[cluster]\n'), "colour", r"unknown key"),
@@ -290,6 +295,34 @@ def _bad_cases() -> dict[str, Bad]:
         "bad-mirror": Bad(
             edit(t, 'mirror = "http://deb.debian.org/debian"', f'mirror = "deb.debian.org"  {HERE}'),
             "debian.mirror", r"must be an http://, https:// or file:// URL"),
+        # [nfs], and replication with two nfs nodes
+        "nfs-address-with-one-nfs-node": Bad(
+            edit(t, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"  {HERE}\n'), "nfs.address",
+            r"service address two nfs nodes share; with one nfs node .* remove it, or add a second nfs node"),
+        "nfs-disk-with-one-nfs-node": Bad(
+            edit(t, "[nfs]\n", f'[nfs]\ndisk = "/dev/sdb"  {HERE}\n'), "nfs.disk", r"DRBD disk of two nfs nodes"),
+        "two-nfs-nodes-without-address": Bad(
+            edit(nfs2, "[nfs]\n", f"[nfs]  {HERE}\n"), "nfs.address",
+            r"missing; two nfs nodes .* add `address = \"…\"`, a free address in network\.subnet"),
+        "nfs-address-is-a-node": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.31"  {HERE}\n'), "nfs.address",
+            r"192\.168\.50\.31 is nfs1's address; the service address must be a free one"),
+        "nfs-address-is-the-vip": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.10"  {HERE}\n'), "nfs.address", r"is the VIP"),
+        "nfs-address-outside-subnet": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "10.0.0.30"  {HERE}\n'), "nfs.address",
+            r"outside network\.subnet"),
+        "nfs-address-malformed": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "nfs"  {HERE}\n'), "nfs.address", r"is not an IPv4 address"),
+        "nfs-disk-not-a-device": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\ndisk = "sdb"  {HERE}\n'), "nfs.disk",
+            r"must be \"auto\" or a device path such as /dev/sdb"),
+        "nfs-port-taken": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\nport = 2049  {HERE}\n'), "nfs.port",
+            r"2049 is taken on the nfs nodes"),
+        "three-nfs-nodes": Bad(
+            edit(nfs2 + NFS3, node_block("dir1"), f'[[node]]  {HERE}\nname = "dir1"'), "node",
+            r"3 nfs nodes \(nfs1, nfs2, nfs3\); herd replicates the docroot between two \(DRBD\): use one or two"),
     }
 
 
@@ -399,3 +432,13 @@ def test_key_lines_of_the_example_point_at_each_node() -> None:
         assert node.name in lines[mapping[f"node[{i}].name"] - 1]
     assert lines[mapping["service[0].check"] - 1].strip() == "[service.check]"
     assert lines[mapping["access.ssh_keys"] - 1].startswith("ssh_keys")
+
+
+def test_two_nfs_nodes_replicate_with_the_examples_commented_keys() -> None:
+    """Uncommenting the example's replication keys and adding nfs2 gives a valid replicated spec."""
+    text = TEXT.replace('# address = "192.168.50.30"', 'address = "192.168.50.30"').replace(
+        '# disk = "auto"', 'disk = "auto"') + NFS2
+    spec = parse(text, FILE)
+    assert spec.replicated_storage and [n.name for n in spec.nodes_of(Role.NFS)] == ["nfs1", "nfs2"]
+    assert str(spec.nfs.address) == "192.168.50.30" and spec.nfs.disk == "auto" and spec.nfs.port == 7789
+    assert not parse(TEXT, FILE).replicated_storage and parse(TEXT, FILE).nfs.address is None

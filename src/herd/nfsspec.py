@@ -1,0 +1,97 @@
+"""The spec's [nfs] section: the shared docroot, and with two nfs nodes its replication (DRBD) and the NFS
+service address. Parsed with the spec's reader (herd.spec calls parse_nfs once the nodes are known), kept apart
+so the spec module stays a readable size."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # herd.spec imports this module: only names for the type checker from there
+    from herd.spec import Network, Node, _Reader
+
+AUTO_DISK = "auto"
+_KEYS = {"export", "options", "address", "disk", "port"}
+_DEVICE = re.compile(r"^/dev/[A-Za-z0-9._:/+-]+$")
+
+
+@dataclass(frozen=True)
+class Nfs:
+    export: str = "/srv/herd/www"  # on the nfs node; every web node serves it as its docroot
+    options: str = "rw,sync,no_subtree_check,root_squash"
+    # Two nfs nodes: the address web nodes mount from, held by whichever is the DRBD primary (a one-node set-up
+    # has none: web nodes mount from the node's own address).
+    address: ipaddress.IPv4Address | None = None
+    # Two nfs nodes: each one's DRBD backing disk, wholly given over to it; "auto" is the first disk that is not
+    # the one the node booted from.
+    disk: str = AUTO_DISK
+    port: int = 7789  # DRBD's replication link (TCP), between the two nfs nodes
+
+
+def parse_nfs(r: _Reader, data: Mapping[str, Any], network: Network, nodes: list[Node]) -> Nfs:
+    from herd.spec import Role
+
+    p = "nfs"
+    r.table(data, p, _KEYS)
+    nfs = Nfs()
+    export = r.value(data, p, "export", str, nfs.export)
+    options = r.value(data, p, "options", str, nfs.options)
+    if not re.match(r"^/[A-Za-z0-9._/-]+$", export) or "/../" in export + "/":
+        r.fail(f"{p}.export", f"{export!r} must be an absolute path of plain names")
+    if not re.match(r"^[a-z0-9_=,:]+$", options):
+        r.fail(f"{p}.options", f"{options!r} is not an exports(5) option list like rw,sync,no_subtree_check")
+
+    servers = [n for n in nodes if n.role == Role.NFS]
+    if len(servers) > 2:
+        r.fail("node", f"{len(servers)} nfs nodes ({', '.join(n.name for n in servers)}); herd replicates the "
+               "docroot between two (DRBD): use one or two")
+    replicated = len(servers) == 2
+    address = None
+    raw = r.get(data, p, "address", str)
+    if raw is not None:
+        address = r.convert(f"{p}.address", raw, ipaddress.IPv4Address, "an IPv4 address")
+        if address is not None and not replicated:
+            r.fail(f"{p}.address", "is the service address two nfs nodes share; with "
+                   f"{'one nfs node' if servers else 'no nfs node'} web nodes mount from the node itself: "
+                   "remove it, or add a second nfs node")
+        elif address is not None:
+            taken = {n.address: n.name for n in nodes}
+            if network.subnet.prefixlen and address not in network.subnet:
+                r.fail(f"{p}.address", f"{address} is outside network.subnet {network.subnet}; use an address "
+                       "inside it")
+            elif address in taken:
+                r.fail(f"{p}.address", f"{address} is {taken[address]}'s address; the service address must be "
+                       "a free one (it moves between the nfs nodes)")
+            elif address == network.vip:
+                r.fail(f"{p}.address", f"{address} is the VIP (network.vip); use another free address")
+            elif address == network.gateway:
+                r.fail(f"{p}.address", f"{address} is the gateway (network.gateway)")
+    elif replicated:
+        r.fail(f"{p}.address", "missing; two nfs nodes replicate the docroot and serve it from one address that "
+               "moves to whichever serves: add `address = \"…\"`, a free address in network.subnet")
+
+    disk = r.value(data, p, "disk", str, nfs.disk)
+    if disk != AUTO_DISK and not _DEVICE.match(disk):
+        r.fail(f"{p}.disk", f"{disk!r} must be \"auto\" or a device path such as /dev/sdb or "
+               "/dev/disk/by-id/…")
+    if "disk" in data and not replicated:
+        r.fail(f"{p}.disk", "is the DRBD disk of two nfs nodes; one nfs node keeps the docroot on its stick: "
+               "remove it, or add a second nfs node")
+    port = r.value(data, p, "port", int, nfs.port)
+    if not 1 <= port <= 65535:
+        r.fail(f"{p}.port", f"{port} is not a port number (1-65535)")
+    return Nfs(export=export, options=options, address=address, disk=disk, port=port)
+
+
+def drbd_timing(deadtime_ms: int) -> dict[str, int]:
+    """DRBD's link timers for the resource file, from the membership's deadtime: a dead peer is noticed in about
+    the same time herdd notices it (never much later: the standby waits for DRBD before it takes over), and a
+    slow box is not cut off sooner than herdd would. ping-timeout and timeout are in tenths of a second,
+    ping-int and connect-int in seconds; DRBD wants timeout below both of those."""
+    ping_timeout = max(10, deadtime_ms // 100)
+    timeout = ping_timeout + 5
+    ping_int = timeout // 10 + 1
+    return {"ping_int": ping_int, "ping_timeout": ping_timeout, "timeout": timeout, "connect_int": ping_int}
