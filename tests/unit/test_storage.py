@@ -1,0 +1,459 @@
+"""Who serves the replicated docroot, on a fake clock: two nfs nodes' storage machines over a small model of
+DRBD (protocol C, StandAlone on split brain, fence-peer asking herdd) and of a LAN that can be cut. A client
+writes through whoever serves and keeps what was acknowledged; every scenario checks that no two nodes serve at
+once and that no acknowledged write is lost."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from herd.daemon.drbd import Report
+from herd.daemon.membership import Peer
+from herd.daemon.storage import TAKEOVER_GRACE, Connect, Demote, Initialize, Outdate, Promote, Storage
+from herd.spec import Spec, parse
+
+EXAMPLE = (Path(__file__).resolve().parents[2] / "examples/cluster.toml").read_text()
+DEAD, BEAT, TICK = 1.0, 0.2, 0.05
+NODES = ("dir1", "web1", "nfs1", "nfs2")
+
+
+def two_nfs_spec() -> Spec:
+    """dir1, web1, nfs1, nfs2 (a quorum is 3)."""
+    head, _, _ = EXAMPLE.partition("[[node]]")
+    head = head.replace('[nfs]\n', '[nfs]\naddress = "192.168.50.30"\ndisk = "/dev/vdb"\n', 1)
+    nodes = "".join(f'[[node]]\nname = "{n}"\nrole = "{r}"\naddress = "192.168.50.{a}"\n\n'
+                    for n, r, a in (("dir1", "director", 11), ("web1", "web", 21), ("nfs1", "nfs", 31),
+                                    ("nfs2", "nfs", 32)))
+    return parse(head + nodes + '[access]\nssh_keys = []\n')
+
+
+SPEC = two_nfs_spec()
+
+
+class Box:
+    """One nfs node and its DRBD: which writes its disk holds, its role, disk state and link."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.up = True
+        self.writes: set[int | str] = set()
+        self.role = "Secondary"
+        self.disk = "Inconsistent"
+        self.fresh = True
+        self.standalone = False
+        self.discard_next = False
+        self.peer_outdated = False  # DRBD's metadata flag, set when the fence-peer handler says yes
+        self.victim = False  # what herdd keeps in its state directory
+        self.term = 0        # likewise
+        self.machine: Storage | None = None
+
+    def boot(self, now: float) -> None:
+        self.up = True
+        self.role = "Secondary"
+        self.standalone = False
+        if self.disk in ("UpToDate", "Consistent"):
+            # DRBD attaches a consistent disk as UpToDate alone only if it knows its peer is outdated.
+            self.disk = "UpToDate" if self.peer_outdated else "Consistent"
+        self.machine = Storage(SPEC, self.name, now, victim=self.victim, term=self.term)
+
+
+class Lab:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.boxes = {n: Box(n) for n in ("nfs1", "nfs2")}
+        self.views = {n: {node.name: Peer(node) for node in SPEC.nodes} for n in self.boxes}
+        self.cut: set[frozenset[str]] = set()  # pairs that cannot reach each other
+        self.acked: set[int] = set()
+        self.counter = itertools.count()
+        self.log: list[tuple[float, str, object]] = []
+        self.linked = False
+        self.broken: set[str] = set()  # "drbd": the replication link is down while heartbeats flow
+        self.relay = {"dir1": 0, "web1": 0}  # the highest storage term the other nodes have heard of
+        for box in self.boxes.values():
+            box.boot(0.0)
+
+    # -- the network ---------------------------------------------------------------------------------------
+    def reach(self, a: str, b: str) -> bool:
+        up = all(self.boxes[n].up for n in (a, b) if n in self.boxes)
+        return up and frozenset((a, b)) not in self.cut
+
+    def isolate(self, name: str) -> None:
+        self.cut |= {frozenset((name, other)) for other in NODES if other != name}
+
+    def heal(self) -> None:
+        self.cut = set()
+
+    # -- DRBD ------------------------------------------------------------------------------------------------
+    def drbd_link(self) -> bool:
+        a, b = self.boxes["nfs1"], self.boxes["nfs2"]
+        return self.reach("nfs1", "nfs2") and not a.standalone and not b.standalone and "drbd" not in self.broken
+
+    def report(self, box: Box) -> Report:
+        other = self.boxes["nfs2" if box.name == "nfs1" else "nfs1"]
+        linked = self.drbd_link()
+        connection = "StandAlone" if box.standalone else ("Connected" if linked else "WFConnection")
+        assert box.machine is not None
+        return Report(role=box.role, connection=connection, disk=box.disk,
+                      peer_disk=other.disk if linked else "DUnknown", peer_role=other.role if linked else "Unknown",
+                      fresh=box.fresh, serving=box.machine.serving)
+
+    def settle_drbd(self) -> None:
+        """What DRBD does when the link comes up (sync, or split brain) and when it goes down (fence-peer)."""
+        a, b = self.boxes["nfs1"], self.boxes["nfs2"]
+        linked = self.drbd_link()
+        if linked and not self.linked:
+            for box, other in ((a, b), (b, a)):
+                if box.discard_next and other.disk == "UpToDate":
+                    box.writes = set(other.writes)
+                    box.disk = "Outdated"
+                box.discard_next = False
+            if a.writes - b.writes and b.writes - a.writes:
+                a.standalone = b.standalone = True  # split brain: after-sb-* disconnect
+                linked = False
+            elif not (a.fresh and b.fresh):
+                # DRBD's generation UUIDs say who wrote since they last met: that one is the sync source.
+                for box, other in ((a, b), (b, a)):
+                    if box.writes > other.writes and box.disk in ("UpToDate", "Consistent"):
+                        box.disk, other.disk = "UpToDate", "Inconsistent"
+                if a.writes == b.writes and {a.disk, b.disk} <= {"UpToDate", "Consistent"}:
+                    a.disk = b.disk = "UpToDate"
+        if linked:
+            good = [x for x in (a, b) if x.disk == "UpToDate"]
+            if len(good) == 1:
+                for box in (a, b):
+                    box.writes = set(good[0].writes)
+                    box.disk = "UpToDate"
+                    box.peer_outdated = False
+        elif not linked and self.linked:
+            for box in (a, b):
+                if box.up and box.machine is not None and box.role == "Primary" and box.machine.may_fence():
+                    box.peer_outdated = True
+        self.linked = linked
+
+    # -- herdd ---------------------------------------------------------------------------------------------
+    def apply(self, box: Box, effect: object) -> None:
+        assert box.machine is not None
+        other = self.boxes["nfs2" if box.name == "nfs1" else "nfs1"]
+        linked = self.drbd_link()
+        match effect:
+            case Initialize():
+                box.role, box.disk, box.fresh = "Primary", "UpToDate", False
+                other.fresh = False
+            case Promote():
+                ok = box.disk == "UpToDate" and not (linked and other.role == "Primary")
+                if ok and not linked:
+                    ok = box.machine.may_fence()
+                    box.peer_outdated = ok
+                if ok:
+                    box.role = "Primary"
+                else:
+                    box.machine.failed(self.now)
+            case Demote(disconnect=disconnect):
+                if box.role == "Primary" and not linked:
+                    box.writes.add(f"umount-{next(self.counter)}")  # the superblock, never acknowledged
+                box.role = "Secondary"
+                if disconnect:
+                    box.standalone = True
+            case Connect(discard_mine=discard):
+                box.standalone = False
+                box.discard_next = discard
+            case Outdate():
+                if not linked and box.role == "Secondary":
+                    box.disk = "Outdated"
+
+    def client_write(self) -> None:
+        """web1 writes through the node that serves, if it can reach one; acknowledged when on disk (on both
+        disks while DRBD is connected)."""
+        for box in self.boxes.values():
+            if box.up and box.machine is not None and box.machine.serving and box.role == "Primary" \
+                    and self.reach("web1", box.name):
+                n = next(self.counter)
+                box.writes.add(n)
+                if self.drbd_link():
+                    other = self.boxes["nfs2" if box.name == "nfs1" else "nfs1"]
+                    other.writes.add(n)
+                self.acked.add(n)
+                return
+
+    def run(self, seconds: float) -> None:
+        end = self.now + seconds
+        step = 0
+        while self.now < end:
+            self.settle_drbd()
+            if step % round(BEAT / TICK) == 0:
+                health = {name: {"storage_term": term} for name, term in self.relay.items()}
+                for name, box in self.boxes.items():
+                    if box.up and box.machine is not None:
+                        health[name] = {"drbd": self.report(box).to_json(),
+                                        "storage_term": box.machine.known_term(self.views[name])}
+                for relay in self.relay:  # dir1 and web1 pass on the highest term they hear
+                    heard = [h["storage_term"] for sender, h in health.items() if self.reach(relay, sender)]
+                    self.relay[relay] = max([self.relay[relay], *heard])
+                for viewer, view in self.views.items():
+                    if not self.boxes[viewer].up:
+                        continue
+                    for sender in NODES:
+                        if sender != viewer and self.reach(viewer, sender) and sender in health:
+                            peer = view[sender]
+                            peer.alive, peer.last_seen = True, self.now
+                            peer.health = health[sender]
+                self.client_write()
+            for view in self.views.values():
+                for peer in view.values():
+                    if peer.last_seen is not None and self.now - peer.last_seen > DEAD:
+                        peer.alive = False
+            for box in self.boxes.values():
+                if box.up and box.machine is not None:
+                    for effect in box.machine.tick(self.now, self.views[box.name], self.report(box)):
+                        self.log.append((self.now, box.name, effect))
+                        self.apply(box, effect)
+                    box.victim, box.term = box.machine.victim, box.machine.term
+            serving = [b.name for b in self.boxes.values() if b.up and b.machine is not None and b.machine.serving]
+            assert len(serving) <= 1, f"two nodes serve at {self.now:.2f}: {serving}"
+            self.now = round(self.now + TICK, 6)
+            step += 1
+
+    def power_cut(self, name: str) -> None:
+        box = self.boxes[name]
+        box.up = False
+        box.machine = None
+        box.role = "Secondary"
+        self.views[name] = {node.name: Peer(node) for node in SPEC.nodes}
+
+    def power_on(self, name: str) -> None:
+        self.boxes[name].boot(self.now)
+
+    def serving(self) -> list[str]:
+        return [b.name for b in self.boxes.values() if b.up and b.machine is not None and b.machine.serving]
+
+    def effects(self, name: str, kind: type) -> list[tuple[float, object]]:
+        return [(t, e) for t, n, e in self.log if n == name and isinstance(e, kind)]
+
+    def assert_nothing_lost(self, name: str) -> None:
+        missing = self.acked - self.boxes[name].writes
+        assert not missing, f"{name} lacks acknowledged writes {sorted(missing)[:10]}"
+
+
+def started() -> Lab:
+    lab = Lab()
+    lab.run(5)
+    return lab
+
+
+def test_first_start_the_first_nfs_node_creates_the_disk_and_serves() -> None:
+    lab = started()
+    assert [n for n in ("nfs1", "nfs2") if lab.effects(n, Initialize)] == ["nfs1"]
+    assert lab.serving() == ["nfs1"]
+    assert lab.boxes["nfs2"].disk == "UpToDate"  # synced from nfs1
+    assert lab.acked, "the client wrote nothing"
+    assert lab.boxes["nfs2"].machine is not None and lab.boxes["nfs2"].machine.waiting == "nfs1 serves"
+
+
+def test_one_node_alone_at_first_start_waits() -> None:
+    lab = Lab()
+    lab.power_cut("nfs2")
+    lab.run(10)
+    assert lab.serving() == [] and not lab.log
+    assert lab.boxes["nfs1"].machine is not None
+    assert "waiting for" in lab.boxes["nfs1"].machine.waiting or "down" in lab.boxes["nfs1"].machine.waiting
+
+
+def test_the_servers_power_cut_the_other_takes_over_after_the_grace_and_keeps_every_write() -> None:
+    lab = started()
+    lab.power_cut("nfs1")
+    cut_at = lab.now
+    lab.run(8)
+    assert lab.serving() == ["nfs2"]
+    (t, _), = lab.effects("nfs2", Promote)
+    assert DEAD + TAKEOVER_GRACE - BEAT <= t - cut_at <= DEAD + TAKEOVER_GRACE + 0.5  # from its last beat
+    lab.assert_nothing_lost("nfs2")
+    # The old server comes back as the standby, resynced, and does not take over (no preemption).
+    lab.power_on("nfs1")
+    lab.run(8)
+    assert lab.serving() == ["nfs2"]
+    assert lab.boxes["nfs1"].disk == "UpToDate" and lab.boxes["nfs1"].writes == lab.boxes["nfs2"].writes
+    lab.assert_nothing_lost("nfs1")
+
+
+def test_a_partitioned_server_steps_down_before_the_other_serves_and_is_resynced_after() -> None:
+    lab = started()
+    lab.isolate("nfs1")
+    cut_at = lab.now
+    lab.run(8)
+    (down_at, demote), = lab.effects("nfs1", Demote)
+    assert isinstance(demote, Demote) and demote.disconnect and demote.reason == "lost quorum"
+    (up_at, _), = lab.effects("nfs2", Promote)
+    assert down_at - cut_at <= DEAD and up_at - down_at >= TAKEOVER_GRACE
+    lab.heal()
+    lab.run(8)
+    # DRBD saw a split brain (the old server's unmount); herdd has nfs1 drop its unacknowledged changes.
+    assert lab.effects("nfs1", Connect)[-1][1] == Connect(discard_mine=True)
+    assert lab.serving() == ["nfs2"]
+    assert lab.boxes["nfs1"].writes == lab.boxes["nfs2"].writes and lab.boxes["nfs1"].disk == "UpToDate"
+    assert not lab.boxes["nfs1"].victim
+    lab.assert_nothing_lost("nfs1")
+
+
+def test_an_isolated_standby_never_serves() -> None:
+    lab = started()
+    lab.isolate("nfs2")
+    lab.run(10)
+    assert lab.serving() == ["nfs1"] and not lab.effects("nfs2", Promote)
+    lab.heal()
+    lab.run(5)
+    assert lab.boxes["nfs2"].writes == lab.boxes["nfs1"].writes
+    lab.assert_nothing_lost("nfs2")
+
+
+def test_a_standby_cut_off_while_the_server_wrote_waits_for_the_server() -> None:
+    """nfs2 is isolated; nfs1 goes on serving (and writing) alone, then dies; nfs2 comes back to the LAN: its
+    disk misses writes, so it must not serve; when nfs1 returns, nfs1 serves with everything."""
+    lab = started()
+    lab.isolate("nfs2")
+    lab.run(5)
+    lab.power_cut("nfs1")
+    lab.heal()
+    lab.run(15)
+    assert lab.serving() == [] and not lab.effects("nfs2", Promote)
+    assert lab.boxes["nfs2"].machine is not None and "nfs1 served term" in lab.boxes["nfs2"].machine.waiting
+    lab.power_on("nfs1")
+    lab.run(10)
+    assert lab.serving() == ["nfs1"]
+    lab.assert_nothing_lost("nfs1")
+    lab.assert_nothing_lost("nfs2")
+
+
+def test_a_broken_replication_link_outdates_the_standby_which_then_never_serves() -> None:
+    lab = started()
+    lab.broken.add("drbd")
+    try:
+        lab.run(3)
+        assert lab.effects("nfs2", Outdate) and lab.boxes["nfs2"].disk == "Outdated"
+        assert lab.serving() == ["nfs1"]
+        lab.power_cut("nfs1")
+        lab.run(10)
+        assert lab.serving() == [] and not lab.effects("nfs2", Promote)
+    finally:
+        lab.broken.discard("drbd")
+    lab.power_on("nfs1")
+    lab.run(10)
+    assert lab.serving() == ["nfs1"]
+    lab.assert_nothing_lost("nfs2")
+
+
+def test_whole_cluster_power_loss_both_come_back_and_serve_everything() -> None:
+    lab = started()
+    for name in ("nfs1", "nfs2"):
+        lab.power_cut(name)
+    lab.run(1)
+    lab.power_on("nfs2")
+    lab.run(10)
+    assert lab.serving() == [], "a lone node after a power loss does not know it holds the newest data"
+    lab.power_on("nfs1")
+    lab.run(10)
+    assert len(lab.serving()) == 1
+    for name in ("nfs1", "nfs2"):
+        lab.assert_nothing_lost(name)
+
+
+def test_the_last_server_alone_after_a_power_loss_serves_if_drbd_knows_its_peer_is_outdated() -> None:
+    """nfs2 dies; nfs1 serves alone (DRBD's fence-peer asked herdd, which said yes: nfs2's disk is outdated);
+    then nfs1 loses power too and comes back first: it may serve, since nobody can hold newer data."""
+    lab = started()
+    lab.power_cut("nfs2")
+    lab.run(5)
+    assert lab.boxes["nfs1"].peer_outdated
+    lab.power_cut("nfs1")
+    lab.run(1)
+    lab.power_on("nfs1")
+    lab.run(10)
+    assert lab.serving() == ["nfs1"]
+    lab.assert_nothing_lost("nfs1")
+
+
+def test_flapping_standby_link_causes_no_takeover() -> None:
+    lab = started()
+    for _ in range(10):
+        lab.isolate("nfs2")
+        lab.run(0.5)
+        lab.heal()
+        lab.run(0.5)
+    lab.run(5)
+    assert lab.serving() == ["nfs1"] and not lab.effects("nfs2", Promote) and not lab.effects("nfs1", Demote)
+    lab.assert_nothing_lost("nfs2")
+
+
+def test_a_server_that_hears_a_better_server_steps_down() -> None:
+    machine = Storage(SPEC, "nfs2", 0.0)
+    machine.serving = True
+    views = {node.name: Peer(node, alive=True, last_seen=10.0) for node in SPEC.nodes}
+    views["nfs1"].health = {"drbd": Report("Primary", "StandAlone", "UpToDate", "DUnknown", serving=True).to_json()}
+    local = Report("Primary", "StandAlone", "UpToDate", "DUnknown", serving=True)
+    assert machine.tick(10.0, views, local) == [Demote("nfs1 serves too")]
+
+
+def test_reports_round_trip_and_bad_ones_are_none() -> None:
+    report = Report("Primary", "SyncSource", "UpToDate", "Inconsistent", "Secondary", sync=12.5, serving=True,
+                    error="x")
+    assert Report.from_json(report.to_json()) == report
+    assert Report.from_json({"role": 1}) is None
+    assert Report.from_json("Primary") is None
+
+
+def test_housekeeping_is_not_repeated_every_tick() -> None:
+    """A split brain that herdd cannot explain (this node did not step down for lost quorum) stays StandAlone:
+    herdd asks DRBD to reconnect every few seconds, never drops data, and never serves."""
+    machine = Storage(SPEC, "nfs2", 0.0)
+    views = {node.name: Peer(node, alive=True, last_seen=0.0) for node in SPEC.nodes}
+    views["nfs1"].health = {"drbd": Report("Primary", "StandAlone", "UpToDate", "DUnknown", serving=True).to_json()}
+    local = Report("Secondary", "StandAlone", "UpToDate", "DUnknown")
+    effects = []
+    for step in range(200):  # 10 s
+        now = step * TICK
+        for peer in views.values():
+            peer.last_seen = now
+        effects += machine.tick(now, views, local)
+    assert effects == [Connect(discard_mine=False), Connect(discard_mine=False)]
+    assert not machine.serving
+
+
+def test_the_last_server_that_lost_quorum_for_a_moment_serves_again() -> None:
+    """nfs2 died long ago; nfs1 serves alone; the switch reboots (nobody hears anybody for a while). nfs1 steps
+    down, and once the LAN is back it serves again: its term is the newest anyone knows, so nobody can hold
+    writes it lacks."""
+    lab = started()
+    lab.power_cut("nfs2")
+    lab.run(5)
+    for name in NODES:
+        lab.isolate(name)
+    lab.run(3)
+    assert lab.serving() == []
+    lab.heal()
+    lab.run(8)
+    assert lab.serving() == ["nfs1"]
+    lab.assert_nothing_lost("nfs1")
+
+
+def test_terms_grow_with_each_server_and_everyone_passes_them_on() -> None:
+    lab = started()
+    first = lab.boxes["nfs1"].term
+    assert first >= 1 and lab.boxes["nfs2"].term == first  # in sync: the same data, the same term
+    lab.power_cut("nfs1")
+    lab.run(8)
+    assert lab.boxes["nfs2"].term > first and lab.relay == {"dir1": lab.boxes["nfs2"].term,
+                                                            "web1": lab.boxes["nfs2"].term}
+
+
+def test_a_server_that_steps_down_stays_a_victim_while_drbd_still_looks_connected() -> None:
+    """DRBD's timers notice a partition later than herdd: for a moment after stepping down for lost quorum the
+    disk still reads Connected and UpToDate/UpToDate. That must not clear what herdd knows: this node's changes
+    from now on are unacknowledged, and are dropped once the other node serves."""
+    machine = Storage(SPEC, "nfs1", 0.0)
+    machine.serving = True
+    views = {node.name: Peer(node, alive=True, last_seen=0.0) for node in SPEC.nodes}
+    connected = Report("Primary", "Connected", "UpToDate", "UpToDate", "Secondary", serving=True)
+    assert machine.tick(10.0, views, connected) == [Demote("lost quorum", disconnect=True)]
+    for t in (10.5, 11.0, 11.5):
+        machine.tick(t, views, connected.with_(role="Secondary", serving=False))
+    assert machine.victim
