@@ -61,7 +61,10 @@ def health_text(health: dict[str, Any]) -> str:
         if engine in health:
             parts.append(f"{engine} {'up' if health[engine] else 'DOWN'}")
     if "nfsd" in health:
-        parts.append(f"nfsd {health['nfsd']} threads" if health["nfsd"] else "nfsd DOWN")
+        drbd = health.get("drbd")
+        standby = isinstance(drbd, dict) and not drbd.get("serving")  # replicated: only the server runs nfsd
+        parts.append(f"nfsd {health['nfsd']} threads" if health["nfsd"] else "nfsd standby" if standby
+                     else "nfsd DOWN")
     galera = health.get("galera")
     if isinstance(galera, dict):
         position = galera.get("position") or {}
@@ -152,6 +155,34 @@ def site_lines(site: dict[str, Any]) -> list[Text]:
     return lines
 
 
+def storage_lines(storage: dict[str, Any]) -> list[Text]:
+    """The replicated docroot: who serves it, and each nfs node's DRBD role, link, disks and sync."""
+    server = storage.get("server")
+    head = Text(f"storage — docroot on DRBD, NFS at {storage['address']} served by ", style="bold")
+    head.append(server or "nobody", style="bold" if server else "bold red")
+    lines = [head]
+    for name, report in (storage.get("nodes") or {}).items():
+        if report is None:
+            lines.append(Text(f"  {name}: not heard from", style="dim"))
+            continue
+        line = Text(f"  {name}: ")
+        line.append(report["role"].lower(), style="green" if report.get("serving") else "")
+        line.append(f", {report['connection']}, disk {report['disk']}/{report['peer_disk']}")
+        if report.get("sync") is not None:
+            line.append(f", synced {report['sync']:.1f} %", style="yellow")
+        if report.get("waiting") and not report.get("serving"):
+            line.append(f" — {report['waiting']}", style="dim")
+        if report.get("error"):
+            line.append(f" — {report['error']}", style="bold red")
+        lines.append(line)
+    return lines
+
+
+# DRBD's fence-peer handler exit codes (drbd.conf(5), DRBD 8.4): 5 = the peer is unreachable and may be counted
+# as outdated; anything else = it may not.
+FENCE_OUTDATED, FENCE_REFUSED = 5, 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="herdctl", description="Ask the local herdd about the cluster.")
     p.add_argument("--socket", type=Path, default=Path("/run/herd/herdd.sock"), help="herdd's socket (%(default)s)")
@@ -165,8 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     site = sub.add_parser("site", help="point the public DNS names by hand (on the backup site's VIP holder)")
     site.add_argument("action", choices=["failover", "failback"],
                       help="failover: at the backup site, and keep them there; failback: at the main site")
+    sub.add_parser("fence-peer", help="DRBD's fence-peer handler on a replicating nfs node: exit 5 if herdd "
+                   "serves the docroot by the cluster's quorum (the peer may be counted as outdated), else 1")
     args = p.parse_args(argv)
     try:
+        if args.command == "fence-peer":
+            try:
+                fence = request(args.socket, {"cmd": "fence-peer"}, timeout=10).get("fence") is True
+            except CtlError as exc:
+                print(f"herdctl: {exc}", file=sys.stderr)
+                return FENCE_REFUSED
+            print("herdctl: fence-peer: " + ("this node serves by the quorum: the peer counts as outdated" if fence
+                                              else "this node does not serve: the peer is not outdated"))
+            return FENCE_OUTDATED if fence else FENCE_REFUSED
         if args.command == "status":
             reply = request(args.socket, {"cmd": "status"})
             if args.json:
@@ -176,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(status_table(reply["status"]))
                 if reply["status"].get("services"):
                     console.print(services_table(reply["status"]))
+                if reply["status"].get("storage"):
+                    for line in storage_lines(reply["status"]["storage"]):
+                        console.print(line)
                 if reply["status"].get("site"):
                     for line in site_lines(reply["status"]["site"]):
                         console.print(line)

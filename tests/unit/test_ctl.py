@@ -285,3 +285,54 @@ def test_main_needs_a_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def storage_status() -> dict[str, Any]:
+    from herd.daemon.drbd import Report
+
+    return {"address": "192.168.50.30", "server": "nfs1", "nodes": {
+        "nfs1": Report("Primary", "SyncSource", "UpToDate", "Inconsistent", "Secondary", sync=17.7,
+                       serving=True).to_json(),
+        "nfs2": Report("Secondary", "SyncTarget", "Inconsistent", "UpToDate", "Primary", sync=17.7,
+                       waiting="this disk is Inconsistent, 17.7 % synced").to_json(),
+    }}
+
+
+def test_storage_lines_show_each_nfs_node_and_the_sync() -> None:
+    from herd.ctl import storage_lines
+
+    lines = [str(line) for line in storage_lines(storage_status())]
+    assert lines == [
+        "storage — docroot on DRBD, NFS at 192.168.50.30 served by nfs1",
+        "  nfs1: primary, SyncSource, disk UpToDate/Inconsistent, synced 17.7 %",
+        "  nfs2: secondary, SyncTarget, disk Inconsistent/UpToDate, synced 17.7 % — this disk is Inconsistent, "
+        "17.7 % synced",
+    ]
+    nobody = dict(storage_status(), server=None, nodes={"nfs1": None})
+    assert [str(line) for line in storage_lines(nobody)] == [
+        "storage — docroot on DRBD, NFS at 192.168.50.30 served by nobody", "  nfs1: not heard from"]
+
+
+def test_main_status_prints_the_storage(serve: Any, sock_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    serve({"ok": True, "status": dict(status(), storage=storage_status())})
+    assert main(["--socket", str(sock_path), "status"]) == 0
+    assert "NFS at 192.168.50.30 served by nfs1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("fence", "code"), [(True, 5), (False, 1)])
+def test_fence_peer_exit_codes_are_drbds(serve: Any, sock_path: Path, fence: bool, code: int) -> None:
+    serve({"ok": True, "fence": fence})
+    assert main(["--socket", str(sock_path), "fence-peer"]) == code
+
+
+def test_fence_peer_without_herdd_refuses(sock_path: Path) -> None:
+    assert main(["--socket", str(sock_path), "fence-peer"]) == 1  # nobody to vouch for the peer: not outdated
+
+
+def test_a_replicating_standby_shows_nfsd_standby_not_down() -> None:
+    from herd.ctl import health_text
+
+    assert health_text({"nfsd": 0, "drbd": {"serving": False}}) == "nfsd standby"
+    assert health_text({"nfsd": 0, "drbd": {"serving": True}}) == "nfsd DOWN"
+    assert health_text({"nfsd": 0}) == "nfsd DOWN"
+    assert health_text({"nfsd": 8, "drbd": {"serving": True}}) == "nfsd 8 threads"

@@ -226,3 +226,21 @@ def test_parser_rejects_what_it_should() -> None:
     ):
         with pytest.raises(AssertionError):
             parse(bad)
+
+
+def test_replicated_storage() -> None:
+    from herd.daemon.drbd import Report
+
+    st = status([])
+    st["storage"] = {"address": "192.168.50.30", "server": "nfs1", "nodes": {
+        "nfs1": Report("Primary", "SyncSource", "UpToDate", "Inconsistent", "Secondary", sync=42.5,
+                       serving=True).to_json(),
+        "nfs2": Report("Secondary", "SyncTarget", "Inconsistent", "UpToDate", "Primary", sync=42.5).to_json(),
+        "nfs3": None,  # never heard from: no DRBD figures, but it does not serve either
+    }}
+    samples, types = parse(render(st, {}, {}))
+    assert values(samples, "herd_storage_serving") == [({"node": "nfs1"}, 1.0), ({"node": "nfs2"}, 0.0),
+                                                       ({"node": "nfs3"}, 0.0)]
+    assert values(samples, "herd_drbd_in_sync") == [({"node": "nfs1"}, 0.0), ({"node": "nfs2"}, 0.0)]
+    assert values(samples, "herd_drbd_sync_percent") == [({"node": "nfs1"}, 42.5), ({"node": "nfs2"}, 42.5)]
+    assert types["herd_drbd_in_sync"] == "gauge"

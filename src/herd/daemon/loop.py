@@ -1,29 +1,31 @@
-"""The asyncio glue, the only place where the pure parts meet sockets and the clock: UDP heartbeats in and
-out, the membership ticker, health sampling, the control socket (herdctl), the metrics endpoint and the
-systemd watchdog."""
+"""The asyncio glue's core, where the pure parts meet sockets and the clock: UDP heartbeats in and out, the
+membership and election ticker, the VIP, health sampling, the control socket (herdctl), the metrics endpoint
+and the systemd watchdog. The role-specific glue hangs off it: balancer.py (directors), rolelink.py,
+sitelink.py and storagelink.py."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import concurrent.futures
+import ipaddress
 import json
 import logging
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from herd.daemon import drbd, galera, health, ipvs, mariadb, metrics, roles, vip
-from herd.daemon.checks import PROBES, CheckState
+from herd.daemon import drbd, health, metrics, netconfig, roles, vip
+from herd.daemon.balancer import Balancer
 from herd.daemon.claim import SlotTable
 from herd.daemon.election import AcquireVip, Election, ReleaseVip
 from herd.daemon.membership import DrainChanged, Event, Membership, PeerDown, PeerUp
 from herd.daemon.notify import sd_notify
+from herd.daemon.rolelink import RoleLink
 from herd.daemon.sitelink import SiteLink
 from herd.daemon.state import StateDir
 from herd.daemon.storagelink import StorageLink
@@ -39,11 +41,11 @@ from herd.daemon.wire import (
     encode,
 )
 from herd.release import installed as installed_release
-from herd.secrets import db_password
 from herd.spec import Node, Role, Spec
 
 log = logging.getLogger("herdd")
 HEALTH_EVERY = 2.0
+NETWORK_EVERY = 10.0
 CONTROL_LIMIT = 64 * 1024
 
 
@@ -132,24 +134,19 @@ class Daemon(asyncio.DatagramProtocol):
         self.netlink_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netlink")
         self.vip_iface: str | None = None
         self.is_director = self.me.role == Role.DIRECTOR
-        self.checks = {(svc.name, n.name): CheckState(svc.check.rise, svc.check.fall)
-                       for svc in self.spec.services for n in self.spec.nodes_of(Role.WEB)} if self.is_director else {}
-        self.ipvs: ipvs.IpvsTable | None = None
-        self.ipvs_state = "not started"
-        self.sync_wanted: str | None = None  # the IPVS sync daemon this director should run: master or backup
-        self.db_names = [n.name for n in self.spec.nodes_of(Role.DB)]
-        self.galera = len(self.db_names) > 1  # 2+ db nodes: MariaDB is a Galera cluster that herdd starts
-        self.galera_report: galera.Report | None = None
-        self.galera_decision = ""
-        # An arbitrator on the directors when the db nodes are even in number, so half of them is no tie.
-        self.garbd = self.is_director and self.galera and len(self.db_names) % 2 == 0
-        self.garbd_active = False
-        self.db_host: str | None = None  # web: the db node the pages use now
+        # Directors: health checks, IPVS and its connection sync; every node: what its role needs beyond this.
+        self.balancer = Balancer(self) if self.is_director else None
+        self.rolelink = RoleLink(self)
         # Off-site failover: the backup site's directors; the VIP holder among them probes and updates DNS.
         self.site = SiteLink(self) if self.is_director and SiteLink.wanted(self.spec) else None
         # Two nfs nodes: the docroot on DRBD, served by one of them from the NFS service address.
         self.storage = StorageLink(self) if config.manage_roles and StorageLink.wanted(self.spec, self.me.role) \
             else None
+        # Every node of a spec with replicated storage passes on the highest storage term it has heard of, so
+        # the cluster remembers who served last even while that nfs node is away (herd.daemon.storage).
+        saved = config.state.load_json("storage_term.json") or {}
+        self.storage_term = saved.get("term", 0) if isinstance(saved.get("term"), int) else 0
+        self.saved_storage_term = self.storage_term
 
     # -- UDP --------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -181,6 +178,8 @@ class Daemon(asyncio.DatagramProtocol):
     def send_heartbeat(self) -> None:
         if self.transport is None:
             return
+        if self.spec.replicated_storage:
+            self.pass_on_storage_term()
         self.seq += 1
         msg = Message(KIND_HEARTBEAT, self.me.name, self.config.generation, self.seq,
                       self.membership.payload(self.health, self.election.holding))
@@ -188,6 +187,15 @@ class Daemon(asyncio.DatagramProtocol):
         for peer in self.peers:
             self.transport.sendto(data, peer)
             self.counters["sent"] += 1
+
+    def pass_on_storage_term(self) -> None:
+        heard = [t for p in self.membership.peers.values() if p.alive
+                 and isinstance(t := p.health.get("storage_term"), int) and not isinstance(t, bool)]
+        self.storage_term = max([self.storage_term, *heard])
+        self.health["storage_term"] = self.storage_term
+        if self.storage_term != self.saved_storage_term:
+            self.config.state.save_json("storage_term.json", {"term": self.storage_term})
+            self.saved_storage_term = self.storage_term
 
     def report(self, events: list[Event]) -> None:
         for event in events:
@@ -198,7 +206,8 @@ class Daemon(asyncio.DatagramProtocol):
                     print(f"herd: {name} is dead (silent for {silent * 1000:.0f} ms)", flush=True)
                 case DrainChanged(name, drained):
                     print(f"herd: {name} {'drained' if drained else 'undrained'}", flush=True)
-                    self.reconcile_ipvs()
+                    if self.balancer is not None:
+                        self.balancer.reconcile_ipvs()
 
     # -- periodic work ----------------------------------------------------------------------------------
     async def every(self, seconds: float, action: Callable[[], object]) -> None:
@@ -243,7 +252,8 @@ class Daemon(asyncio.DatagramProtocol):
         if self.vip_iface is not None:
             iface, prefix, present = self.vip_iface, self.spec.network.subnet.prefixlen, isinstance(effect, AcquireVip)
             done = self.netlink(lambda ipr: vip.set_vip(ipr, iface, address, prefix, present))
-        self.sync_daemon(master=isinstance(effect, AcquireVip))
+        if self.balancer is not None:
+            self.balancer.sync_daemon(master=isinstance(effect, AcquireVip))
         if isinstance(effect, AcquireVip):
             print(f"herd: {self.me.name} takes the VIP {address}", flush=True)
             loop = asyncio.get_running_loop()
@@ -253,6 +263,18 @@ class Daemon(asyncio.DatagramProtocol):
             print(f"herd: {self.me.name} releases the VIP {address} ({effect.reason})", flush=True)
         self.send_heartbeat()  # tell the others now, not at the next beat
         return done
+
+    def repair_network(self) -> None:
+        """The node's own address and default route, as set up at start, put back if something took them away
+        (they are what every heartbeat and replication link rides on)."""
+        address = ipaddress.IPv4Interface(f"{self.me.address}/{self.spec.network.subnet.prefixlen}")
+        gateway = self.spec.network.gateway
+
+        def repair(ipr: Any) -> None:
+            for op in netconfig.reconcile(address, gateway):
+                print(f"herd: network repaired: {op}", flush=True)
+
+        self.netlink(repair)
 
     def garp(self) -> None:
         if self.vip_iface is None or not self.election.holding:
@@ -265,256 +287,17 @@ class Daemon(asyncio.DatagramProtocol):
 
     def sample_health(self) -> None:
         try:
-            drbd = self.health.get("drbd")  # the storage link keeps it current at every beat
+            kept: dict[str, Any] = {k: self.health[k] for k in ("drbd", "storage_term") if k in self.health}
             self.health = health.sample()
-            if drbd is not None:
-                self.health["drbd"] = drbd
+            self.health.update(kept)
             if self.config.manage_roles:
                 self.health.update(roles.role_health(self.me.role.value))
-            if self.galera_report is not None:
-                self.health["galera"] = self.galera_report.to_json()
-            if self.garbd:
-                self.health["garbd"] = self.garbd_active
+            if self.rolelink.galera_report is not None:
+                self.health["galera"] = self.rolelink.galera_report.to_json()
+            if self.rolelink.garbd:
+                self.health["garbd"] = self.rolelink.garbd_active
         except OSError:
             log.exception("health sampling failed")
-
-    # -- roles --------------------------------------------------------------------------------------------
-    def databases(self) -> list[tuple[str, str, str]]:
-        return [(d.name, d.user, db_password(self.config.key, d.user)) for d in self.spec.databases]
-
-    async def db_setup(self) -> None:
-        """Create the spec's databases and users once MariaDB is up; retried until it is."""
-        if not self.spec.databases:
-            return
-        sql = roles.database_sql(self.databases(), str(self.spec.network.subnet))
-        last = None
-        while True:
-            error = await asyncio.to_thread(roles.apply_database_sql, sql)
-            if error is None:
-                print(f"herd: databases ready: {', '.join(d.name for d in self.spec.databases)}", flush=True)
-                return
-            if error != last:
-                print(f"herd: databases not ready yet: {error}", flush=True)
-                last = error
-            await asyncio.sleep(2)
-
-    def db_serving(self, name: str) -> bool:
-        """Does this db node take queries, by its last heartbeat?"""
-        health = self.membership.peers[name].health
-        if self.galera:
-            report = galera.Report.from_json(health.get("galera"))
-            return report is not None and report.running and report.primary
-        return health.get("mariadb") is True
-
-    async def web_db_config(self) -> None:
-        """Point the pages (/etc/herd/db.php) at a db node that serves: the first one until it has heard
-        from any, then the one pick_db_host chooses, rewritten only when that changes."""
-        if not self.db_names or not self.spec.databases:
-            return
-        alive = self.membership.alive()
-        serving = {n: self.db_serving(n) for n in self.db_names}
-        chosen = galera.pick_db_host(self.db_names, alive, serving, self.db_host)
-        if chosen is None:
-            if self.db_host is not None:
-                return  # keep the last good choice: nothing better to offer
-            chosen = self.db_names[0]
-        elif chosen != self.db_host and self.db_host is not None:
-            print(f"herd: pages now use database node {chosen}", flush=True)
-        address = self.address_of[chosen]
-        text = roles.php_db_config(address, self.databases())
-        await asyncio.to_thread(roles.write_web_db_config, text)
-        if serving.get(chosen):
-            self.db_host = chosen
-
-    async def galera_loop(self) -> None:
-        """Start this db node's MariaDB when galera.decide says so, and create the spec's databases once it is
-        primary. MariaDB's own unit is disabled in the image: herdd alone decides when it starts."""
-        probe = mariadb.Probe()
-        await asyncio.to_thread(mariadb.write_node_conf, self.me.name, self.address_of[self.me.name])
-        databases_ready = False
-        while True:
-            try:
-                self.galera_report = await asyncio.to_thread(probe.read)
-            except (OSError, subprocess.SubprocessError) as exc:
-                print(f"herd: galera: cannot read the local state: {exc}", flush=True)
-                await asyncio.sleep(5)
-                continue
-            reports = {n: galera.Report.from_json(self.membership.peers[n].health.get("galera"))
-                       for n in self.db_names if n != self.me.name}
-            reports[self.me.name] = self.galera_report
-            decision = galera.decide(self.me.name, self.db_names, reports, self.membership.alive())
-            text = f"{decision.action}: {decision.reason}"
-            if probe.error:
-                text += f" (recovery: {probe.error})"
-            if text != self.galera_decision:
-                print(f"herd: galera: {text}", flush=True)
-                self.galera_decision = text
-            if decision.action in (galera.Action.BOOTSTRAP, galera.Action.JOIN):
-                self.galera_report = galera.Report(running=True, primary=False)  # tell the others: starting
-                self.sample_health()
-                self.send_heartbeat()
-                error = await asyncio.to_thread(mariadb.start, decision.action == galera.Action.BOOTSTRAP)
-                print(f"herd: galera: {decision.action} {'failed: ' + error if error else 'done'}", flush=True)
-                continue
-            if self.galera_report.primary and not databases_ready:
-                await self.db_setup()
-                databases_ready = True
-            await asyncio.sleep(2)
-
-    async def garbd_loop(self) -> None:
-        """Directors run the Galera arbitrator, started once a db node is primary (garbd joins a running
-        cluster; it cannot make one), and again whenever it has stopped."""
-        while True:
-            self.garbd_active = await asyncio.to_thread(mariadb.unit_active, "garb.service")
-            if not self.garbd_active and any(self.db_serving(n) for n in self.db_names
-                                             if self.membership.peers[n].alive):
-                r = await asyncio.to_thread(subprocess.run, ["systemctl", "start", "garb.service"],
-                                            capture_output=True, text=True, timeout=300)
-                print(f"herd: garbd {'started' if r.returncode == 0 else 'failed: ' + r.stderr.strip()}",
-                      flush=True)
-            await asyncio.sleep(5)
-
-    async def role_loop(self) -> None:
-        """nfs: export the docroot (seeded with the example site). web: mount it once the nfs node is alive,
-        and again whenever it is lost; keep the pages pointed at a db node that serves. db: the databases,
-        and with Galera, starting the cluster."""
-        nfs_nodes = self.spec.nodes_of(Role.NFS)
-        if self.storage is not None:
-            await self.storage.run()
-            return
-        if self.me.role == Role.NFS:
-            seeded = await asyncio.to_thread(roles.prepare_export, Path(self.spec.nfs.export))
-            print(f"herd: exporting {self.spec.nfs.export}{' (seeded with the example site)' if seeded else ''}",
-                  flush=True)
-            return
-        if self.me.role == Role.DB:
-            await (self.galera_loop() if self.galera else self.db_setup())
-            return
-        if self.garbd:
-            await self.garbd_loop()
-            return
-        if self.me.role != Role.WEB:
-            return
-        last_error = None
-        while True:
-            await self.web_db_config()
-            server = self.nfs_server(nfs_nodes)
-            if server is not None:
-                error = await asyncio.to_thread(roles.mount_docroot, server[1], self.spec.nfs.export,
-                                                hard=self.spec.replicated_storage)
-                if error is None and last_error != "mounted":
-                    print(f"herd: docroot mounted from {server[0]}:{self.spec.nfs.export}", flush=True)
-                    last_error = "mounted"
-                elif error is not None and error != last_error:
-                    print(f"herd: cannot mount the docroot yet: {error}", flush=True)
-                    last_error = error
-            await asyncio.sleep(2)
-
-    def nfs_server(self, nfs_nodes: tuple[Node, ...]) -> tuple[str, str] | None:
-        """(who, address) to mount the docroot from, once it is served: the nfs node, or with two of them the
-        NFS service address once one says it serves there (its address moves with the service)."""
-        if not self.spec.replicated_storage:
-            if nfs_nodes and self.membership.peers[nfs_nodes[0].name].alive:
-                return nfs_nodes[0].name, str(nfs_nodes[0].address)
-            return None
-        for node in nfs_nodes:
-            peer = self.membership.peers[node.name]
-            report = drbd.Report.from_json(peer.health.get("drbd"))
-            if peer.alive and report is not None and report.serving:
-                return str(self.spec.nfs.address), str(self.spec.nfs.address)
-        return None
-
-    # -- load balancing (directors) ----------------------------------------------------------------------
-    def weight(self, service: str, node: str) -> int:
-        spec_node = self.spec.node_named(node)
-        if spec_node is None or self.membership.admin[node].drained or not self.checks[(service, node)].up:
-            return 0
-        return spec_node.weight
-
-    async def check_loop(self, service: Any, node: Any) -> None:
-        state = self.checks[(service.name, node.name)]
-        probe = PROBES[service.check.kind]
-        while True:
-            error = await probe(str(node.address), service.port, service.check)
-            if state.record(error):
-                print(f"herd: {node.name} is {'up' if state.up else 'down'} for {service.name}"
-                      f"{'' if state.up else f' ({error})'}", flush=True)
-                self.reconcile_ipvs()
-            await asyncio.sleep(service.check.interval)
-
-    def reconcile_ipvs(self) -> None:
-        if not self.is_director or self.ipvs_state == "unavailable":
-            return
-        want = ipvs.desired(self.spec, self.weight)
-        vip_address = str(self.spec.network.vip)
-
-        def apply(ipr: Any) -> None:
-            if self.ipvs is None:
-                try:
-                    self.ipvs = ipvs.IpvsTable()
-                except Exception as exc:  # no ip_vs module (containers, the netns tests)
-                    self.ipvs_state = "unavailable"
-                    log.warning("IPVS is not available here (%s): not load balancing", exc)
-                    return
-            ops = ipvs.plan(want, self.ipvs.read(), vip_address)
-            self.ipvs.apply(ops)
-            for op in ops:
-                log.info("ipvs: %s", op)
-            self.ipvs_state = "in sync"
-
-        self.netlink(apply)
-
-    def sync_daemon(self, master: bool | None = None) -> None:
-        """The kernel's IPVS connection sync: master on the VIP holder, backup on the standby. With `master`,
-        switch to that; without, check that the kernel runs what was last asked and repair it if not (a start
-        can fail while the kernel is still stopping the other thread, as when the VIP flaps)."""
-        if not self.is_director or self.vip_iface is None or self.ipvs_state == "unavailable":
-            return
-        if master is not None:
-            self.sync_wanted = "master" if master else "backup"
-        wanted, iface = self.sync_wanted, self.vip_iface
-        if wanted is None:
-            return
-
-        def switch(ipr: Any) -> None:
-            import shutil
-
-            if shutil.which("ipvsadm") is None:
-                return
-            running = ipvs.sync_daemons(subprocess.run(["ipvsadm", "-L", "--daemon"], capture_output=True,
-                                                       text=True, timeout=30).stdout)
-            if running == {wanted}:
-                return
-            other = "backup" if wanted == "master" else "master"
-            if other in running:
-                subprocess.run(["ipvsadm", "--stop-daemon", other], capture_output=True, timeout=30)
-            if wanted not in running:
-                r = subprocess.run(["ipvsadm", "--start-daemon", wanted, "--mcast-interface", iface, "--syncid", "1"],
-                                   capture_output=True, text=True, timeout=30)
-                if r.returncode != 0:
-                    log.warning("ipvs: connection sync %s did not start: %s (retried within 5 s)", wanted,
-                                r.stderr.strip())
-                    return
-            log.info("ipvs: connection sync %s on %s", wanted, iface)
-
-        self.netlink(switch)
-
-    def services_status(self) -> list[dict[str, Any]]:
-        out = []
-        for svc in self.spec.services:
-            servers = []
-            for node in self.spec.nodes_of(Role.WEB):
-                state = self.checks.get((svc.name, node.name))
-                servers.append({
-                    "name": node.name, "address": str(node.address),
-                    "weight": self.weight(svc.name, node.name) if state else None,
-                    "check": None if state is None else ("up" if state.up else "down"),
-                    "error": None if state is None else state.last_error,
-                })
-            out.append({"name": svc.name, "address": str(self.spec.network.vip), "port": svc.port,
-                        "protocol": svc.protocol.value, "scheduler": svc.scheduler.value,
-                        "forwarding": svc.forwarding.value, "real_servers": servers})
-        return out
 
     # -- status, control, metrics -----------------------------------------------------------------------
     def site_status(self, now: float) -> dict[str, Any] | None:
@@ -560,9 +343,9 @@ class Daemon(asyncio.DatagramProtocol):
             "generation": self.config.generation,
             "nodes": nodes,
             "vip": {"address": str(self.spec.network.vip), "holder": self.election.holder(self.membership.peers)},
-            "services": self.services_status() if self.is_director else [],
-            "ipvs": self.ipvs_state if self.is_director else None,
-            "galera": self.galera_decision or None,
+            "services": self.balancer.services_status() if self.balancer else [],
+            "ipvs": self.balancer.ipvs_state if self.balancer else None,
+            "galera": self.rolelink.galera_decision or None,
             "site": self.site_status(now),
             "storage": self.storage_status(),
             "counters": dict(self.counters),
@@ -657,16 +440,12 @@ class Daemon(asyncio.DatagramProtocol):
             asyncio.create_task(self.every(HEALTH_EVERY, self.sample_health)),
         ]
         if self.config.manage_roles:
-            tasks.append(asyncio.create_task(self.role_loop()))
+            tasks.append(asyncio.create_task(self.rolelink.run()))
+            tasks.append(asyncio.create_task(self.every(NETWORK_EVERY, self.repair_network)))
         if self.site is not None:
             tasks.append(asyncio.create_task(self.site.run()))
-        if self.is_director:
-            self.reconcile_ipvs()
-            self.sync_daemon(master=False)
-            tasks += [asyncio.create_task(self.check_loop(svc, node))
-                      for svc in self.spec.services for node in self.spec.nodes_of(Role.WEB)]
-            tasks.append(asyncio.create_task(self.every(5.0, self.reconcile_ipvs)))  # repairs outside edits
-            tasks.append(asyncio.create_task(self.every(5.0, self.sync_daemon)))
+        if self.balancer is not None:
+            tasks += self.balancer.start()
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if watchdog_usec:
             tasks.append(asyncio.create_task(self.every(watchdog_usec / 2e6, lambda: sd_notify("WATCHDOG=1"))))
@@ -693,8 +472,8 @@ class Daemon(asyncio.DatagramProtocol):
                 released = self.apply_vip(ReleaseVip("stopping"))
                 if released is not None:
                     await asyncio.wrap_future(released)
-            if self.ipvs is not None:
-                table = self.ipvs
+            if self.balancer is not None and self.balancer.ipvs is not None:
+                table = self.balancer.ipvs
                 self.netlink(lambda ipr: table.close())
             if self.ipr is not None:
                 self.netlink(lambda ipr: ipr.close())

@@ -47,6 +47,16 @@ def render(status: dict[str, Any], counters: dict[str, int], dropped: dict[str, 
                                  ("temp_c", "herd_temperature_celsius", "Hottest sensor, Celsius.")):
         if key in health:
             metric(name, "gauge", help_text, [({"node": me}, float(health[key]))])
+    storage = status.get("storage") or {}
+    if storage:  # two nfs nodes: the replicated docroot, as this node last heard of it
+        reports = {name: r for name, r in storage["nodes"].items() if r is not None}
+        metric("herd_storage_serving", "gauge", "1 for the nfs node that serves the replicated docroot.",
+               [({"node": n}, 1.0 if storage.get("server") == n else 0.0) for n in storage["nodes"]])
+        metric("herd_drbd_in_sync", "gauge", "1 while the node's DRBD disk is connected and both disks are UpToDate.",
+               [({"node": n}, 1.0 if r["connection"] == "Connected" and r["disk"] == r["peer_disk"] == "UpToDate"
+                 else 0.0) for n, r in reports.items()])
+        metric("herd_drbd_sync_percent", "gauge", "How far a running resync is.",
+               [({"node": n}, float(r["sync"])) for n, r in reports.items() if r.get("sync") is not None])
     site = status.get("site") or {}
     if site.get("active"):  # the backup site's VIP holder: the one that watches and moves the names
         if site["main"] != "unknown":

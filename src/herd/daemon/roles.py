@@ -13,6 +13,9 @@ import psutil
 DOCROOT = Path("/var/www/html")
 SITE = Path("/usr/share/herd/site")  # the example site, in the nfs image
 MOUNT_OPTIONS = "vers=4.2,soft,timeo=30,retrans=2,lookupcache=positive,actimeo=1"
+# Replicated storage: hard, so a failover (seconds) pauses Apache and the writers instead of failing them; the
+# client reconnects to the service address, now on the other node, and reclaims its open files.
+HARD_MOUNT_OPTIONS = "vers=4.2,hard,timeo=50,retrans=3,lookupcache=positive,actimeo=1"
 
 
 def mounts(proc_mounts: Path = Path("/proc/mounts")) -> dict[str, tuple[str, str]]:
@@ -30,13 +33,14 @@ def docroot_source(docroot: Path = DOCROOT) -> str | None:
     return source if fstype.startswith("nfs") else None
 
 
-def mount_docroot(server: str, export: str, docroot: Path = DOCROOT) -> str | None:
+def mount_docroot(server: str, export: str, docroot: Path = DOCROOT, hard: bool = False) -> str | None:
     """Mount the nfs node's export on the docroot unless it is already; returns an error or None."""
     wanted = f"{server}:{export}"
     if docroot_source(docroot) == wanted:
         return None
     docroot.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "nfs", "-o", MOUNT_OPTIONS, wanted, str(docroot)], capture_output=True,
+    options = HARD_MOUNT_OPTIONS if hard else MOUNT_OPTIONS
+    r = subprocess.run(["mount", "-t", "nfs", "-o", options, wanted, str(docroot)], capture_output=True,
                        text=True, timeout=30)
     return None if r.returncode == 0 else (r.stderr.strip() or f"mount exited {r.returncode}")
 

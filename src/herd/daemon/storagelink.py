@@ -1,0 +1,219 @@
+"""The asyncio glue of replicated storage, on the two nfs nodes: bring the DRBD disk up, read its state at every
+heartbeat (it rides in them), feed the pure Storage machine, and carry out its effects (drbdadm, mounts, the NFS
+server, the service address) in a thread of their own, one at a time, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from herd.daemon import drbdctl, roles, vip
+from herd.daemon.drbd import Report
+from herd.daemon.storage import Connect, Demote, Effect, Initialize, Outdate, Promote, Storage
+from herd.spec import Role, Spec
+
+if TYPE_CHECKING:
+    from herd.daemon.loop import Daemon
+
+log = logging.getLogger("herdd")
+SETUP_RETRY = 5.0
+FRESH_EVERY = 2.0  # while the pair has never started: how often to look whether the peer created the disk
+
+
+class StorageLink:
+    @staticmethod
+    def wanted(spec: Spec, role: Role) -> bool:
+        return role == Role.NFS and spec.replicated_storage
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        spec = daemon.spec
+        assert spec.nfs.address is not None
+        self.address = str(spec.nfs.address)
+        self.prefix = spec.network.subnet.prefixlen
+        self.export = Path(spec.nfs.export)
+        saved = daemon.config.state.load_json("storage.json") or {}
+        term = saved.get("term")
+        self.machine = Storage(spec, daemon.me.name, daemon.clock(), victim=saved.get("victim") is True,
+                               term=term if isinstance(term, int) else 0)
+        self.saved_victim, self.saved_term = self.machine.victim, self.machine.term
+        # Between forcing the blank disk primary and its filesystem made: a power cut there leaves a disk that is
+        # no longer "fresh" to DRBD but holds nothing, and this mark says so.
+        self.initializing = saved.get("initializing") is True
+        self.worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="storage")
+        self.up = False        # the DRBD resource is attached and connecting
+        self.fresh = False     # its metadata was never promoted (read with drbdadm get-gi)
+        self.fresh_checked = 0.0
+        self.error: str | None = None
+        self.iface: str | None = None
+        self.local = Report()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.running: list[concurrent.futures.Future[None]] = []  # effects handed to the storage thread
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        me = str(self.daemon.me.address)
+        self.iface = await asyncio.wrap_future(self.daemon.netlink(lambda ipr: vip.interface_with(ipr, me)))  # type: ignore[arg-type]
+        while not self.up:
+            try:
+                made = await asyncio.wrap_future(self.worker.submit(self._bring_up))
+                print(f"herd: replicated disk up{' (metadata made)' if made else ''}", flush=True)
+                self.error = None
+            except drbdctl.EngineError as exc:
+                if str(exc) != self.error:
+                    print(f"herd: replicated disk not up: {exc}", flush=True)
+                self.error = str(exc)
+                self.poll()
+                await asyncio.sleep(SETUP_RETRY)
+        await self.daemon.every(self.daemon.spec.membership.interval_ms / 1000, self.poll)
+
+    def _bring_up(self) -> bool:
+        made = drbdctl.bring_up(drbdctl.choose_disk(self.daemon.spec.nfs.disk))
+        self.fresh = drbdctl.fresh()
+        self.up = True
+        return made
+
+    def poll(self) -> None:
+        """Read DRBD, decide, act; put the report in the next heartbeats."""
+        now = self.daemon.clock()
+        was_serving = self.machine.serving
+        report = drbdctl.read_report() if self.up else Report()
+        self.local = report.with_(fresh=self.fresh, serving=self.machine.serving, error=self.error,
+                                  waiting="" if self.machine.serving else self.machine.waiting)
+        effects = self.machine.tick(now, self.daemon.membership.peers, self.local) if self.up else []
+        self.running = [f for f in self.running if not f.done()]
+        if self.running and self.machine.serving == was_serving:
+            # Housekeeping (reconnect, outdate, step down a leftover primary) decided on a state the effects
+            # still running are about to change: dropped, the machine asks again in a few seconds. Left
+            # queued, a stale one could run after a promotion and undo it.
+            effects = []
+        for effect in effects:
+            self.running.append(self.worker.submit(self._carry_out, effect))
+        if (self.machine.victim, self.machine.term) != (self.saved_victim, self.saved_term):
+            # On disk: after a reboot this node must still know whether its changes since it stepped down were
+            # never acknowledged, and which term its data belongs to.
+            self.saved_victim, self.saved_term = self.machine.victim, self.machine.term
+            self.save()
+        self.local = self.local.with_(serving=self.machine.serving,
+                                      waiting="" if self.machine.serving else self.machine.waiting)
+        self.daemon.health["drbd"] = self.local.to_json()
+        self.daemon.storage_term = self.machine.known_term(self.daemon.membership.peers)
+        if self.fresh and self.up and now - self.fresh_checked >= FRESH_EVERY:
+            self.fresh_checked = now
+            self.worker.submit(self._check_fresh)
+        if self.machine.serving != was_serving:
+            self.daemon.send_heartbeat()  # tell the others now, not at the next beat
+
+    def save(self) -> None:
+        self.daemon.config.state.save_json("storage.json", {"victim": self.saved_victim, "term": self.saved_term,
+                                                            "initializing": self.initializing})
+
+    def _check_fresh(self) -> None:
+        self.fresh = drbdctl.fresh()
+
+    # -- effects, in the storage thread ------------------------------------------------------------------------
+    def _carry_out(self, effect: Effect) -> None:
+        name, started = self.daemon.me.name, time.monotonic()
+        try:
+            match effect:
+                case Initialize(reason):
+                    print(f"herd: {name} creates the replicated disk ({reason})", flush=True)
+                    self.initializing = True
+                    self.save()
+                    drbdctl.primary(force=True)
+                    self.fresh = False
+                    self._make_filesystem()
+                    self._serve(reason, started)
+                case Promote(reason):
+                    drbdctl.primary()
+                    if self.initializing:  # the first start was cut short before its filesystem was made
+                        self._make_filesystem()
+                    self._serve(reason, started)
+                case Demote(reason, disconnect):
+                    self._stop(reason, disconnect)
+                case Connect(discard_mine):
+                    what = " (dropping this node's unacknowledged changes)" if discard_mine else ""
+                    print(f"herd: reconnecting the replicated disk{what}", flush=True)
+                    drbdctl.connect(discard_mine)
+                case Outdate(reason):
+                    print(f"herd: marking this disk outdated ({reason})", flush=True)
+                    drbdctl.outdate()
+            self.error = None
+        except Exception as exc:  # an engine's refusal, or a bug: either way this node must not half-serve
+            if not isinstance(exc, drbdctl.EngineError):
+                log.exception("storage: %s failed", effect)
+            self.error = str(exc)
+            print(f"herd: storage: {exc}", flush=True)
+            if isinstance(effect, Initialize | Promote):
+                try:
+                    self._stop("could not serve", disconnect=False)
+                except Exception as again:
+                    print(f"herd: storage: {again}", flush=True)
+                if self.loop is not None:
+                    self.loop.call_soon_threadsafe(self.machine.failed, self.daemon.clock())
+
+    def _make_filesystem(self) -> None:
+        drbdctl.make_filesystem()
+        self.initializing = False
+        self.save()
+        print("herd: filesystem made on the replicated disk", flush=True)
+
+    def _serve(self, reason: str, started: float) -> None:
+        seeded = drbdctl.serve(self.export, roles.SITE)
+        self._set_address(True)
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._announce)
+        seed = "; seeded with the example site" if seeded else ""
+        print(f"herd: {self.daemon.me.name} serves the docroot on {self.address} ({reason}; ready "
+              f"{time.monotonic() - started:.1f} s after the decision){seed}", flush=True)
+
+    def _stop(self, reason: str, disconnect: bool) -> None:
+        # The address first: from now on no reply reaches a client, so nothing this node writes from here on
+        # can have been acknowledged (storage.py counts on that).
+        self._set_address(False)
+        if disconnect:
+            try:
+                drbdctl.disconnect()
+            except drbdctl.EngineError as exc:
+                print(f"herd: storage: {exc}", flush=True)
+        drbdctl.stop_serving(self.export)
+        drbdctl.secondary()
+        print(f"herd: {self.daemon.me.name} stops serving the docroot ({reason})", flush=True)
+
+    def _set_address(self, present: bool) -> None:
+        if self.iface is None:
+            raise drbdctl.EngineError("no interface holds this node's address")
+        iface, address, prefix = self.iface, self.address, self.prefix
+        self.daemon.netlink(lambda ipr: vip.set_vip(ipr, iface, address, prefix, present)).result(timeout=30)
+
+    def _announce(self) -> None:
+        assert self.loop is not None
+        for delay in vip.GARP_SCHEDULE:
+            self.loop.call_later(delay, self._garp)
+
+    def _garp(self) -> None:
+        if self.iface is None or not self.machine.serving:
+            return
+        try:
+            vip.send_garp(self.iface, self.address)
+        except OSError as exc:
+            log.warning("gratuitous ARP for %s failed: %s", self.address, exc)
+
+    # -- herdctl, DRBD's handler, stopping ----------------------------------------------------------------------
+    def fence_peer(self) -> bool:
+        return self.machine.may_fence()
+
+    def status(self) -> dict[str, Any]:
+        return {"address": self.address, "self": self.local.to_json()}
+
+    async def close(self) -> None:
+        """herdd stops: hand the docroot over at once, as the directors hand over the VIP."""
+        if self.machine.serving:
+            self.machine.serving = False
+            await asyncio.wrap_future(self.worker.submit(self._carry_out, Demote("herdd stops")))
+        self.worker.shutdown(wait=False)
