@@ -25,6 +25,7 @@ from herd.build.overlay import (
 from herd.build.plan import DEFAULT_EPOCH, BuildPlan, RolePlan, make_plan
 from herd.build.recipes import load_base, load_role
 from herd.release import parse as parse_release
+from herd.secrets import derive
 from herd.spec import Role, Spec, parse
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -40,6 +41,14 @@ SECOND_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDherdSecondKey second@exampl
 def with_second_db(text: str) -> str:
     assert text.count("\n[access]") == 1
     return text.replace("\n[access]", DB2 + "\n[access]")
+
+
+def with_second_nfs(text: str) -> str:
+    """nfs2 beside nfs1, the NFS service address, a data disk: the docroot replicated with DRBD."""
+    nfs2 = DB2.replace("db2", "nfs2").replace('"db"', '"nfs"').replace("50.42", "50.32").replace("00:42", "00:32")
+    assert text.count("[nfs]\n") == 1
+    text = text.replace("[nfs]\n", '[nfs]\naddress = "192.168.50.30"\ndisk = "/dev/vdb"\n')
+    return text.replace("\n[access]", nfs2 + "\n[access]")
 
 
 def with_second_key(text: str) -> str:
@@ -58,9 +67,9 @@ def role_plan(plan: BuildPlan, role: Role) -> RolePlan:
     return next(rp for rp in plan.roles if rp.role == role)
 
 
-def rendered(spec: Spec, role: Role, overlay: Path = OVERLAY) -> dict[str, OverlayFile]:
+def rendered(spec: Spec, role: Role, overlay: Path = OVERLAY, key: bytes = b"") -> dict[str, OverlayFile]:
     plan = plan_of(spec)
-    files = render(overlay, role.value, template_context(plan, role_plan(plan, role), KERNEL))
+    files = render(overlay, role.value, template_context(plan, role_plan(plan, role), KERNEL, key))
     return {str(f.path): f for f in files}
 
 
@@ -137,6 +146,9 @@ ROLE_FILES = {
     "etc/sysctl.d/60-herd-director.conf": Role.DIRECTOR,
     "etc/mysql/mariadb.conf.d/60-herd.cnf": Role.DB,
     "etc/default/garb": Role.DIRECTOR,
+    "etc/drbd.d/herd.res": Role.NFS,
+    "etc/nfs.conf.d/herd.conf": Role.NFS,
+    "etc/systemd/system/nfs-server.service.d/herd.conf": Role.NFS,
 }
 
 
@@ -198,6 +210,65 @@ def test_herdd_starts_mariadb_only_with_galera_and_garbd_always() -> None:
     assert units_herdd_starts(two, Role.DB) == ("mariadb.service", "mariadb.socket")
     assert units_herdd_starts(two, Role.DIRECTOR) == units_herdd_starts(SPEC, Role.DIRECTOR) == ("garb.service",)
     assert units_herdd_starts(two, Role.WEB) == ()
+
+
+def drbd_sections(res: str) -> dict[str, str]:
+    """`name { body }` blocks one level inside `resource herd { … }`, by name (`on nfs1` for host sections)."""
+    body = re.search(r"^resource herd \{\n(.*)^\}", res, re.MULTILINE | re.DOTALL)
+    assert body is not None, res
+    return {m.group(1): m.group(2) for m in re.finditer(r"^  ([a-z][\w -]*?) \{\n(.*?)^  \}", body.group(1),
+                                                          re.MULTILINE | re.DOTALL)}
+
+
+def test_one_nfs_node_replicates_nothing() -> None:
+    nfs = ALL[Role.NFS]
+    assert "resource" not in text_of(nfs, "etc/drbd.d/herd.res")
+    assert "[nfsd]" not in text_of(nfs, "etc/nfs.conf.d/herd.conf")
+    assert "ExecStart" not in text_of(nfs, "etc/systemd/system/nfs-server.service.d/herd.conf")
+    assert "fsid" not in text_of(nfs, "etc/exports")
+    from herd.build.plan import units_herdd_starts
+
+    assert units_herdd_starts(SPEC, Role.NFS) == ()
+
+
+def test_two_nfs_nodes_get_a_drbd_resource() -> None:
+    spec = parse(with_second_nfs(TEXT), "cluster.toml")
+    key = b"k" * 32
+    nfs = rendered(spec, Role.NFS, key=key)
+    res = text_of(nfs, "etc/drbd.d/herd.res")
+    assert nfs["etc/drbd.d/herd.res"].mode == 0o600  # it holds the peers' shared secret
+    sections = drbd_sections(res)
+    assert re.search(r"^  protocol C;", res, re.MULTILINE)
+    assert re.search(r"^  disk /dev/herd-data;", res, re.MULTILINE)  # herdd links it to nfs.disk at boot
+    assert re.search(r"^\s+address 192\.168\.50\.31:7789;", sections["on nfs1"], re.MULTILINE)
+    assert re.search(r"^\s+address 192\.168\.50\.32:7789;", sections["on nfs2"], re.MULTILINE)
+    assert "fencing resource-only;" in sections["disk"]
+    assert 'fence-peer "/usr/local/bin/herdctl fence-peer";' in sections["handlers"]
+    for policy in ("after-sb-0pri", "after-sb-1pri", "after-sb-2pri", "rr-conflict"):
+        # never resolved by DRBD throwing data away
+        assert re.search(rf"^\s+{policy} disconnect;", sections["net"], re.MULTILINE), policy
+    secret = re.search(r'shared-secret "([0-9a-f]+)";', sections["net"])
+    assert secret is not None and secret.group(1) == derive(key, "drbd-shared-secret", 32)
+    assert secret.group(1) != derive(b"x" * 32, "drbd-shared-secret", 32)  # another cluster, another secret
+    # A timeout below ping-int and connect-int (DRBD refuses anything else); in tenths and seconds.
+    number = {k: int(v) for k, v in re.findall(r"^\s+(ping-int|timeout|connect-int) (\d+);", sections["net"],
+                                                re.MULTILINE)}
+    assert number["timeout"] < 10 * number["ping-int"] and number["timeout"] < 10 * number["connect-int"]
+    assert number == {"ping-int": 2, "timeout": 15, "connect-int": 2}  # deadtime 1 s
+    slow = parse(with_second_nfs(TEXT).replace("deadtime_ms = 1000", "deadtime_ms = 3000"), "cluster.toml")
+    timers = dict(re.findall(r"^\s+(ping-int|ping-timeout|timeout|connect-int) (\d+);",
+                             text_of(rendered(slow, Role.NFS, key=key), "etc/drbd.d/herd.res"), re.MULTILINE))
+    assert timers == {"ping-int": "4", "ping-timeout": "30", "timeout": "35", "connect-int": "4"}
+    exports = text_of(nfs, "etc/exports")
+    assert re.search(r"^/srv/herd/www\s+192\.168\.50\.0/24\(rw,\S*fsid=1\)$", exports, re.MULTILINE)
+    nfsd = text_of(nfs, "etc/nfs.conf.d/herd.conf")
+    assert re.search(r"^\[nfsd\]\nlease-time = 10\ngrace-time = 10\n", nfsd, re.MULTILINE)
+    scope = text_of(nfs, "etc/systemd/system/nfs-server.service.d/herd.conf")
+    assert re.search(r"^ExecStart=/usr/bin/unshare --uts .* herd-demo-nfs$", scope, re.MULTILINE)
+    from herd.build.plan import units_herdd_starts
+
+    assert units_herdd_starts(spec, Role.NFS) == ("drbd.service", "nfs-server.service")
+    assert units_herdd_starts(spec, Role.WEB) == ()
 
 
 # ---------------------------------------------------------------------------------------------------------

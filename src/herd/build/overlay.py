@@ -16,7 +16,9 @@ import jinja2
 
 from herd import __version__
 from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
+from herd.nfsspec import drbd_timing
 from herd.release import build_date
+from herd.secrets import derive
 from herd.spec import Role
 
 
@@ -31,7 +33,10 @@ class OverlayFile:
     mode: int
 
 
-def template_context(plan: BuildPlan, role_plan: RolePlan, kernel_version: str) -> dict[str, Any]:
+def template_context(plan: BuildPlan, role_plan: RolePlan, kernel_version: str,
+                     key: bytes = b"") -> dict[str, Any]:
+    """key: the cluster key, for the secrets derived from it that go into configs (DRBD's peer
+    authentication); empty when only checking that the templates render."""
     spec = plan.spec
     return {
         "spec": spec,
@@ -51,6 +56,8 @@ def template_context(plan: BuildPlan, role_plan: RolePlan, kernel_version: str) 
         "herd_version": __version__,
         "source_date_epoch": plan.source_date_epoch,
         "build_date": build_date(plan.source_date_epoch),
+        "drbd_secret": derive(key, "drbd-shared-secret", 32) if key else "checking-templates-only",
+        "drbd": drbd_timing(spec.membership.deadtime_ms),
     }
 
 
@@ -70,6 +77,10 @@ def _sources(overlay_dir: Path, role: str) -> list[tuple[Path, PurePosixPath]]:
     return sorted(((src, rel) for rel, src in chosen.items()), key=lambda p: str(p[1]))
 
 
+# Rendered with a secret derived from the cluster key: root's alone, whatever modes the checkout gave them.
+PRIVATE = frozenset({PurePosixPath("etc/drbd.d/herd.res")})
+
+
 def render(overlay_dir: Path, role: str, context: dict[str, Any]) -> list[OverlayFile]:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(overlay_dir)),
@@ -81,7 +92,7 @@ def render(overlay_dir: Path, role: str, context: dict[str, Any]) -> list[Overla
     for src, rel in _sources(overlay_dir, role):
         if ".." in rel.parts:
             raise OverlayError(f"{src}: path leaves the root tree")
-        mode = src.stat().st_mode & 0o7777
+        mode = 0o600 if rel in PRIVATE else src.stat().st_mode & 0o7777
         if src.suffix == ".j2":
             name = src.relative_to(overlay_dir).as_posix()
             try:

@@ -13,8 +13,8 @@ from herd.build.recipes import BaseRecipe, RoleRecipe
 from herd.spec import Role, Spec
 
 # Bump when the way a cached tree is made changes (not what goes in it: that is in the key already).
-BASE_FORMAT = 1
-ROLE_FORMAT = 1
+BASE_FORMAT = 2  # 2: PYTHONHASHSEED=0 and SOURCE_DATE_EPOCH for debootstrap too
+ROLE_FORMAT = 2  # 2: PYTHONHASHSEED=0 in the chroot
 
 ROOT_LABEL = "herd-root"
 # SOURCE_DATE_EPOCH when nothing better is known (2023-11-14T22:13:20Z): every time stamp in an image.
@@ -59,13 +59,17 @@ class RolePlan:
 
 def units_herdd_starts(spec: Spec, role: Role) -> tuple[str, ...]:
     """With 2+ db nodes MariaDB is a Galera node, and starting it is a cluster decision (who bootstraps);
-    garbd (directors) can only join a running cluster."""
+    garbd (directors) can only join a running cluster; with two nfs nodes only the DRBD primary serves."""
     if role == Role.DB and len(spec.nodes_of(Role.DB)) > 1:
         # The socket too: systemd would start MariaDB on the first connection to it, and it holds port 3306,
         # which the recovery run (mariadbd --wsrep-recover) must bind.
         return ("mariadb.service", "mariadb.socket")
     if role == Role.DIRECTOR:
         return ("garb.service",)
+    if role == Role.NFS and spec.replicated_storage:
+        # The docroot is on DRBD: herdd brings the resource up, and serves (mounts, exports) only on the node it
+        # makes primary.
+        return ("drbd.service", "nfs-server.service")
     return ()
 
 

@@ -80,8 +80,10 @@ def unpack_zipapp(tree: Path, on_line: Callable[[str], None]) -> None:
     compile them, so a node never writes them. Unpacked at first boot, a power cut in the first minutes could
     leave empty files behind (ext4 writes new files' data late) and herdd or herdctl broken for good. Hash-based
     .pyc files are never rewritten, whatever the files' time stamps become."""
-    in_chroot(tree, None, f"rm -rf {SHIV_ROOT}; /usr/lib/herd/herdd.pyz --version >/dev/null; "
-              f"python3 -m compileall -q --invalidation-mode unchecked-hash {SHIV_ROOT}; "
+    # PYTHONDONTWRITEBYTECODE and -f: the unpacking run would leave timestamp .pyc files of the modules it
+    # imports (stamped with the moment of unpacking), and compileall would keep them: every build different.
+    in_chroot(tree, None, f"rm -rf {SHIV_ROOT}; PYTHONDONTWRITEBYTECODE=1 /usr/lib/herd/herdd.pyz --version "
+              f">/dev/null; python3 -m compileall -q -f --invalidation-mode unchecked-hash {SHIV_ROOT}; "
               f"rm -f {SHIV_ROOT}/.*_lock", on_line=on_line)
 
 
@@ -128,7 +130,8 @@ class Tree(Step):
             progress.line("cleaning")
             clean(tree)
             progress.line("overlay")
-            files = render(ctx.overlay_dir, role.value, template_context(ctx.plan, self.role_plan, version))
+            files = render(ctx.overlay_dir, role.value,
+                           template_context(ctx.plan, self.role_plan, version, ctx.key_file.read_bytes()))
             if ctx.zipapp is None:
                 raise BuildError("internal: the zipapp was not built before the tree")
             files += [
