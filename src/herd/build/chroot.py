@@ -11,7 +11,10 @@ from herd.build.run import OnLine, in_private_namespace, run
 
 # SOURCE_DATE_EPOCH inside the chroot (update-initramfs, dpkg triggers, useradd…): a fixed one, since the trees
 # made there are cached and shared by every cluster and release; the tree step clamps times to the build's own.
+# PYTHONHASHSEED=0 too: the .pyc files packages compile when installed hold sets and frozensets in hash order,
+# which a random seed changes from build to build.
 TREE_EPOCH = DEFAULT_EPOCH
+REPRODUCIBLE_ENV = {"SOURCE_DATE_EPOCH": str(TREE_EPOCH), "PYTHONHASHSEED": "0"}
 
 _SETUP = r"""
 set -eu
@@ -31,7 +34,8 @@ printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"
 chmod 755 "$R/usr/sbin/policy-rc.d"
 status=0
 chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
-    DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true SOURCE_DATE_EPOCH="$EPOCH" "$@" || status=$?
+    DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true SOURCE_DATE_EPOCH="$EPOCH" \
+    PYTHONHASHSEED=0 "$@" || status=$?
 rm -f "$R/usr/sbin/policy-rc.d"
 exit $status
 """

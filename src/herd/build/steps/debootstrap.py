@@ -7,7 +7,7 @@ import os
 import shlex
 from pathlib import Path
 
-from herd.build.chroot import AptProgress, in_chroot
+from herd.build.chroot import REPRODUCIBLE_ENV, AptProgress, in_chroot
 from herd.build.context import BuildContext
 from herd.build.fs import pack, remove_tree
 from herd.build.run import in_private_namespace, run
@@ -57,7 +57,7 @@ class Debootstrap(Step):
             run(in_private_namespace([
                 "debootstrap", "--variant=minbase", "--components=main", f"--arch={debian.arch}",
                 f"--include={','.join(plan.base.packages)}", f"--cache-dir={ctx.debs.resolve()}",
-                debian.suite, tree, debian.mirror]), on_line=progress.line)
+                debian.suite, tree, debian.mirror]), on_line=progress.line, env=REPRODUCIBLE_ENV)
             (tree / "etc/dpkg/dpkg.cfg.d/herd-nodoc").write_text(NODOC)
             (tree / "etc/initramfs-tools/modules").write_text(
                 "# herd: the root may be on a USB stick, SATA, NVMe or virtio disk\n"
