@@ -1,6 +1,7 @@
-"""The whole example cluster in QEMU, by hand: build its images (cache allowed), boot the six nodes as VMs, each
-from its own copy of its role's image, on a virtual LAN inside network namespaces this makes, with a client
-namespace on that LAN. Nothing outside those namespaces is reached.
+"""The whole example cluster (or another spec's) in QEMU, by hand: build its images (cache allowed), boot its
+nodes as VMs, each from its own copy of its role's image (nfs nodes of a spec with two get a data disk each), on
+a virtual LAN inside network namespaces this makes, with a client namespace on that LAN. Nothing outside those
+namespaces is reached.
 
     tests/lab up [--spec FILE]     build, boot, wait until every node has joined; runs until Ctrl-C or `down`
     tests/lab status               `herdctl status` on a director (through the client namespace)
@@ -30,7 +31,7 @@ STATE = Path(os.environ.get("HERD_LAB_STATE", "/run/herd-lab.json"))  # where `s
 
 def up(args: argparse.Namespace) -> int:
     from tests.image.conftest import make_build
-    from tests.image.lab import start_lab
+    from tests.image.lab import VM_NODES, start_lab
 
     if STATE.exists():
         print(f"a lab is already up (see {STATE}); `tests/lab down` first", file=sys.stderr)
@@ -50,9 +51,13 @@ def up(args: argparse.Namespace) -> int:
                  "directors": [n.name for n in build.spec.nodes if n.role.value == "director"],
                  "vip": str(build.spec.network.vip)}
         STATE.write_text(json.dumps(state, indent=2))  # from now on `down` can stop it
-        print("booting six VMs (each from its own copy of its role's image) ...", flush=True)
+        names = tuple(n.name for n in build.spec.nodes)
+        print(f"booting {len(names)} VMs (each from its own copy of its role's image) ...", flush=True)
         started = time.monotonic()
-        lab_gen = start_lab(build, work / "vms", persistent=True)
+        if set(names) == set(VM_NODES):  # the example: dir1 takes the VIP before dir2 and nfs1 boot
+            lab_gen = start_lab(build, work / "vms", persistent=True)
+        else:  # another spec (two nfs nodes, say): every node at once
+            lab_gen = start_lab(build, work / "vms", names, vip_after=None, persistent=True)
         try:
             lab = next(lab_gen)
             print(f"every node is up and has joined after {time.monotonic() - started:.0f} s", flush=True)

@@ -24,7 +24,7 @@ EXAMPLE = PROJECT / "examples/cluster.toml"
 WAYS = ("bios", "uefi", "usb")
 STICK_EXTRA = 512 * 1024 * 1024  # the emulated stick is this much larger than the image
 # Modules with VMs of their own: they run (and are torn down) before the shared lab starts.
-EARLY = ("test_galera.py", "test_claiming.py", "test_lab_cli.py")
+EARLY = ("test_galera.py", "test_drbd.py", "test_claiming.py", "test_lab_cli.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from herd.spec import Role
+
 from ..netns.harness import Cluster, wait_for
 from .conftest import Build
 from .qemu import VM
@@ -30,6 +32,7 @@ FETCH = ("import sys,urllib.request\n"
          "  except OSError as e: print('error', e)\n")
 
 
+DATA_DISK = 256 * 2**20  # small: DRBD's first full sync of it takes seconds, not minutes, under TCG
 _LABS = itertools.count()  # each lab its own namespace names, even within one process
 
 
@@ -67,6 +70,12 @@ class Lab:
         """Boot a VM again from its own disk, on the same tap (after `vms[name].stop()`, a power cut)."""
         self.vms[name] = self.cluster_vm(name)
 
+    def cable(self, name: str, plugged: bool) -> None:
+        """Pull (or put back) a VM's cable at the switch: a partition, the VM itself running on."""
+        tap = f"{self.cluster.lan.tag}{name}"
+        subprocess.run(["ip", "-n", self.cluster.lan.switch, "link", "set", tap, "up" if plugged else "down"],
+                       check=True)
+
     def running(self, name: str) -> bool:
         return self.vms[name].proc.poll() is None
 
@@ -98,8 +107,17 @@ def _vm(build: Build, cluster: Cluster, work: Path, name: str, persistent: bool,
         if not image.exists():
             image.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "--sparse=always", str(build.images[node.role]), str(image)], check=True)
+    disks = []
+    if node.role == Role.NFS and build.spec.replicated_storage:
+        # The nfs node's data disk for DRBD (nfs.disk = "auto" finds it as /dev/vdb), kept across power cuts.
+        data = work / name / "data.img"
+        if not data.exists():
+            data.parent.mkdir(parents=True, exist_ok=True)
+            with open(data, "wb") as f:
+                f.truncate(DATA_DISK)
+        disks.append(data)
     vm = VM(image, "bios", work / name, [mac or node.mac or ""], taps=[tap], netns=cluster.lan.switch,
-            persistent=persistent)
+            persistent=persistent, disks=disks)
     wait_for(lambda: subprocess.run(["ip", "-n", cluster.lan.switch, "link", "show", tap],
                                     capture_output=True).returncode == 0, 30, what=f"{tap}")
     subprocess.run(["ip", "-n", cluster.lan.switch, "link", "set", tap, "master", "br0", "up"], check=True)

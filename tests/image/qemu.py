@@ -33,9 +33,9 @@ class VM:
     Each MAC in `macs` is a virtio NIC on QEMU's user network with restrict=on: it reaches nothing outside."""
 
     def __init__(self, image: Path, way: str, workdir: Path, macs: list[str], taps: list[str] | None = None,
-                 netns: str | None = None, persistent: bool = False) -> None:
+                 netns: str | None = None, persistent: bool = False, disks: list[Path] | None = None) -> None:
         """persistent: the VM writes to `image` itself (a stick of its own, kept across power cycles);
-        otherwise its writes go to a throw-away overlay."""
+        otherwise its writes go to a throw-away overlay. disks: more disks (virtio: /dev/vdb, …), kept."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.log = workdir / "serial.log"
         self.log.unlink(missing_ok=True)
@@ -53,6 +53,8 @@ class VM:
                      "-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]
         else:
             argv += ["-drive", f"if=virtio,format=raw,file={image}" + ("" if persistent else ",snapshot=on")]
+        for disk in disks or []:
+            argv += ["-drive", f"if=virtio,format=raw,file={disk}"]
         for i, mac in enumerate(macs):
             # A tap (on a bridge in a namespace the test made) or user networking that reaches nothing.
             netdev = f"tap,id=n{i},ifname={taps[i]},script=no,downscript=no" if taps else f"user,id=n{i},restrict=on"

@@ -1,0 +1,68 @@
+"""Reproducible images: two clean builds of one role (every tree and herdd.pyz made again from scratch; only the
+.deb and pip download caches shared) give byte-identical images. Where they do not, the message lists the files
+that differ in the two root filesystems and what diffoscope says about them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from herd.build.disk import ROOT_X86_64
+
+from .conftest import Build, run_build
+from .diskimage import partitions
+
+
+def root_tree(image: Path, dest: Path) -> Path:
+    """The image's root filesystem, copied out with debugfs (nothing mounted)."""
+    _, parts = partitions(image)
+    (root,) = [p for p in parts if p.type == ROOT_X86_64]
+    dest.mkdir()
+    subprocess.run(["debugfs", "-R", f"rdump / {dest}", f"{image}?offset={root.start}"], check=True,
+                   capture_output=True)
+    return dest
+
+
+def digests(tree: Path) -> dict[str, str]:
+    out = {}
+    for folder, dirs, files in os.walk(tree):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, tree)
+            if os.path.islink(path):
+                out[rel] = "-> " + os.readlink(path)
+            elif os.path.isfile(path):
+                with open(path, "rb") as f:
+                    out[rel] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def why_they_differ(a: Path, b: Path, work: Path) -> str:
+    ta, tb = root_tree(a, work / "root-a"), root_tree(b, work / "root-b")
+    da, db = digests(ta), digests(tb)
+    differ = sorted(p for p in set(da) | set(db) if da.get(p) != db.get(p))
+    text = f"{len(differ)} files differ in the root filesystems: {differ[:40]}"
+    if not differ:
+        return text + " (so the difference is in the filesystem or partition metadata)"
+    r = subprocess.run(["diffoscope", "--text", "-", "--max-text-report-size", "20000",
+                        *[str(t / differ[0]) for t in (ta, tb)]], capture_output=True, text=True, timeout=600)
+    return f"{text}\ndiffoscope {differ[0]}:\n{r.stdout[:20000]}"
+
+
+def test_two_clean_builds_of_a_role_are_byte_identical(build: Build, tmp_path: Path) -> None:
+    manifests = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        r = run_build(["--spec", str(build.spec_path), "--out", str(out), "--key", str(build.key),
+                       "--role", "director", "--no-cache"])
+        assert r.returncode == 0, r.stdout + r.stderr
+        manifests.append(json.loads((out / build.spec.release / "manifest.json").read_text()))
+    a, b = (m["images"]["director"] for m in manifests)
+    assert a["herdd_sha256"] == b["herdd_sha256"], "herdd.pyz differs between two builds"
+    images = [tmp_path / name / build.spec.release / a["file"] for name in ("a", "b")]
+    assert a["sha256"] == b["sha256"], why_they_differ(*images, tmp_path)
+    assert a["zst_sha256"] == b["zst_sha256"]
+    assert hashlib.sha256(images[0].read_bytes()).hexdigest() == a["sha256"]
