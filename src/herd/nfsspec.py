@@ -26,7 +26,7 @@ class Nfs:
     # has none: web nodes mount from the node's own address).
     address: ipaddress.IPv4Address | None = None
     # Two nfs nodes: each one's DRBD backing disk, wholly given over to it; "auto" is the first disk that is not
-    # the one the node booted from.
+    # the one the node booted from, or with none, the free space of its stick (a partition growroot makes).
     disk: str = AUTO_DISK
     port: int = 7789  # DRBD's replication link (TCP), between the two nfs nodes
 

@@ -33,6 +33,9 @@ FETCH = ("import sys,urllib.request\n"
 
 
 DATA_DISK = 256 * 2**20  # small: DRBD's first full sync of it takes seconds, not minutes, under TCG
+# With two nfs nodes, nfs2 gets no data disk but a stick this much larger than its image: root grows by 1 GiB,
+# and DRBD goes on the rest (nfs.disk = "auto" both ways). nfs1 gets a second disk.
+STICKS = {"nfs2": 1024 * 2**20 + DATA_DISK}
 _LABS = itertools.count()  # each lab its own namespace names, even within one process
 
 
@@ -101,14 +104,18 @@ def _vm(build: Build, cluster: Cluster, work: Path, name: str, persistent: bool,
     assert node is not None and (mac or node.mac) is not None
     tap = f"{cluster.lan.tag}{name}"
     image = build.images[node.role]
+    extra = STICKS.get(name, 0) if build.spec.replicated_storage and persistent else 0
     if persistent:
         # A stick of its own, as if flashed for this box: its writes survive power cuts.
         image = work / name / "disk.img"
         if not image.exists():
             image.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "--sparse=always", str(build.images[node.role]), str(image)], check=True)
+            if extra:  # a larger stick and no second disk: growroot keeps the rest of it for DRBD
+                with open(image, "r+b") as f:
+                    f.truncate(image.stat().st_size + extra)
     disks = []
-    if node.role == Role.NFS and build.spec.replicated_storage:
+    if node.role == Role.NFS and build.spec.replicated_storage and not extra:
         # The nfs node's data disk for DRBD (nfs.disk = "auto" finds it as /dev/vdb), kept across power cuts.
         data = work / name / "data.img"
         if not data.exists():

@@ -1,8 +1,9 @@
-"""Replicated storage in VMs that keep their disks across power cuts: two nfs nodes, each with a second disk,
-DRBD between them; a web node and a director (the quorum is 3 of these 4). A writer on the web node appends
-numbered lines to a file on the export, fsyncing each and noting which were acknowledged. The primary's power
-is cut, then it is cut off from the LAN: each time the other node takes over, the writer goes on, and in the
-end every acknowledged line is in the file exactly once; never do both nodes serve at once."""
+"""Replicated storage in VMs that keep their disks across power cuts: two nfs nodes, DRBD between them (nfs1 on a
+second disk, nfs2 on the free space of a stick larger than its image); a web node and a director (the quorum is
+3 of these 4). A writer on the web node appends numbered lines to a file on the export, fsyncing each and noting
+which were acknowledged. The primary's power is cut, then it is cut off from the LAN: each time the other node
+takes over, the writer goes on, and in the end every acknowledged line is in the file exactly once; never do
+both nodes serve at once."""
 
 from __future__ import annotations
 
@@ -153,8 +154,12 @@ def test_first_start_one_node_creates_the_disk_both_sync_and_the_web_node_mounts
              every=2, what="web1 mounting the docroot from the service address")
     assert "hard" in lab.ssh("web1", "findmnt -n -o OPTIONS /var/www/html")
     assert "herd ok" in lab.fetch_text("/check.html", "192.168.50.21")
-    # The data disk was found by itself (nfs.disk = "auto"): the VM's second disk, not the one it boots from.
-    assert lab.ssh("nfs2", "readlink /dev/herd-data").strip() == "/dev/vdb"
+    # The data disk was found by itself (nfs.disk = "auto"): nfs1's second disk; nfs2 has none, so growroot
+    # kept the rest of its stick (root grew by 1 GiB only) and DRBD is on that partition.
+    assert lab.ssh("nfs1", "readlink /dev/herd-data").strip() == "/dev/vdb"
+    assert lab.ssh("nfs2", "readlink -f /dev/herd-data").strip() == "/dev/vda4"
+    assert lab.ssh("nfs2", "lsblk -no PARTLABEL /dev/vda4").strip() == "herd-data"
+    assert "herd-growroot: the rest of the stick is /dev/vda4 (herd-data)" in lab.vms["nfs2"].console()
     # herdctl shows the storage on every node.
     table = lab.ssh("web1", "herdctl status")
     assert "served by nfs1" in table and "nfs2: secondary, Connected, disk UpToDate/UpToDate" in table

@@ -62,6 +62,14 @@ def stick_with_root(fake: FakeSys) -> None:
     fake.mount("8:3", "/")
 
 
+def test_auto_takes_the_sticks_free_space_when_growroot_kept_it(fake: FakeSys, tmp_path: Path) -> None:
+    stick_with_root(fake)
+    fake.disk("sdb", "8:16", bus="sata", removable=False)  # appeared after the first boot: the stick stays
+    part = tmp_path / "herd-data"
+    part.write_bytes(b"")
+    assert choose_disk("auto", fake.system(), stick_part=part) == part
+
+
 def test_auto_picks_the_internal_disk_never_the_boot_stick(fake: FakeSys) -> None:
     stick_with_root(fake)
     fake.disk("sdc", "8:32", bus="usb", removable=True)  # another stick: second choice

@@ -148,6 +148,7 @@ ROLE_FILES = {
     "etc/default/garb": Role.DIRECTOR,
     "etc/drbd.d/herd.res": Role.NFS,
     "etc/nfs.conf.d/herd.conf": Role.NFS,
+    "etc/herd/growroot.conf": Role.NFS,
     "etc/systemd/system/nfs-server.service.d/herd.conf": Role.NFS,
 }
 
@@ -226,6 +227,7 @@ def test_one_nfs_node_replicates_nothing() -> None:
     assert "[nfsd]" not in text_of(nfs, "etc/nfs.conf.d/herd.conf")
     assert "ExecStart" not in text_of(nfs, "etc/systemd/system/nfs-server.service.d/herd.conf")
     assert "fsid" not in text_of(nfs, "etc/exports")
+    assert "DATA=none" in text_of(nfs, "etc/herd/growroot.conf").splitlines()  # the root fills the stick
     from herd.build.plan import units_herdd_starts
 
     assert units_herdd_starts(SPEC, Role.NFS) == ()
@@ -269,6 +271,12 @@ def test_two_nfs_nodes_get_a_drbd_resource() -> None:
 
     assert units_herdd_starts(spec, Role.NFS) == ("drbd.service", "nfs-server.service")
     assert units_herdd_starts(spec, Role.WEB) == ()
+    # nfs.disk "/dev/vdb" is given: the root fills the stick; with "auto" a box without a disk of its own keeps
+    # the rest of its stick for DRBD.
+    assert "DATA=none" in text_of(nfs, "etc/herd/growroot.conf").splitlines()
+    auto = parse(with_second_nfs(TEXT).replace('disk = "/dev/vdb"', 'disk = "auto"'), "cluster.toml")
+    conf = text_of(rendered(auto, Role.NFS, key=key), "etc/herd/growroot.conf").splitlines()
+    assert "DATA=stick" in conf and "ROOT_EXTRA_MIB=1024" in conf
 
 
 # ---------------------------------------------------------------------------------------------------------

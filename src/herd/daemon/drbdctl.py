@@ -22,6 +22,7 @@ from herd.daemon.drbd import DEVICE, RESOURCE, Report, is_fresh, parse_proc
 
 PROC = Path("/proc/drbd")
 BACKING = Path("/dev/herd-data")  # what the resource file names as its disk: a link herdd makes at boot
+STICK_PART = Path("/dev/disk/by-partlabel/herd-data")  # the stick's free space, made a partition by growroot
 MOUNT = Path("/var/lib/herd/drbd")
 NFSDCLD = Path("/var/lib/nfs/nfsdcld")
 LABEL = "herd-data"
@@ -60,12 +61,15 @@ def candidates(devices: Iterable[BlockDevice]) -> list[BlockDevice]:
     return sorted(fit, key=lambda d: (d.removable or d.usb, d.name))
 
 
-def choose_disk(setting: str, system: System | None = None) -> Path:
-    """The backing disk: nfs.disk as given, or the best candidate."""
+def choose_disk(setting: str, system: System | None = None, stick_part: Path = STICK_PART) -> Path:
+    """The backing disk: nfs.disk as given; for "auto", the partition growroot made of the stick's free space
+    if there is one, else the best candidate disk."""
     if setting != "auto":
         if not Path(setting).exists():
             raise EngineError(f"nfs.disk {setting} does not exist on this node")
         return Path(setting)
+    if stick_part.exists():  # growroot kept the rest of the stick: there was no disk of its own at first boot
+        return stick_part
     system = system or System()
     devices = []
     for entry in sorted((system.sysfs / "class/block").iterdir()):
@@ -75,8 +79,9 @@ def choose_disk(setting: str, system: System | None = None) -> Path:
         devices.append(read_block_device((path / "dev").read_text().strip(), system))
     found = candidates(devices)
     if not found:
-        raise EngineError("no data disk: nfs.disk is \"auto\" and this node has no disk but the one it booted "
-                          "from (add a second disk, or name one in nfs.disk)")
+        raise EngineError("no data disk: nfs.disk is \"auto\", this node has no disk but the one it booted "
+                          "from, and its stick had no room left at first boot (add a second disk, or name one "
+                          "in nfs.disk)")
     return Path("/dev") / found[0].name
 
 
