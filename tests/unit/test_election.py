@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from herd.daemon.election import AcquireVip, Election, ReleaseVip
+from herd.daemon.election import AcquireVip, AnnounceVip, Election, ReleaseVip
 from herd.daemon.membership import Peer
 from herd.spec import Role, Spec, load
 
@@ -133,3 +133,15 @@ def test_non_directors_never_hold() -> None:
     election = Election(SPEC, "web1", 0.0)
     world = World()
     assert election.tick(5.0, world.views["dir1"]) == []
+
+
+def test_the_winner_of_a_conflict_announces_the_vip_again_once_the_rival_lets_go() -> None:
+    # dir2 took the VIP while cut off (its gratuitous ARPs pointed the LAN at it); when the two hear each other
+    # again dir2 lets go, and dir1 sends its own again so that the LAN's ARP caches point back at it.
+    world, elections = fresh()
+    run(world, elections, 0.0, 3.0)
+    elections["dir2"].holding = True
+    log = run(world, elections, 3.0, 4.0)
+    assert [(n, type(e).__name__) for _, n, e in log] == [("dir2", "ReleaseVip"), ("dir1", "AnnounceVip")]
+    assert log[1][2] == AnnounceVip("dir2")
+    assert not run(world, elections, 4.0, 6.0)  # once only

@@ -7,6 +7,8 @@ decide it is dead (after `deadtime`), so a partition never leaves two holders. A
 no alive director says it holds the VIP. No preemption by default: a recovered higher-priority director
 leaves the VIP where it is unless the spec says `preempt = true`. A node that just started waits one
 deadtime to learn who holds before it may take over, and so does one that regains a quorum after a partition.
+Should two hold at once all the same (both came up cut off), the lower-ranked lets go and the other sends its
+gratuitous ARPs again once it sees that, since the loser's may have drawn the LAN's traffic.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ class ReleaseVip:
     reason: str
 
 
-Effect = AcquireVip | ReleaseVip
+@dataclass(frozen=True)
+class AnnounceVip:
+    """Send the gratuitous ARPs again: a rival claimant has let go, and its ARPs may have taken the VIP's
+    traffic (the loser of a conflict sent some when it took the VIP)."""
+
+    rival: str
+
+
+Effect = AcquireVip | ReleaseVip | AnnounceVip
 
 
 def rank(node: Node) -> tuple[int, str]:
@@ -50,6 +60,7 @@ class Election:
         self.preempt = preempt
         self.holding = False
         self.quorum_since: float | None = None  # since when this node has seen a quorum without a break
+        self.rivals: set[str] = set()  # other directors claiming the VIP while this one holds it
 
     def _seen(self, peers: dict[str, Peer], now: float, window: float) -> set[str]:
         return {name for name, p in peers.items()
@@ -73,9 +84,12 @@ class Election:
             if reason:
                 self.holding = False
                 return [ReleaseVip(reason)]
-            return []
+            rivals = {name for name, p in peers.items() if name != self.me.name and p.alive and p.holds_vip
+                      and p.node.role == Role.DIRECTOR}
+            gone, self.rivals = self.rivals - rivals, rivals
+            return [AnnounceVip(min(gone))] if gone else []
         if self._may_take(now, peers):
-            self.holding = True
+            self.holding, self.rivals = True, set()
             return [AcquireVip()]
         return []
 

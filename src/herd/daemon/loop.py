@@ -22,7 +22,7 @@ from typing import Any, cast
 from herd.daemon import drbd, health, metrics, netconfig, roles, vip
 from herd.daemon.balancer import Balancer
 from herd.daemon.claim import SlotTable
-from herd.daemon.election import AcquireVip, Election, ReleaseVip
+from herd.daemon.election import AcquireVip, AnnounceVip, Effect, Election, ReleaseVip
 from herd.daemon.membership import DrainChanged, Event, Membership, PeerDown, PeerUp
 from herd.daemon.notify import sd_notify
 from herd.daemon.rolelink import RoleLink
@@ -246,8 +246,13 @@ class Daemon(asyncio.DatagramProtocol):
         future.add_done_callback(_log_failure)
         return future
 
-    def apply_vip(self, effect: AcquireVip | ReleaseVip) -> concurrent.futures.Future[object] | None:
+    def apply_vip(self, effect: Effect) -> concurrent.futures.Future[object] | None:
         address = str(self.spec.network.vip)
+        if isinstance(effect, AnnounceVip):
+            print(f"herd: {self.me.name} announces the VIP {address} again ({effect.rival} let go of it)",
+                  flush=True)
+            self.announce_vip()
+            return None
         done = None
         if self.vip_iface is not None:
             iface, prefix, present = self.vip_iface, self.spec.network.subnet.prefixlen, isinstance(effect, AcquireVip)
@@ -256,9 +261,7 @@ class Daemon(asyncio.DatagramProtocol):
             self.balancer.sync_daemon(master=isinstance(effect, AcquireVip))
         if isinstance(effect, AcquireVip):
             print(f"herd: {self.me.name} takes the VIP {address}", flush=True)
-            loop = asyncio.get_running_loop()
-            for delay in vip.GARP_SCHEDULE:
-                loop.call_later(delay, self.garp)
+            self.announce_vip()
         else:
             print(f"herd: {self.me.name} releases the VIP {address} ({effect.reason})", flush=True)
         self.send_heartbeat()  # tell the others now, not at the next beat
@@ -275,6 +278,11 @@ class Daemon(asyncio.DatagramProtocol):
                 print(f"herd: network repaired: {op}", flush=True)
 
         self.netlink(repair)
+
+    def announce_vip(self) -> None:
+        loop = asyncio.get_running_loop()
+        for delay in vip.GARP_SCHEDULE:
+            loop.call_later(delay, self.garp)
 
     def garp(self) -> None:
         if self.vip_iface is None or not self.election.holding:
