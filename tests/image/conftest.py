@@ -23,25 +23,32 @@ PROJECT = Path(__file__).resolve().parents[2]
 EXAMPLE = PROJECT / "examples/cluster.toml"
 WAYS = ("bios", "uefi", "usb")
 STICK_EXTRA = 512 * 1024 * 1024  # the emulated stick is this much larger than the image
+# Modules that boot no VM (some build): first, so no VM competes with their builds for the two cores.
+NO_VMS = ("test_image.py", "test_interrupt.py", "test_reproducible.py")
 # Modules with VMs of their own: they run (and are torn down) before the shared lab starts.
 EARLY = ("test_galera.py", "test_drbd.py", "test_claiming.py", "test_lab_cli.py")
+
+
+def _phase(item: pytest.Item) -> int:
+    if "tests/image/" not in str(item.fspath):
+        return 0
+    name = item.fspath.basename
+    if name in NO_VMS:
+        return 1
+    if name == "test_boot.py":
+        return 2
+    if name in EARLY:
+        return 3
+    # The whole-cluster test kills and power-cycles the lab's VMs: it goes last.
+    return 5 if name == "test_cluster.py" else 4
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/image/" in str(item.fspath):
             item.add_marker(pytest.mark.image)
-    # Two sets of VMs at once on two cores would only slow both.
-    image = [item for item in items if "tests/image/" in str(item.fspath)]
-    early = [item for item in image if item.fspath.basename in EARLY]
-    if early:
-        rest = [item for item in items if item not in early]
-        boots = [i for i, item in enumerate(rest) if item in image and item.fspath.basename == "test_boot.py"]
-        at = boots[-1] + 1 if boots else len(rest)
-        items[:] = rest[:at] + early + rest[at:]
-    # The whole-cluster test kills and power-cycles the lab's VMs: it goes last.
-    whole = [item for item in image if item.fspath.basename == "test_cluster.py"]
-    items[:] = [item for item in items if item not in whole] + whole
+    # Two sets of VMs at once on two cores would only slow both: one phase after the other (a stable sort).
+    items.sort(key=_phase)
 
 
 @dataclass
