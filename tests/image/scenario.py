@@ -28,7 +28,6 @@ while not os.path.exists(stop):
     print(json.dumps({"t": start, "path": path, "code": code, "body": body[:100]}), flush=True)
     time.sleep(0.1)
 """
-WINDOW = 10.0  # seconds after a kill in which failed requests are allowed (deadtime, checks, 2 s client timeout)
 
 
 def bring_everyone_up(lab: Lab) -> None:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from ..netns.harness import wait_for
 from .lab import VM_NODES, Lab
-from .scenario import LOAD, WINDOW, bring_everyone_up, db_tags, wait_joined
+from .scenario import LOAD, bring_everyone_up, db_tags, wait_joined
+
+GRACE = 3.0  # the load's 2 s client timeout, and the 0.5 s at which the test polls the console
 
 
 def test_every_box_joins_with_no_human_input(lab: Lab) -> None:
@@ -46,14 +48,16 @@ def test_the_service_rides_out_a_dying_director_and_web_node(lab: Lab, tmp_path:
         takes = lab.vms[other].console().count(f"herd: {other} takes the VIP")
         t_director = time.time()
         lab.vms[holder].stop()  # power cut of the VIP holder
-        wait_for(lambda: lab.vms[other].console().count(f"herd: {other} takes the VIP") > takes, 60, every=0.5,
-                 what=f"{other} taking the VIP")
+        t_took = t_director + wait_for(
+            lambda: lab.vms[other].console().count(f"herd: {other} takes the VIP") > takes, 60, every=0.5,
+            what=f"{other} taking the VIP")
         time.sleep(8)
         downs = lab.vms[other].console().count("herd: web1 is down for http")
         t_web = time.time()
         lab.vms["web1"].stop()
-        wait_for(lambda: lab.vms[other].console().count("herd: web1 is down for http") > downs, 60, every=0.5,
-                 what="web1 taken out of rotation")
+        t_down = t_web + wait_for(
+            lambda: lab.vms[other].console().count("herd: web1 is down for http") > downs, 60, every=0.5,
+            what="web1 taken out of rotation")
         time.sleep(5)
         ups = lab.vms[other].console().count("herd: web1 is up for http")
         t_back = time.time()
@@ -68,10 +72,19 @@ def test_the_service_rides_out_a_dying_director_and_web_node(lab: Lab, tmp_path:
         out, _ = load.communicate(timeout=60)
     results = [json.loads(line) for line in out.splitlines()]
     failed = [r for r in results if r["code"] != 200]
-    # A window opens a client timeout before the kill: a request in flight when the power goes fails too.
-    windows = [(t_director - 3, t_director + WINDOW), (t_web - 3, t_web + WINDOW)]
+    # Requests may fail from a client timeout before a kill (one in flight when the power goes) until the
+    # survivor has acted on it (taken the VIP, taken web1 out) and a request started then has had its timeout.
+    # How long the survivor took is the benchmark's to report (TCG with six VMs on two cores is no measure).
+    windows = [(t_director - 3, t_took + GRACE), (t_web - 3, t_down + GRACE)]
     outside = [r for r in failed if not any(a <= r["t"] <= b for a, b in windows)]
-    assert not outside, f"requests failed outside the failover windows: {outside[:5]}"
+    if outside:
+        herd = "\n".join(line for line in lab.vms[other].console().splitlines()[-400:] if "herd" in line)
+        raise AssertionError(
+            f"{len(outside)} requests failed outside the failover windows; seconds after the director's kill: "
+            f"takeover seen {t_took - t_director:.1f}, web1 killed {t_web - t_director:.1f}, out of rotation "
+            f"{t_down - t_director:.1f}, both back on {t_back - t_director:.1f}; failed at "
+            f"{[round(r['t'] - t_director, 1) for r in outside[:30]]} ({outside[0]['body']}); {other} said:\n"
+            f"{herd[-6000:]}")
     assert [r for r in results if r["t"] >= t_back and r["code"] != 200] == []  # coming back costs nothing
     php_ok = [r for r in results if r["path"].startswith("/counter.php") and r["code"] == 200]
     static_ok = [r for r in results if r["path"] == "/index.html" and r["code"] == 200]
@@ -80,7 +93,7 @@ def test_the_service_rides_out_a_dying_director_and_web_node(lab: Lab, tmp_path:
     missing = tags - db_tags(lab)
     assert not missing, f"answered PHP requests whose row is not in the database: {sorted(missing)[:10]}"
     answered = [r["t"] for r in results if r["code"] == 200]
-    gaps = [b - a for a, b in itertools.pairwise(answered) if t_director - 1 <= a <= t_director + WINDOW]
+    gaps = [b - a for a, b in itertools.pairwise(answered) if t_director - 1 <= a <= t_took + GRACE]
     print(f"director failover: {len([r for r in failed if r['t'] < t_web])} failed requests, longest gap between "
           f"answers {max(gaps, default=0):.1f} s; web node loss: {len([r for r in failed if r['t'] >= t_web])} "
           f"failed; {len(php_ok)} PHP rows all present")
