@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from herd.daemon.drbd import Report, is_fresh, parse_proc
-from herd.daemon.drbdctl import EngineError, choose_disk
+from herd.daemon.drbdctl import EngineError, choose_disk, found_by_blkid
 
 from .fakesys import FakeSys, GiB
 
@@ -109,3 +109,16 @@ def test_a_named_disk_must_exist(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     disk.write_bytes(b"")
     assert choose_disk(str(disk)) == disk
+
+
+def test_a_partitions_own_table_entry_is_not_content() -> None:
+    # `blkid -p -o export` on the blank herd-data partition growroot made (as printed for a loop device's
+    # partition): only its entry in the disk's GPT, so the partition counts as blank.
+    partition = ("DEVNAME=/dev/loop0p2\nPART_ENTRY_SCHEME=gpt\nPART_ENTRY_NAME=herd-data\n"
+                 "PART_ENTRY_UUID=25ce10a5-3962-1348-af8d-e035a850ac3f\n"
+                 "PART_ENTRY_TYPE=0fc63daf-8483-4772-8e79-3d69d8477de4\nPART_ENTRY_NUMBER=2\n"
+                 "PART_ENTRY_OFFSET=67584\nPART_ENTRY_SIZE=61440\nPART_ENTRY_DISK=7:0\n")
+    assert found_by_blkid(partition) is None
+    assert found_by_blkid(partition + "VERSION=8.4\nTYPE=drbd\nUSAGE=raid\n") == "drbd"
+    assert found_by_blkid("DEVNAME=/dev/loop0\nPTUUID=8e6cf592\nPTTYPE=gpt\n") == "gpt"
+    assert found_by_blkid("DEVNAME=/dev/vdb\nUUID=1b2c\nBLOCK_SIZE=4096\nTYPE=ext4\nUSAGE=filesystem\n") == "ext4"

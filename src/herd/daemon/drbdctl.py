@@ -101,12 +101,16 @@ def blank(disk: Path) -> bool:
 
 
 def signature(disk: Path) -> str | None:
-    """What blkid finds on the disk (a filesystem, a partition table), or None."""
+    """What blkid finds on the disk (a filesystem, a partition table, DRBD's metadata), or None."""
     r = subprocess.run(["blkid", "-p", "-o", "export", str(disk)], capture_output=True, text=True, timeout=60)
-    if r.returncode == 2:
-        return None
-    fields = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-    return fields.get("TYPE") or fields.get("PTTYPE") or "something blkid recognises"
+    return None if r.returncode == 2 else found_by_blkid(r.stdout)
+
+
+def found_by_blkid(export: str) -> str | None:
+    """The content type in `blkid -p -o export` output. A partition's own entry in its disk's table
+    (PART_ENTRY_*: name, type, offset) is not content: the herd-data partition growroot makes has one."""
+    fields = dict(line.split("=", 1) for line in export.splitlines() if "=" in line)
+    return fields.get("TYPE") or fields.get("PTTYPE")
 
 
 def bring_up(disk: Path) -> bool:
