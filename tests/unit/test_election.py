@@ -145,3 +145,18 @@ def test_the_winner_of_a_conflict_announces_the_vip_again_once_the_rival_lets_go
     assert [(n, type(e).__name__) for _, n, e in log] == [("dir2", "ReleaseVip"), ("dir1", "AnnounceVip")]
     assert log[1][2] == AnnounceVip("dir2")
     assert not run(world, elections, 4.0, 6.0)  # once only
+
+
+def test_a_holder_back_from_a_pause_of_its_own_lets_go_only_of_real_silence() -> None:
+    world, elections = fresh()
+    run(world, elections, 0.0, 3.0)
+    dir1 = elections["dir1"]
+    # dir1's ticks stopped for 2 s: everyone looks silent, but it is settling (reading what is queued).
+    assert dir1.tick(5.0, world.views["dir1"], settling=True) == []
+    assert dir1.holding
+    for node in SPEC.nodes:  # the queued heartbeats, read
+        world.hear("dir1", node.name, 5.1)
+    assert dir1.tick(5.5, world.views["dir1"]) == [] and dir1.holding
+    # Had nobody been heard, the lease ends at the first tick after settling.
+    assert dir1.tick(9.0, world.views["dir1"], settling=True) == []
+    assert dir1.tick(9.5, world.views["dir1"]) == [ReleaseVip("lost quorum")]

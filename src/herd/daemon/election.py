@@ -72,8 +72,10 @@ class Election:
                      if (self.holding if name == self.me.name else p.alive and p.holds_vip)]
         return max(claimants, key=rank).name if claimants else None
 
-    def tick(self, now: float, peers: dict[str, Peer]) -> list[Effect]:
-        if self.me.role != Role.DIRECTOR:
+    def tick(self, now: float, peers: dict[str, Peer], settling: bool = False) -> list[Effect]:
+        """`settling`: this node is just back from a pause of its own (Membership.settling); the silence it
+        sees may be heartbeats it has not read yet, so nothing is taken or let go until it has."""
+        if self.me.role != Role.DIRECTOR or settling:
             return []
         if len(self._seen(peers, now, self.deadtime)) < self.quorum:
             self.quorum_since = None

@@ -23,7 +23,7 @@ from herd.daemon import drbd, health, metrics, netconfig, roles, vip
 from herd.daemon.balancer import Balancer
 from herd.daemon.claim import SlotTable
 from herd.daemon.election import AcquireVip, AnnounceVip, Effect, Election, ReleaseVip
-from herd.daemon.membership import DrainChanged, Event, Membership, PeerDown, PeerUp
+from herd.daemon.membership import DrainChanged, Event, Membership, Paused, PeerDown, PeerUp
 from herd.daemon.notify import sd_notify
 from herd.daemon.rolelink import RoleLink
 from herd.daemon.sitelink import SiteLink
@@ -204,6 +204,9 @@ class Daemon(asyncio.DatagramProtocol):
                     print(f"herd: {name} is alive", flush=True)
                 case PeerDown(name, silent):
                     print(f"herd: {name} is dead (silent for {silent * 1000:.0f} ms)", flush=True)
+                case Paused(seconds):
+                    self.counters["pauses"] += 1
+                    log.info("paused for %.0f ms: reading what is queued before judging anyone", seconds * 1000)
                 case DrainChanged(name, drained):
                     print(f"herd: {name} {'drained' if drained else 'undrained'}", flush=True)
                     if self.balancer is not None:
@@ -226,7 +229,7 @@ class Daemon(asyncio.DatagramProtocol):
     def tick(self) -> None:
         now = self.clock()
         self.report(self.membership.tick(now))
-        for effect in self.election.tick(now, self.membership.peers):
+        for effect in self.election.tick(now, self.membership.peers, self.membership.settling(now)):
             self.apply_vip(effect)
         if self.site is not None:
             self.site.tick(now)

@@ -5,6 +5,11 @@ A peer is alive from its first valid heartbeat until it has been silent for `dea
 next one. Drained is an operator's decision, replicated to every node in the heartbeats as a last-writer-wins
 register per node (a version counter, ties broken by the origin's name), so any node can be asked and all
 converge.
+
+A node that was itself not running for a while (a stalled VM, a starved or suspended process) has heartbeats
+still queued that it has not read: a tick that comes more than an interval late starts a settling time of two
+intervals in which nobody is declared dead (and, through `settling`, the election and the storage lease decide
+nothing), so what was queued is read first and only real silence counts.
 """
 
 from __future__ import annotations
@@ -36,12 +41,19 @@ class PeerDown:
 
 
 @dataclass(frozen=True)
+class Paused:
+    """This node's ticks stopped for `seconds`: it settles before judging anyone."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class DrainChanged:
     name: str
     drained: bool
 
 
-Event = PeerUp | PeerDown | DrainChanged
+Event = PeerUp | PeerDown | Paused | DrainChanged
 
 
 @dataclass(frozen=True, order=True)
@@ -68,6 +80,9 @@ class Membership:
         self.spec = spec
         self.me = me
         self.deadtime = spec.membership.deadtime_ms / 1000
+        self.interval = spec.membership.interval_ms / 1000
+        self.last_tick: float | None = None
+        self.settle_until = 0.0
         self.peers = {n.name: Peer(n) for n in spec.nodes}
         self.peers[me].alive = True
         self.peers[me].last_seen = now
@@ -90,9 +105,19 @@ class Membership:
         events += self.merge_admin(msg.payload.get("admin"))
         return events
 
+    def settling(self, now: float) -> bool:
+        """Just back from a pause of its own: no verdicts on silence yet (see the module's doc)."""
+        return now < self.settle_until
+
     def tick(self, now: float) -> list[Event]:
         events: list[Event] = []
+        if self.last_tick is not None and now - self.last_tick > self.interval:
+            self.settle_until = now + 2 * self.interval
+            events.append(Paused(now - self.last_tick))
+        self.last_tick = now
         self.peers[self.me].last_seen = now
+        if self.settling(now):
+            return events
         for name, peer in self.peers.items():
             if name == self.me or not peer.alive or peer.last_seen is None:
                 continue

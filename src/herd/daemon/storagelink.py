@@ -85,7 +85,10 @@ class StorageLink:
         report = drbdctl.read_report() if self.up else Report()
         self.local = report.with_(fresh=self.fresh, serving=self.machine.serving, error=self.error,
                                   waiting="" if self.machine.serving else self.machine.waiting)
-        effects = self.machine.tick(now, self.daemon.membership.peers, self.local) if self.up else []
+        # Just back from a pause of its own, the quorum it sees may be heartbeats not read yet: no decision.
+        settling = self.daemon.membership.settling(now)
+        effects = self.machine.tick(now, self.daemon.membership.peers, self.local) if self.up and not settling \
+            else []
         self.running = [f for f in self.running if not f.done()]
         if self.running and self.machine.serving == was_serving:
             # Housekeeping (reconnect, outdate, step down a leftover primary) decided on a state the effects
