@@ -80,7 +80,7 @@ class Lab:
                        check=True)
 
     def running(self, name: str) -> bool:
-        return name in self.vms and self.vms[name].proc.poll() is None
+        return self.vms[name].proc.poll() is None
 
     def wait_ready(self, names: list[str], timeout: float = 600) -> None:
         for name in names:
@@ -132,13 +132,11 @@ def _vm(build: Build, cluster: Cluster, work: Path, name: str, persistent: bool,
 
 
 def start_lab(build: Build, work: Path, nodes: tuple[str, ...] = VM_NODES, vip_after: str | None = "db1",
-              persistent: bool = False, macs: dict[str, str] | None = None,
-              netns: tuple[str, ...] = NETNS_NODES) -> Generator[Lab, None, None]:
+              persistent: bool = False, macs: dict[str, str] | None = None) -> Generator[Lab, None, None]:
     """Boot `nodes` as VMs on the lab's LAN, in order; after `vip_after` has started, wait until dir1 holds
-    the VIP before booting the rest. `netns` nodes run as herdd processes in namespaces on the same LAN (members
-    for the quorum, without their role's services)."""
+    the VIP before booting the rest."""
     cluster = Cluster(build.spec, build.spec_path, build.key, work, f"l{os.getpid() % 10000}{next(_LABS)}",
-                      only=set(netns))
+                      only=set(NETNS_NODES))
     vms: dict[str, VM] = {}
     try:
         client = cluster.lan.host("client", address="192.168.50.99/24")
