@@ -457,3 +457,13 @@ def test_a_server_that_steps_down_stays_a_victim_while_drbd_still_looks_connecte
     for t in (10.5, 11.0, 11.5):
         machine.tick(t, views, connected.with_(role="Secondary", serving=False))
     assert machine.victim
+
+
+def test_a_server_back_from_a_pause_of_its_own_decides_nothing_while_settling() -> None:
+    machine = Storage(SPEC, "nfs1", 0.0)
+    machine.serving = True
+    views = {node.name: Peer(node, alive=True, last_seen=0.0) for node in SPEC.nodes}
+    serving = Report("Primary", "Connected", "UpToDate", "UpToDate", "Secondary", serving=True)
+    assert machine.tick(10.0, views, serving, settling=True) == []  # the silence may be beats not read yet
+    assert machine.serving
+    assert machine.tick(10.5, views, serving) == [Demote("lost quorum", disconnect=True)]  # real silence

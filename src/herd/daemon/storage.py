@@ -112,7 +112,11 @@ class Storage:
                                and isinstance(t := p.health.get("storage_term"), int) and not isinstance(t, bool)]
         return max(terms)
 
-    def tick(self, now: float, peers: dict[str, Peer], local: Report) -> list[Effect]:
+    def tick(self, now: float, peers: dict[str, Peer], local: Report, settling: bool = False) -> list[Effect]:
+        """`settling`: this node is just back from a pause of its own (Membership.settling); the quorum it sees
+        may be heartbeats not read yet, so nothing is decided until it has."""
+        if settling:
+            return []
         self.peers_seen = peers
         peer, report = peers[self.peer.name], self.peer_report(peers)
         if local.in_sync:

@@ -85,10 +85,8 @@ class StorageLink:
         report = drbdctl.read_report() if self.up else Report()
         self.local = report.with_(fresh=self.fresh, serving=self.machine.serving, error=self.error,
                                   waiting="" if self.machine.serving else self.machine.waiting)
-        # Just back from a pause of its own, the quorum it sees may be heartbeats not read yet: no decision.
-        settling = self.daemon.membership.settling(now)
-        effects = self.machine.tick(now, self.daemon.membership.peers, self.local) if self.up and not settling \
-            else []
+        membership = self.daemon.membership
+        effects = self.machine.tick(now, membership.peers, self.local, membership.settling(now)) if self.up else []
         self.running = [f for f in self.running if not f.done()]
         if self.running and self.machine.serving == was_serving:
             # Housekeeping (reconnect, outdate, step down a leftover primary) decided on a state the effects
