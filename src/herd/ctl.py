@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,38 +12,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from herd import __version__
+from herd import __version__, fence
+from herd.ctlsocket import SOCKET, CtlError, request
 
 STATE_STYLE = {"alive": "green", "dead": "bold red", "drained": "yellow", "unknown": "dim"}
-
-
-class CtlError(Exception):
-    pass
-
-
-def request(path: Path, message: dict[str, Any], timeout: float = 5) -> dict[str, Any]:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(path))
-            sock.sendall(json.dumps(message).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    except FileNotFoundError:
-        raise CtlError(f"{path}: no such socket; is herdd running? (systemctl status herdd)") from None
-    except OSError as exc:
-        raise CtlError(f"{path}: {exc.strerror or exc}") from None
-    try:
-        reply: dict[str, Any] = json.loads(data)
-    except ValueError:
-        raise CtlError("herdd sent a reply that is not JSON") from None
-    if not reply.get("ok"):
-        raise CtlError(str(reply.get("error", "herdd refused the request")))
-    return reply
 
 
 def health_text(health: dict[str, Any]) -> str:
@@ -178,14 +149,9 @@ def storage_lines(storage: dict[str, Any]) -> list[Text]:
     return lines
 
 
-# DRBD's fence-peer handler exit codes (drbd.conf(5), DRBD 8.4): 5 = the peer is unreachable and may be counted
-# as outdated; anything else = it may not.
-FENCE_OUTDATED, FENCE_REFUSED = 5, 1
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="herdctl", description="Ask the local herdd about the cluster.")
-    p.add_argument("--socket", type=Path, default=Path("/run/herd/herdd.sock"), help="herdd's socket (%(default)s)")
+    p.add_argument("--socket", type=Path, default=SOCKET, help="herdd's socket (%(default)s)")
     p.add_argument("--version", action="version", version=f"herdctl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="every node's state as this node sees it")
@@ -201,14 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.command == "fence-peer":
-            try:
-                fence = request(args.socket, {"cmd": "fence-peer"}, timeout=10).get("fence") is True
-            except CtlError as exc:
-                print(f"herdctl: {exc}", file=sys.stderr)
-                return FENCE_REFUSED
-            print("herdctl: fence-peer: " + ("this node serves by the quorum: the peer counts as outdated" if fence
-                                              else "this node does not serve: the peer is not outdated"))
-            return FENCE_OUTDATED if fence else FENCE_REFUSED
+            return fence.fence_peer(args.socket)
         if args.command == "status":
             reply = request(args.socket, {"cmd": "status"})
             if args.json:

@@ -5,8 +5,11 @@ the pip cache under /var/cache/herd when it can)."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
+import threading
 import zipfile
 from pathlib import Path
 
@@ -113,3 +116,36 @@ def test_packed_project_is_found_and_renders(pyz: Path) -> None:
 def test_diff_runs_from_the_pyz(pyz: Path) -> None:
     r = run_pyz(pyz, "diff", str(pyz.parent / "none.json"), str(pyz.parent / "none.json"))
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+HANDLER = PROJECT / "overlay/nfs/usr/local/sbin/herd-fence-peer"
+
+
+def answer_once(path: Path, reply: bytes, got: list[bytes]) -> threading.Thread:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen()
+
+    def serve() -> None:
+        with sock, sock.accept()[0] as conn:
+            got.append(conn.recv(4096))
+            conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_drbds_fence_peer_handler_runs_herd_straight_from_a_zipapp(pyz: Path, tmp_path: Path) -> None:
+    """overlay/nfs's handler with the system python, herd imported from the zipapp without shiv's bootstrap:
+    exit 5 when herdd says the peer counts as outdated, 1 when there is no herdd to ask."""
+    env = {"HERD_PYZ": str(pyz), "PATH": "/usr/bin:/bin"}
+    path = tmp_path / "h.sock"
+    r = subprocess.run([str(HANDLER), "--socket", str(path)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1 and "no such socket" in r.stderr, r
+    got: list[bytes] = []
+    thread = answer_once(path, b'{"ok": true, "fence": true}\n', got)
+    r = subprocess.run([str(HANDLER), "--socket", str(path)], capture_output=True, text=True, env=env, timeout=60)
+    thread.join(10)
+    assert r.returncode == 5, r
+    assert json.loads(got[0]) == {"cmd": "fence-peer"}

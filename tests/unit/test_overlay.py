@@ -221,6 +221,12 @@ def drbd_sections(res: str) -> dict[str, str]:
                                                           re.MULTILINE | re.DOTALL)}
 
 
+def test_the_nfsv4_id_mapping_domain_is_named_not_looked_up() -> None:
+    for role in (Role.NFS, Role.WEB):
+        text = text_of(ALL[role], "etc/idmapd.conf")
+        assert re.search(r"^Domain = herd\.lan$", text, re.MULTILINE), text
+
+
 def test_one_nfs_node_replicates_nothing() -> None:
     nfs = ALL[Role.NFS]
     assert "resource" not in text_of(nfs, "etc/drbd.d/herd.res")
@@ -245,7 +251,7 @@ def test_two_nfs_nodes_get_a_drbd_resource() -> None:
     assert re.search(r"^\s+address 192\.168\.50\.31:7789;", sections["on nfs1"], re.MULTILINE)
     assert re.search(r"^\s+address 192\.168\.50\.32:7789;", sections["on nfs2"], re.MULTILINE)
     assert "fencing resource-only;" in sections["disk"]
-    assert 'fence-peer "/usr/local/bin/herdctl fence-peer";' in sections["handlers"]
+    assert 'fence-peer "/usr/local/sbin/herd-fence-peer";' in sections["handlers"]
     for policy in ("after-sb-0pri", "after-sb-1pri", "after-sb-2pri", "rr-conflict"):
         # never resolved by DRBD throwing data away
         assert re.search(rf"^\s+{policy} disconnect;", sections["net"], re.MULTILINE), policy
@@ -265,6 +271,10 @@ def test_two_nfs_nodes_get_a_drbd_resource() -> None:
     assert re.search(r"^/srv/herd/www\s+192\.168\.50\.0/24\(rw,\S*fsid=1\)$", exports, re.MULTILINE)
     nfsd = text_of(nfs, "etc/nfs.conf.d/herd.conf")
     assert re.search(r"^\[nfsd\]\nlease-time = 10\ngrace-time = 10\n", nfsd, re.MULTILINE)
+    from herd.daemon.drbdctl import MOUNT
+
+    # nfsdcld keeps the clients' records where herdd mounts the replicated disk
+    assert re.search(rf"^\[nfsdcld\]\nstoragedir = {MOUNT}/nfsdcld$", nfsd, re.MULTILINE)
     scope = text_of(nfs, "etc/systemd/system/nfs-server.service.d/herd.conf")
     assert re.search(r"^ExecStart=/usr/bin/unshare --uts .* herd-demo-nfs$", scope, re.MULTILINE)
     from herd.build.plan import units_herdd_starts

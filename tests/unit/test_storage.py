@@ -10,7 +10,7 @@ from pathlib import Path
 
 from herd.daemon.drbd import Report
 from herd.daemon.membership import Peer
-from herd.daemon.storage import TAKEOVER_GRACE, Connect, Demote, Initialize, Outdate, Promote, Storage
+from herd.daemon.storage import TAKEOVER_GRACE, Connect, CutLink, Demote, Initialize, Outdate, Promote, Storage
 from herd.spec import Spec, parse
 
 EXAMPLE = (Path(__file__).resolve().parents[2] / "examples/cluster.toml").read_text()
@@ -37,6 +37,7 @@ class Box:
     def __init__(self, name: str) -> None:
         self.name = name
         self.up = True
+        self.herdd = True  # False: herdd stopped, the kernel (DRBD, nfsd, the address) runs on
         self.writes: set[int | str] = set()
         self.role = "Secondary"
         self.disk = "Inconsistent"
@@ -70,6 +71,8 @@ class Lab:
         self.linked = False
         self.broken: set[str] = set()  # "drbd": the replication link is down while heartbeats flow
         self.relay = {"dir1": 0, "web1": 0}  # the highest storage term the other nodes have heard of
+        self.drbd_notice = 0.0  # seconds DRBD takes to see its link dead (its ping timeout)
+        self.down_since: float | None = None
         for box in self.boxes.values():
             box.boot(0.0)
 
@@ -85,9 +88,20 @@ class Lab:
         self.cut = set()
 
     # -- DRBD ------------------------------------------------------------------------------------------------
-    def drbd_link(self) -> bool:
+    def wire(self) -> bool:
+        """Whether DRBD's link really works."""
         a, b = self.boxes["nfs1"], self.boxes["nfs2"]
         return self.reach("nfs1", "nfs2") and not a.standalone and not b.standalone and "drbd" not in self.broken
+
+    def drbd_link(self) -> bool:
+        """Whether DRBD thinks it is connected: a dead link only `drbd_notice` seconds after it died."""
+        if self.wire():
+            self.down_since = None
+            return True
+        if self.down_since is None:
+            self.down_since = self.now
+        a, b = self.boxes["nfs1"], self.boxes["nfs2"]
+        return self.linked and not (a.standalone or b.standalone) and self.now - self.down_since < self.drbd_notice
 
     def report(self, box: Box) -> Report:
         other = self.boxes["nfs2" if box.name == "nfs1" else "nfs1"]
@@ -161,6 +175,9 @@ class Lab:
             case Outdate():
                 if not linked and box.role == "Secondary":
                     box.disk = "Outdated"
+            case CutLink(peer=peer):
+                if not self.reach(box.name, peer):  # its host does not answer ARP
+                    box.standalone = True
 
     def client_write(self) -> None:
         """web1 writes through the node that serves, if it can reach one; acknowledged when on disk (on both
@@ -168,6 +185,8 @@ class Lab:
         for box in self.boxes.values():
             if box.up and box.machine is not None and box.machine.serving and box.role == "Primary" \
                     and self.reach("web1", box.name):
+                if self.drbd_link() and not self.wire():
+                    return  # protocol C: the write waits for the peer's ack until DRBD gives up on it
                 n = next(self.counter)
                 box.writes.add(n)
                 if self.drbd_link():
@@ -184,7 +203,7 @@ class Lab:
             if step % round(BEAT / TICK) == 0:
                 health = {name: {"storage_term": term} for name, term in self.relay.items()}
                 for name, box in self.boxes.items():
-                    if box.up and box.machine is not None:
+                    if box.up and box.herdd and box.machine is not None:
                         health[name] = {"drbd": self.report(box).to_json(),
                                         "storage_term": box.machine.known_term(self.views[name])}
                 for relay in self.relay:  # dir1 and web1 pass on the highest term they hear
@@ -204,7 +223,7 @@ class Lab:
                     if peer.last_seen is not None and self.now - peer.last_seen > DEAD:
                         peer.alive = False
             for box in self.boxes.values():
-                if box.up and box.machine is not None:
+                if box.up and box.herdd and box.machine is not None:
                     for effect in box.machine.tick(self.now, self.views[box.name], self.report(box)):
                         self.log.append((self.now, box.name, effect))
                         self.apply(box, effect)
@@ -274,6 +293,34 @@ def test_the_servers_power_cut_the_other_takes_over_after_the_grace_and_keeps_ev
     assert lab.serving() == ["nfs2"]
     assert lab.boxes["nfs1"].disk == "UpToDate" and lab.boxes["nfs1"].writes == lab.boxes["nfs2"].writes
     lab.assert_nothing_lost("nfs1")
+
+
+def test_drbd_slow_to_see_a_dead_server_the_standby_cuts_the_link_itself_once_its_host_is_gone() -> None:
+    lab = started()
+    lab.drbd_notice = 30.0
+    lab.power_cut("nfs1")
+    cut_at = lab.now
+    lab.run(8)
+    assert lab.serving() == ["nfs2"]
+    (cut_link_at, effect), = lab.effects("nfs2", CutLink)
+    assert effect == CutLink("nfs1", "192.168.50.31")
+    (t, _), = lab.effects("nfs2", Promote)
+    assert t - cut_at <= DEAD + TAKEOVER_GRACE + 0.5 and t >= cut_link_at
+    lab.assert_nothing_lost("nfs2")
+    lab.power_on("nfs1")
+    lab.run(8)
+    assert lab.serving() == ["nfs2"] and lab.boxes["nfs1"].writes == lab.boxes["nfs2"].writes
+
+
+def test_a_server_whose_herdd_stops_while_its_kernel_serves_on_is_never_joined_by_a_second_server() -> None:
+    """nfs1's herdd dies; its kernel is still DRBD primary and answers ARP: nfs2 asks, and waits for DRBD."""
+    lab = started()
+    lab.drbd_notice = 1000.0
+    lab.boxes["nfs1"].herdd = False
+    lab.run(20)
+    assert not lab.effects("nfs2", Promote) and lab.boxes["nfs1"].role == "Primary"
+    assert lab.effects("nfs2", CutLink) and not lab.boxes["nfs2"].standalone
+    assert lab.boxes["nfs2"].machine is not None and lab.boxes["nfs2"].machine.waiting == "DRBD still sees nfs1"
 
 
 def test_a_partitioned_server_steps_down_before_the_other_serves_and_is_resynced_after() -> None:

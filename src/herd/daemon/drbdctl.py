@@ -2,9 +2,10 @@
 the NFS server. Side effects only (the decisions are in storage.py); blocking, so herdd runs them in a thread
 of their own, one at a time.
 
-Layout on the DRBD filesystem (mounted on MOUNT): `www/` is bind-mounted on the spec's export, `nfsdcld/` on
-/var/lib/nfs/nfsdcld, so the NFS server that takes over knows the clients of the one before and lets them
-reclaim their open files (NFSv4 state recovery) instead of failing them.
+Layout on the DRBD filesystem (mounted on MOUNT): `www/` is bind-mounted on the spec's export; `nfsdcld/` is
+nfsdcld's storage directory (nfs.conf.d/herd.conf), so the NFS server that takes over knows the clients of the
+one before, lets them reclaim their open files (NFSv4 state recovery) instead of failing them, and ends its
+grace period as soon as they all have.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ PROC = Path("/proc/drbd")
 BACKING = Path("/dev/herd-data")  # what the resource file names as its disk: a link herdd makes at boot
 STICK_PART = Path("/dev/disk/by-partlabel/herd-data")  # the stick's free space, made a partition by growroot
 MOUNT = Path("/var/lib/herd/drbd")
-NFSDCLD = Path("/var/lib/nfs/nfsdcld")
 LABEL = "herd-data"
 MIN_SIZE = 64 * 2**20
 NFS_UNITS = ("nfs-server.service", "nfsdcld.service")
@@ -119,6 +119,8 @@ def bring_up(disk: Path) -> bool:
     if PROC.exists() and parse_proc(PROC.read_text()).role != "Unconfigured":
         return False  # up already (herdd restarted)
     run(["modprobe", "drbd"])
+    # Loaded now, not by the first takeover's NFS server start: a second saved when it counts.
+    run(["modprobe", "nfsd"])
     link_backing(disk)
     made = False
     # blkid knows DRBD's metadata block (drbdadm dump-md would refuse one left "unclean" by a power cut).
@@ -192,14 +194,13 @@ def serve(export: Path, site: Path) -> bool:
         run(["mount", "-o", "noatime", DEVICE, str(MOUNT)])
     seeded = False
     www, clients = MOUNT / "www", MOUNT / "nfsdcld"
-    for directory in (www, clients, export, NFSDCLD):
+    for directory in (www, clients, export):
         directory.mkdir(parents=True, exist_ok=True)
     if site.is_dir() and not any(www.iterdir()):
         shutil.copytree(site, www, dirs_exist_ok=True)
         seeded = True
-    for source, point in ((www, export), (clients, NFSDCLD)):
-        if not mounted(point):
-            run(["mount", "--bind", str(source), str(point)])
+    if not mounted(export):
+        run(["mount", "--bind", str(www), str(export)])
     run(["systemctl", "start", "nfs-server.service"], timeout=180)
     return seeded
 
@@ -208,7 +209,7 @@ def stop_serving(export: Path) -> None:
     """Stop the NFS server and unmount everything on the DRBD device (whatever state serve() left), so it can
     be demoted. Processes still holding files there are killed: a node that stops serving must let go."""
     subprocess.run(["systemctl", "stop", *NFS_UNITS], capture_output=True, timeout=180)
-    for point in (NFSDCLD, export, MOUNT):
+    for point in (export, MOUNT):
         for attempt in range(3):
             if not mounted(point):
                 break

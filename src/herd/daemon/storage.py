@@ -21,6 +21,8 @@ address. The rules, in the spirit of the director election:
   served without it since), its disk was in sync with the peer when the peer was last heard (or it was the
   server itself), and the peer did not say it was serving without it. Anything else could lose acknowledged
   writes, so it waits for the peer instead (as Galera's rules do).
+- DRBD notices a dead link only after its ping timeout; a standby that would take over but for DRBD still
+  seeing the peer cuts the link itself if the peer's host does not answer ARP (`CutLink`).
 - A standby that hears the server say it is cut off from us marks its own disk Outdated (DRBD then refuses to
   promote it too); DRBD's fence-peer handler asks herdd (`may_fence`) before treating the peer as outdated.
 
@@ -69,7 +71,15 @@ class Outdate:
     reason: str
 
 
-Effect = Initialize | Promote | Demote | Connect | Outdate
+@dataclass(frozen=True)
+class CutLink:
+    """Cut DRBD's link to the silent peer if its host does not answer ARP either (storagelink asks the LAN)."""
+
+    peer: str
+    address: str
+
+
+Effect = Initialize | Promote | Demote | Connect | Outdate | CutLink
 
 
 class Storage:
@@ -240,7 +250,12 @@ class Storage:
         if now - since < self.deadtime + TAKEOVER_GRACE:
             return self._wait(f"{name} is silent: giving it time to stop serving")
         if local.connected:
-            return self._wait(f"DRBD still sees {name}")
+            # DRBD sees a dead peer only after its ping timeout, seconds more under load. A host that no longer
+            # answers ARP is powered off, hung or cut off (and then it has stepped down by now): the link is cut
+            # here, as DRBD would. One that answers (herdd stopped, its kernel perhaps still serving) is waited
+            # for: DRBD connected to a primary is the last word.
+            self.waiting = f"DRBD still sees {name}"
+            return [CutLink(name, str(self.peer.address))]
         if peer.last_seen is not None:
             if report is not None and report.primary and report.peer_disk != "UpToDate":
                 return self._wait(f"{name} last served without this node: it may hold writes this disk lacks")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from herd.daemon import drbdctl, roles, vip
 from herd.daemon.drbd import Report
-from herd.daemon.storage import Connect, Demote, Effect, Initialize, Outdate, Promote, Storage
+from herd.daemon.storage import Connect, CutLink, Demote, Effect, Initialize, Outdate, Promote, Storage
 from herd.spec import Role, Spec
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class StorageLink:
         self.error: str | None = None
         self.iface: str | None = None
         self.local = Report()
+        self.peer_host_answered = False  # said once, not at every probe
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running: list[concurrent.futures.Future[None]] = []  # effects handed to the storage thread
 
@@ -144,6 +145,8 @@ class StorageLink:
                 case Outdate(reason):
                     print(f"herd: marking this disk outdated ({reason})", flush=True)
                     drbdctl.outdate()
+                case CutLink(peer, address):
+                    self._cut_link_if_gone(peer, address)
             self.error = None
         except Exception as exc:  # an engine's refusal, or a bug: either way this node must not half-serve
             if not isinstance(exc, drbdctl.EngineError):
@@ -157,6 +160,18 @@ class StorageLink:
                     print(f"herd: storage: {again}", flush=True)
                 if self.loop is not None:
                     self.loop.call_soon_threadsafe(self.machine.failed, self.daemon.clock())
+
+    def _cut_link_if_gone(self, peer: str, address: str) -> None:
+        if self.iface is None:
+            raise drbdctl.EngineError("no interface holds this node's address")
+        if vip.answers_arp(self.iface, str(self.daemon.me.address), address):
+            if not self.peer_host_answered:
+                print(f"herd: {peer} is silent but its host answers ARP: waiting for DRBD to see it gone", flush=True)
+            self.peer_host_answered = True
+            return
+        self.peer_host_answered = False
+        print(f"herd: {peer}'s host does not answer ARP either: cutting the replication link", flush=True)
+        drbdctl.disconnect()
 
     def _make_filesystem(self) -> None:
         drbdctl.make_filesystem()

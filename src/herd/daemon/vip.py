@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import select
 import socket
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +46,49 @@ def arp_frame(mac: bytes, ip: str, reply: bool) -> bytes:
     return eth + arp
 
 
+def mac_of(ifname: str) -> bytes:
+    return bytes.fromhex(Path(f"/sys/class/net/{ifname}/address").read_text().strip().replace(":", ""))
+
+
 def send_garp(ifname: str, vip: str) -> None:
-    mac = bytes.fromhex(Path(f"/sys/class/net/{ifname}/address").read_text().strip().replace(":", ""))
+    mac = mac_of(ifname)
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
         sock.bind((ifname, 0))
         sock.send(arp_frame(mac, vip, reply=False))
         sock.send(arp_frame(mac, vip, reply=True))
+
+
+ETH_P_ARP = 0x0806
+
+
+def arp_request(mac: bytes, source: str, target: str) -> bytes:
+    """Who has `target`? Tell `source` (at `mac`). Broadcast."""
+    arp = struct.pack(">HHBBH", 1, 0x0800, 6, 4, 1)
+    arp += mac + ipaddress.IPv4Address(source).packed + b"\x00" * 6 + ipaddress.IPv4Address(target).packed
+    return b"\xff" * 6 + mac + struct.pack(">H", ETH_P_ARP) + arp
+
+
+def is_arp_reply_from(frame: bytes, target: str) -> bool:
+    return (len(frame) >= 42 and frame[12:14] == struct.pack(">H", ETH_P_ARP) and frame[20:22] == b"\x00\x02"
+            and frame[28:32] == ipaddress.IPv4Address(target).packed)
+
+
+def answers_arp(ifname: str, source: str, target: str, wait: float = 1.0, tries: int = 3) -> bool:
+    """Whether `target`'s host answers ARP on ifname within `wait` seconds (`tries` requests, evenly spaced).
+    The kernel answers, whatever its daemons do: a host that does not is powered off, hung or cut off."""
+    request = arp_request(mac_of(ifname), source, target)
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sock:
+        sock.bind((ifname, ETH_P_ARP))
+        start = time.monotonic()
+        for i in range(tries):
+            sock.send(request)
+            until = start + wait * (i + 1) / tries
+            while (left := until - time.monotonic()) > 0:
+                if not select.select([sock], [], [], left)[0]:
+                    break
+                if is_arp_reply_from(sock.recv(128), target):
+                    return True
+    return False
 
 
 LVS_DR_SYSCTLS = {
