@@ -37,6 +37,7 @@ class Report:
     serving: bool = False             # this node has decided to be the primary (mounts, exports, address)
     error: str | None = None          # the last failure setting the disk up or serving, for herdctl
     waiting: str = ""                 # why this node does not serve, for herdctl
+    ready: bool = False               # serving, and done: NFS up, the service address held and announced
 
     @property
     def connected(self) -> bool:
@@ -57,6 +58,8 @@ class Report:
         out: dict[str, Any] = {"role": self.role, "connection": self.connection, "disk": self.disk,
                                "peer_disk": self.peer_disk, "peer_role": self.peer_role, "fresh": self.fresh,
                                "serving": self.serving}
+        if self.ready:
+            out["ready"] = True
         if self.sync is not None:
             out["sync"] = self.sync
         if self.error:
@@ -80,7 +83,7 @@ class Report:
         return Report(role, connection, disk, peer_disk, peer_role,
                       float(sync) if isinstance(sync, int | float) and not isinstance(sync, bool) else None,
                       fresh, serving, error if isinstance(error, str) else None,
-                      waiting if isinstance(waiting, str) else "")
+                      waiting if isinstance(waiting, str) else "", data.get("ready") is True)
 
     def with_(self, **changes: Any) -> Report:
         return replace(self, **changes)

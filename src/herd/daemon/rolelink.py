@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from herd.daemon import drbd, galera, mariadb, roles
+from herd.daemon import drbd, galera, mariadb, nfsfollow, roles
 from herd.secrets import db_password
 from herd.spec import Node, Role
 
@@ -30,6 +30,8 @@ class RoleLink:
         self.garbd = daemon.me.role == Role.DIRECTOR and self.galera and len(self.db_names) % 2 == 0
         self.garbd_active = False
         self.db_host: str | None = None  # web: the db node the pages use now
+        self.follow = nfsfollow.Follow()  # web, replicated docroot: when to cut the NFS client's old connection
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def databases(self) -> list[tuple[str, str, str]]:
         return [(d.name, d.user, db_password(self.daemon.config.key, d.user)) for d in self.daemon.spec.databases]
@@ -148,6 +150,10 @@ class RoleLink:
             return
         if self.daemon.me.role != Role.WEB:
             return
+        if self.daemon.spec.replicated_storage:
+            task = asyncio.create_task(self.daemon.every(self.daemon.spec.membership.interval_ms / 1000,
+                                                         lambda: self.follow_nfs(nfs_nodes)))
+            self.tasks.add(task)
         last_error = None
         while True:
             await self.web_db_config()
@@ -162,6 +168,18 @@ class RoleLink:
                     print(f"herd: cannot mount the docroot yet: {error}", flush=True)
                     last_error = error
             await asyncio.sleep(2)
+
+    def follow_nfs(self, nfs_nodes: tuple[Node, ...]) -> None:
+        server = nfsfollow.ready_server(self.daemon.membership.peers, nfs_nodes)
+        if self.follow.moved(server) and roles.docroot_source() is not None:
+            address = str(self.daemon.spec.nfs.address)
+            asyncio.get_running_loop().run_in_executor(None, self._reconnect, server, address)
+
+    @staticmethod
+    def _reconnect(server: str | None, address: str) -> None:
+        error = nfsfollow.cut_connections(address)
+        print(f"herd: the docroot is served by {server} now: " + (
+            f"cannot cut the old NFS connection: {error}" if error else "NFS reconnects to it"), flush=True)
 
     def nfs_server(self, nfs_nodes: tuple[Node, ...]) -> tuple[str, str] | None:
         """(who, address) to mount the docroot from, once it is served: the nfs node, or with two of them the

@@ -246,16 +246,16 @@ class Storage:
         if local.disk != "UpToDate":
             return self._wait(f"{name} is down and this disk is {local.disk}: {name} may hold the newest data; "
                               "waiting for it")
-        since = peer.last_seen if peer.last_seen is not None else self.started
-        if now - since < self.deadtime + TAKEOVER_GRACE:
-            return self._wait(f"{name} is silent: giving it time to stop serving")
         if local.connected:
             # DRBD sees a dead peer only after its ping timeout, seconds more under load. A host that no longer
-            # answers ARP is powered off, hung or cut off (and then it has stepped down by now): the link is cut
+            # answers ARP is powered off, hung or cut off (its link is dead anyway): the link is cut
             # here, as DRBD would. One that answers (herdd stopped, its kernel perhaps still serving) is waited
             # for: DRBD connected to a primary is the last word.
             self.waiting = f"DRBD still sees {name}"
             return [CutLink(name, str(self.peer.address))]
+        since = peer.last_seen if peer.last_seen is not None else self.started
+        if now - since < self.deadtime + TAKEOVER_GRACE:
+            return self._wait(f"{name} is silent: giving it time to stop serving")
         if peer.last_seen is not None:
             if report is not None and report.primary and report.peer_disk != "UpToDate":
                 return self._wait(f"{name} last served without this node: it may hold writes this disk lacks")

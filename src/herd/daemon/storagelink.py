@@ -52,6 +52,7 @@ class StorageLink:
         self.iface: str | None = None
         self.local = Report()
         self.peer_host_answered = False  # said once, not at every probe
+        self.ready = False  # serving and done: the web nodes may reconnect to the service address now
         self.loop: asyncio.AbstractEventLoop | None = None
         self.running: list[concurrent.futures.Future[None]] = []  # effects handed to the storage thread
 
@@ -84,7 +85,8 @@ class StorageLink:
         now = self.daemon.clock()
         was_serving = self.machine.serving
         report = drbdctl.read_report() if self.up else Report()
-        self.local = report.with_(fresh=self.fresh, serving=self.machine.serving, error=self.error,
+        self.ready = self.ready and self.machine.serving
+        self.local = report.with_(fresh=self.fresh, serving=self.machine.serving, error=self.error, ready=self.ready,
                                   waiting="" if self.machine.serving else self.machine.waiting)
         membership = self.daemon.membership
         effects = self.machine.tick(now, membership.peers, self.local, membership.settling(now)) if self.up else []
@@ -101,7 +103,8 @@ class StorageLink:
             # never acknowledged, and which term its data belongs to.
             self.saved_victim, self.saved_term = self.machine.victim, self.machine.term
             self.save()
-        self.local = self.local.with_(serving=self.machine.serving,
+        self.ready = self.ready and self.machine.serving
+        self.local = self.local.with_(serving=self.machine.serving, ready=self.ready,
                                       waiting="" if self.machine.serving else self.machine.waiting)
         self.daemon.health["drbd"] = self.local.to_json()
         self.daemon.storage_term = self.machine.known_term(self.daemon.membership.peers)
@@ -184,6 +187,7 @@ class StorageLink:
         self._set_address(True)
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self._announce)
+            self.loop.call_soon_threadsafe(self._ready)
         seed = "; seeded with the example site" if seeded else ""
         print(f"herd: {self.daemon.me.name} serves the docroot on {self.address} ({reason}; ready "
               f"{time.monotonic() - started:.1f} s after the decision){seed}", flush=True)
@@ -206,6 +210,13 @@ class StorageLink:
             raise drbdctl.EngineError("no interface holds this node's address")
         iface, address, prefix = self.iface, self.address, self.prefix
         self.daemon.netlink(lambda ipr: vip.set_vip(ipr, iface, address, prefix, present)).result(timeout=30)
+
+    def _ready(self) -> None:
+        if self.machine.serving:
+            self.ready = True
+            self.local = self.local.with_(ready=True)
+            self.daemon.health["drbd"] = self.local.to_json()
+            self.daemon.send_heartbeat()  # the web nodes reconnect on this
 
     def _announce(self) -> None:
         assert self.loop is not None
