@@ -1,5 +1,6 @@
-"""Every role's image boots in QEMU through OVMF (UEFI) from a virtio disk and through SeaBIOS (BIOS) from an
-emulated USB stick, and herdd comes up on it. (SeaBIOS from a virtio disk is how the labs boot every role.)"""
+"""Every role's image boots in QEMU, half of them through OVMF (UEFI) from a virtio disk and half through
+SeaBIOS (BIOS) from an emulated USB stick (conftest.BOOTS), and herdd comes up on it. (SeaBIOS from a virtio
+disk is how the labs boot every role.)"""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import pytest
 
 from herd.spec import Role
 
-from .conftest import STICK_EXTRA, WAYS, Build
+from .conftest import BOOTS, STICK_EXTRA, Build
 from .qemu import VM, Boot
 
+ROLES = pytest.mark.parametrize("role", list(Role), ids=[f"{r.value}-{BOOTS[r]}" for r in Role])
+USB = pytest.mark.parametrize("role", [r for r in Role if BOOTS[r] == "usb"], ids=lambda r: r.value)
 
-@pytest.mark.parametrize("way", WAYS)
-@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
-def test_boots_to_herdd_ready(role: Role, way: str, build: Build, boots: dict[tuple[Role, str], Boot]) -> None:
-    result = boots[(role, way)]
+
+@ROLES
+def test_boots_to_herdd_ready(role: Role, build: Build, boots: dict[tuple[Role, str], Boot]) -> None:
+    result = boots[(role, BOOTS[role])]
     assert result.match, f"no `herd: … ready` line within {result.seconds:.0f} s; console tail:\n" + \
         "\n".join(result.console.splitlines()[-40:])
     name, seen_role = result.match.groups()
@@ -26,19 +29,22 @@ def test_boots_to_herdd_ready(role: Role, way: str, build: Build, boots: dict[tu
     assert "Kernel panic" not in result.console
 
 
-@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+@ROLES
 def test_firmware_and_bus(role: Role, boots: dict[tuple[Role, str], Boot]) -> None:
     """The two ways really differ: the kernel saw EFI only under OVMF, the BIOS was SeaBIOS under "usb", and
     there its root was a USB mass-storage disk (sd*), not the virtio disk (vd*)."""
-    uefi, usb = (boots[(role, w)] for w in ("uefi", "usb"))
-    assert uefi.lines(r"efi: EFI v\d") and not usb.lines(r"efi: EFI v\d")
-    assert usb.lines(r"DMI: .*BIOS \d+\.\d+")  # SeaBIOS's version (OVMF reports 0.0.0)
-    assert usb.lines(r"usb-storage .*USB Mass Storage device detected")
-    assert usb.lines(r"herd-growroot: /dev/sd[a-z]3 ")
-    assert uefi.lines(r"herd-growroot: /dev/vda3 ")
+    result = boots[(role, BOOTS[role])]
+    if BOOTS[role] == "uefi":
+        assert result.lines(r"efi: EFI v\d")
+        assert result.lines(r"herd-growroot: /dev/vda3 ")
+    else:
+        assert not result.lines(r"efi: EFI v\d")
+        assert result.lines(r"DMI: .*BIOS \d+\.\d+")  # SeaBIOS's version (OVMF reports 0.0.0)
+        assert result.lines(r"usb-storage .*USB Mass Storage device detected")
+        assert result.lines(r"herd-growroot: /dev/sd[a-z]3 ")
 
 
-@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+@USB
 def test_root_grows_to_fill_the_stick(role: Role, boots: dict[tuple[Role, str], Boot]) -> None:
     usb = boots[(role, "usb")]
     lines = usb.lines(r"herd-growroot: \S+ from \d+ to \d+ bytes")
@@ -47,13 +53,13 @@ def test_root_grows_to_fill_the_stick(role: Role, boots: dict[tuple[Role, str], 
     assert after - before >= STICK_EXTRA - 2 * 1024 * 1024
 
 
-@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+@ROLES
 def test_herdd_configures_the_network(role: Role, build: Build, boots: dict[tuple[Role, str], Boot]) -> None:
     node = build.spec.nodes_of(role)[-1]
     prefix = build.spec.network.subnet.prefixlen
-    uefi = boots[(role, "uefi")]
-    assert uefi.lines(rf"network: AddAddress\(name='\w+', address='{node.address}/{prefix}'\)")
-    assert uefi.lines(rf"network: SetGateway\(gateway='{build.spec.network.gateway}'\)")
+    result = boots[(role, BOOTS[role])]
+    assert result.lines(rf"network: AddAddress\(name='\w+', address='{node.address}/{prefix}'\)")
+    assert result.lines(rf"network: SetGateway\(gateway='{build.spec.network.gateway}'\)")
 
 
 def test_two_nics_are_bonded_and_survive_a_pulled_cable(build: Build, tmp_path: Path) -> None:

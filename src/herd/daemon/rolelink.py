@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from herd.daemon.loop import Daemon
 
 
+FOLLOW_EVERY = 0.1  # seconds: how often a web node looks whether the NFS service moved
+
+
 class RoleLink:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
@@ -151,8 +154,8 @@ class RoleLink:
         if self.daemon.me.role != Role.WEB:
             return
         if self.daemon.spec.replicated_storage:
-            task = asyncio.create_task(self.daemon.every(self.daemon.spec.membership.interval_ms / 1000,
-                                                         lambda: self.follow_nfs(nfs_nodes)))
+            # Often: the heartbeat saying the other node is ready may arrive at any moment.
+            task = asyncio.create_task(self.daemon.every(FOLLOW_EVERY, lambda: self.follow_nfs(nfs_nodes)))
             self.tasks.add(task)
         last_error = None
         while True:
