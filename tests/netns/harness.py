@@ -3,11 +3,13 @@ Nothing touches the host's interfaces; every packet stays inside namespaces made
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,24 @@ class Lan:
     def close(self) -> None:
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@contextlib.contextmanager
+def two_hosts(tag: str, subnet: str) -> Iterator[Lan]:
+    """A LAN of two bare hosts, "a" at subnet.1 and "b" at subnet.2 (a /24), for tests of one mechanism."""
+    lan = Lan(tag)
+    try:
+        lan.host("a", address=f"{subnet}.1/24")
+        lan.host("b", address=f"{subnet}.2/24")
+        yield lan
+    finally:
+        lan.close()
+
+
+def python_in(ns: str, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Python code run inside namespace ns, with the checkout's herd importable."""
+    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, *args], capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(PROJECT / "src")})
 
 
 class Herdd:

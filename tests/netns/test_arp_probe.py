@@ -4,32 +4,23 @@ a host that is up answers, whatever runs on it; an address nobody holds, or a ho
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
-from .harness import PROJECT, Lan
+from .harness import Lan, python_in, two_hosts
 
 PROBE = "import sys; from herd.daemon.vip import answers_arp; print(answers_arp('eth0', sys.argv[1], sys.argv[2]))"
 
 
 @pytest.fixture
 def lan() -> Iterator[Lan]:
-    lan = Lan(f"a{os.getpid() % 10000}")
-    try:
-        lan.host("a", address="10.77.0.1/24")
-        lan.host("b", address="10.77.0.2/24")
+    with two_hosts(f"a{os.getpid() % 10000}", "10.77.0") as lan:
         yield lan
-    finally:
-        lan.close()
 
 
 def probe(lan: Lan, target: str) -> bool:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT / "src")}
-    r = subprocess.run(["ip", "netns", "exec", f"{lan.tag}-a", sys.executable, "-c", PROBE, "10.77.0.1", target],
-                       capture_output=True, text=True, timeout=30, env=env)
+    r = python_in(f"{lan.tag}-a", PROBE, "10.77.0.1", target)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip() == "True"
 

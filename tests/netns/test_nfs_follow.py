@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .harness import PROJECT, Lan, terminate
+from .harness import Lan, python_in, terminate, two_hosts
 
 SERVER = ("import socket\n"
           "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
@@ -33,22 +33,15 @@ CLIENT = ("import socket, sys, time\n"
 
 @pytest.fixture
 def lan() -> Iterator[Lan]:
-    lan = Lan(f"f{os.getpid() % 10000}")
-    try:
-        lan.host("a", address="10.78.0.1/24")
-        lan.host("b", address="10.78.0.2/24")
+    with two_hosts(f"f{os.getpid() % 10000}", "10.78.0") as lan:
         yield lan
-    finally:
-        lan.close()
 
 
 def test_the_stale_connection_is_reset_and_a_new_one_made(lan: Lan) -> None:
     server = subprocess.Popen(["ip", "netns", "exec", f"{lan.tag}-b", sys.executable, "-c", SERVER])
     try:
         time.sleep(0.5)
-        env = {**os.environ, "PYTHONPATH": str(PROJECT / "src")}
-        r = subprocess.run(["ip", "netns", "exec", f"{lan.tag}-a", sys.executable, "-c", CLIENT],
-                           capture_output=True, text=True, timeout=30, env=env)
+        r = python_in(f"{lan.tag}-a", CLIENT)
         assert r.returncode == 0, r.stderr
         assert r.stdout.split("\n")[:3] == ["cut None", "old: ConnectionAbortedError", "new: connected"], r.stdout
     finally:

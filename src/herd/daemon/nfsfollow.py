@@ -17,14 +17,20 @@ from herd.spec import Node
 NFS_PORT = 2049
 
 
-def ready_server(peers: dict[str, Peer], nfs_nodes: tuple[Node, ...]) -> str | None:
-    """The nfs node that says it serves and is done (NFS up, the address held), if any is heard."""
+def server(peers: dict[str, Peer], nfs_nodes: tuple[Node, ...]) -> tuple[str, drbd.Report] | None:
+    """The nfs node heard saying it serves the replicated docroot, and its report."""
     for node in nfs_nodes:
         peer = peers[node.name]
         report = drbd.Report.from_json(peer.health.get("drbd"))
-        if peer.alive and report is not None and report.serving and report.ready:
-            return node.name
+        if peer.alive and report is not None and report.serving:
+            return node.name, report
     return None
+
+
+def ready_server(peers: dict[str, Peer], nfs_nodes: tuple[Node, ...]) -> str | None:
+    """The nfs node that says it serves and is done (NFS up, the address held), if any is heard."""
+    found = server(peers, nfs_nodes)
+    return found[0] if found is not None and found[1].ready else None
 
 
 class Follow:

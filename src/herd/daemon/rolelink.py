@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from herd.daemon import drbd, galera, mariadb, nfsfollow, roles
+from herd.daemon import galera, mariadb, nfsfollow, roles
 from herd.secrets import db_password
 from herd.spec import Node, Role
 
@@ -191,9 +191,6 @@ class RoleLink:
             if nfs_nodes and self.daemon.membership.peers[nfs_nodes[0].name].alive:
                 return nfs_nodes[0].name, str(nfs_nodes[0].address)
             return None
-        for node in nfs_nodes:
-            peer = self.daemon.membership.peers[node.name]
-            report = drbd.Report.from_json(peer.health.get("drbd"))
-            if peer.alive and report is not None and report.serving:
-                return str(self.daemon.spec.nfs.address), str(self.daemon.spec.nfs.address)
-        return None
+        if nfsfollow.server(self.daemon.membership.peers, nfs_nodes) is None:
+            return None
+        return str(self.daemon.spec.nfs.address), str(self.daemon.spec.nfs.address)
