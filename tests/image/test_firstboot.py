@@ -1,6 +1,6 @@
 """What herdd does for a freshly flashed box (issue: identity at first boot), checked on the lab's VMs: the
 host name is the node's, and SSH host keys and machine-id were made on the box, so two boxes flashed from
-the same image never share them."""
+the same image never share them; herdd runs from the packages the build unpacked."""
 
 from __future__ import annotations
 
@@ -18,5 +18,8 @@ def test_each_box_made_its_own_name_keys_and_machine_id(lab: Lab) -> None:
         identity = lab.ssh(name, "cat /var/lib/herd/identity.json")
         assert f'"name": "{name}"' in identity and '"how": "mac"' in identity
         seen[name] = (machine_id, host_key)
+        # herdd runs from the packages the build unpacked; a box never unpacks (or half-writes) them itself.
+        unpacked = lab.ssh(name, "ls /usr/lib/herd/shiv; ls /var/lib/herd").split()
+        assert [u for u in unpacked if u.startswith("herdd.pyz_")] and "shiv" not in unpacked, unpacked
     assert seen["web1"][0] != seen["web2"][0], "same machine-id on two boxes of one image"
     assert seen["web1"][1] != seen["web2"][1], "same SSH host key on two boxes of one image"
