@@ -50,6 +50,21 @@ def throughput(lab: object, node: str, path: str) -> float:
     return float(m.group(1)) * (1000 if m.group(2) == "G" else 1)
 
 
+TAKEOVER = re.compile(r"herd: (\S+) serves the docroot on \S+ \(\S+ is down, silent ([\d.]+) s; "
+                      r"ready ([\d.]+) s after the decision: ([^)]*)\)")
+
+
+def takeover(console: str) -> tuple[float, float, dict[str, float]] | None:
+    """From the new server's last takeover line: how long the old one had been silent when it decided, how long
+    serving took, and each step of that."""
+    found = TAKEOVER.findall(console)
+    if not found:
+        return None
+    _, silent, ready, steps = found[-1]
+    laps = {step: float(seconds) for step, seconds in re.findall(r"(\w+) ([\d.]+) s", steps)}
+    return float(silent), float(ready), laps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--failovers", type=int, default=5, help="power cuts of the serving node (%(default)s)")
@@ -69,6 +84,7 @@ def main() -> None:
         local = throughput(lab, "nfs1", "/var/tmp/bench")
         start_writer(lab)
         outages, resyncs = [], []
+        breakdowns: list[tuple[float, float, dict[str, float]]] = []
         server = "nfs1"
         for i in range(args.failovers):
             other = "nfs2" if server == "nfs1" else "nfs1"
@@ -84,7 +100,15 @@ def main() -> None:
             back = time.monotonic()
             wait_in_sync(lab, other, 600)
             resyncs.append(time.monotonic() - back)
-            print(f"failover {i + 1}: {server} -> {other}: writer outage {outages[-1]:.1f} s, "
+            taken = takeover(lab.vms[other].console())
+            detail = ""
+            if taken is not None:
+                silent, ready, laps = taken
+                breakdowns.append(taken)
+                detail = (f" = {server} silent {silent:.1f} s when {other} decided + {ready:.1f} s to serve ("
+                          + ", ".join(f"{k} {v:.1f}" for k, v in laps.items())
+                          + f") + {outages[-1] - silent - ready:.1f} s for the web node to resume")
+            print(f"failover {i + 1}: {server} -> {other}: writer outage {outages[-1]:.1f} s{detail}; "
                   f"{server} back in sync {resyncs[-1]:.0f} s after power-on", flush=True)
             server = other
         pairs = stop_writer(lab)
@@ -97,6 +121,13 @@ def main() -> None:
         print(f"NFS failover (power cut of the serving nfs node), {len(outages)} runs, writer fsyncing 10 lines/s:")
         print(f"  outage seen by the writer   median {statistics.median(outages):.1f} s   max {max(outages):.1f} s"
               "   (target < 10 s)")
+        if breakdowns:
+            steps = {k: statistics.median(b[2].get(k, 0.0) for b in breakdowns) for k in breakdowns[0][2]}
+            silent = statistics.median(b[0] for b in breakdowns)
+            serving = statistics.median(b[1] for b in breakdowns)
+            print(f"  of which (medians)          silent before the decision {silent:.1f} s (deadtime, grace, "
+                  f"everyone's verdict), serving {serving:.1f} s ("
+                  + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()) + ")")
         print(f"  acknowledged lines lost     {'0' if lost == 0 else 'SOME (see above)'} of {len(pairs)}")
         print(f"  old primary back in sync    median {statistics.median(resyncs):.0f} s after its power-on "
               "(boot included)")

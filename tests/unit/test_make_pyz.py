@@ -149,3 +149,21 @@ def test_drbds_fence_peer_handler_runs_herd_straight_from_a_zipapp(pyz: Path, tm
     thread.join(10)
     assert r.returncode == 5, r
     assert json.loads(got[0]) == {"cmd": "fence-peer"}
+
+
+def test_the_fence_peer_handler_prefers_the_packages_the_build_unpacked(pyz: Path, tmp_path: Path) -> None:
+    """In an image herdd's packages are unpacked and compiled in /usr/lib/herd/shiv: the handler imports from
+    there (no zip to read), here with the zipapp itself gone."""
+    shiv = tmp_path / "shiv"
+    with zipfile.ZipFile(pyz) as z:
+        for name in z.namelist():
+            if name.startswith("site-packages/herd/"):
+                z.extract(name, shiv / "herdd.pyz_0123")
+    env = {"HERD_SHIV": str(shiv), "HERD_PYZ": str(tmp_path / "gone.pyz"), "PATH": "/usr/bin:/bin"}
+    path = tmp_path / "h.sock"
+    got: list[bytes] = []
+    thread = answer_once(path, b'{"ok": true, "fence": false}\n', got)
+    r = subprocess.run([str(HANDLER), "--socket", str(path)], capture_output=True, text=True, env=env, timeout=60)
+    thread.join(10)
+    assert r.returncode == 1 and "does not serve" in r.stdout, r
+    assert json.loads(got[0]) == {"cmd": "fence-peer"}

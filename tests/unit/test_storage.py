@@ -10,11 +10,12 @@ from pathlib import Path
 
 from herd.daemon.drbd import Report
 from herd.daemon.membership import Peer
-from herd.daemon.storage import TAKEOVER_GRACE, Connect, CutLink, Demote, Initialize, Outdate, Promote, Storage
+from herd.daemon.storage import GRACE_BEATS, Connect, CutLink, Demote, Initialize, Outdate, Promote, Storage
 from herd.spec import Spec, parse
 
 EXAMPLE = (Path(__file__).resolve().parents[2] / "examples/cluster.toml").read_text()
 DEAD, BEAT, TICK = 1.0, 0.2, 0.05
+GRACE = GRACE_BEATS * BEAT
 NODES = ("dir1", "web1", "nfs1", "nfs2")
 
 
@@ -68,9 +69,11 @@ class Lab:
         self.acked: set[int] = set()
         self.counter = itertools.count()
         self.log: list[tuple[float, str, object]] = []
-        self.linked = False
+        self.linked = False  # the link worked at the last look
+        self.seen_linked = {n: False for n in self.boxes}  # what each side's DRBD thought at the last look
         self.broken: set[str] = set()  # "drbd": the replication link is down while heartbeats flow
         self.relay = {"dir1": 0, "web1": 0}  # the highest storage term the other nodes have heard of
+        self.relay_seen: dict[str, dict[str, float]] = {r: {} for r in self.relay}  # whom they heard, when
         self.drbd_notice = 0.0  # seconds DRBD takes to see its link dead (its ping timeout)
         self.down_since: float | None = None
         for box in self.boxes.values():
@@ -93,19 +96,24 @@ class Lab:
         a, b = self.boxes["nfs1"], self.boxes["nfs2"]
         return self.reach("nfs1", "nfs2") and not a.standalone and not b.standalone and "drbd" not in self.broken
 
-    def drbd_link(self) -> bool:
-        """Whether DRBD thinks it is connected: a dead link only `drbd_notice` seconds after it died."""
+    def other(self, box: Box) -> Box:
+        return self.boxes["nfs2" if box.name == "nfs1" else "nfs1"]
+
+    def drbd_link(self, box: Box) -> bool:
+        """Whether box's DRBD thinks it is connected: a dead link only `drbd_notice` seconds after it died,
+        unless the peer closed it itself and its packets still arrive."""
         if self.wire():
             self.down_since = None
             return True
         if self.down_since is None:
             self.down_since = self.now
-        a, b = self.boxes["nfs1"], self.boxes["nfs2"]
-        return self.linked and not (a.standalone or b.standalone) and self.now - self.down_since < self.drbd_notice
+        if box.standalone or (self.other(box).standalone and self.reach("nfs1", "nfs2")):
+            return False
+        return self.seen_linked[box.name] and self.now - self.down_since < self.drbd_notice
 
     def report(self, box: Box) -> Report:
-        other = self.boxes["nfs2" if box.name == "nfs1" else "nfs1"]
-        linked = self.drbd_link()
+        other = self.other(box)
+        linked = self.drbd_link(box)
         connection = "StandAlone" if box.standalone else ("Connected" if linked else "WFConnection")
         assert box.machine is not None
         return Report(role=box.role, connection=connection, disk=box.disk,
@@ -115,7 +123,7 @@ class Lab:
     def settle_drbd(self) -> None:
         """What DRBD does when the link comes up (sync, or split brain) and when it goes down (fence-peer)."""
         a, b = self.boxes["nfs1"], self.boxes["nfs2"]
-        linked = self.drbd_link()
+        linked = self.wire()
         if linked and not self.linked:
             for box, other in ((a, b), (b, a)):
                 if box.discard_next and other.disk == "UpToDate":
@@ -139,17 +147,19 @@ class Lab:
                     box.writes = set(good[0].writes)
                     box.disk = "UpToDate"
                     box.peer_outdated = False
-        elif not linked and self.linked:
-            for box in (a, b):
-                if box.up and box.machine is not None and box.role == "Primary" and box.machine.may_fence():
-                    box.peer_outdated = True
+        for box in (a, b):
+            sees = self.drbd_link(box)
+            if self.seen_linked[box.name] and not sees and box.up and box.machine is not None \
+                    and box.role == "Primary" and box.machine.may_fence(self.now, self.views[box.name]):
+                box.peer_outdated = True  # the fence-peer handler said yes
+            self.seen_linked[box.name] = sees
         self.linked = linked
 
     # -- herdd ---------------------------------------------------------------------------------------------
     def apply(self, box: Box, effect: object) -> None:
         assert box.machine is not None
-        other = self.boxes["nfs2" if box.name == "nfs1" else "nfs1"]
-        linked = self.drbd_link()
+        other = self.other(box)
+        linked = self.drbd_link(box)
         match effect:
             case Initialize():
                 box.role, box.disk, box.fresh = "Primary", "UpToDate", False
@@ -157,7 +167,7 @@ class Lab:
             case Promote():
                 ok = box.disk == "UpToDate" and not (linked and other.role == "Primary")
                 if ok and not linked:
-                    ok = box.machine.may_fence()
+                    ok = box.machine.may_fence(self.now, self.views[box.name])
                     box.peer_outdated = ok
                 if ok:
                     box.role = "Primary"
@@ -185,13 +195,12 @@ class Lab:
         for box in self.boxes.values():
             if box.up and box.machine is not None and box.machine.serving and box.role == "Primary" \
                     and self.reach("web1", box.name):
-                if self.drbd_link() and not self.wire():
+                if self.drbd_link(box) and not self.wire():
                     return  # protocol C: the write waits for the peer's ack until DRBD gives up on it
                 n = next(self.counter)
                 box.writes.add(n)
-                if self.drbd_link():
-                    other = self.boxes["nfs2" if box.name == "nfs1" else "nfs1"]
-                    other.writes.add(n)
+                if self.wire():
+                    self.other(box).writes.add(n)
                 self.acked.add(n)
                 return
 
@@ -201,14 +210,20 @@ class Lab:
         while self.now < end:
             self.settle_drbd()
             if step % round(BEAT / TICK) == 0:
-                health = {name: {"storage_term": term} for name, term in self.relay.items()}
+                health: dict[str, dict[str, object]] = {
+                    name: {"storage_term": term, "hears": sorted(n for n, t in self.relay_seen[name].items()
+                                                                 if self.now - t <= DEAD)}
+                    for name, term in self.relay.items()}
                 for name, box in self.boxes.items():
                     if box.up and box.herdd and box.machine is not None:
                         health[name] = {"drbd": self.report(box).to_json(),
-                                        "storage_term": box.machine.known_term(self.views[name])}
+                                        "storage_term": box.machine.known_term(self.views[name]),
+                                        "hears": sorted(n for n, p in self.views[name].items() if p.alive)}
                 for relay in self.relay:  # dir1 and web1 pass on the highest term they hear
                     heard = [h["storage_term"] for sender, h in health.items() if self.reach(relay, sender)]
-                    self.relay[relay] = max([self.relay[relay], *heard])
+                    self.relay[relay] = max([self.relay[relay], *(t for t in heard if isinstance(t, int))])
+                    self.relay_seen[relay].update({sender: self.now for sender in health
+                                                   if sender != relay and self.reach(relay, sender)})
                 for viewer, view in self.views.items():
                     if not self.boxes[viewer].up:
                         continue
@@ -285,7 +300,7 @@ def test_the_servers_power_cut_the_other_takes_over_after_the_grace_and_keeps_ev
     lab.run(8)
     assert lab.serving() == ["nfs2"]
     (t, _), = lab.effects("nfs2", Promote)
-    assert DEAD + TAKEOVER_GRACE - BEAT <= t - cut_at <= DEAD + TAKEOVER_GRACE + 0.5  # from its last beat
+    assert DEAD + GRACE - BEAT <= t - cut_at <= DEAD + GRACE + 0.5  # from its last beat
     lab.assert_nothing_lost("nfs2")
     # The old server comes back as the standby, resynced, and does not take over (no preemption).
     lab.power_on("nfs1")
@@ -305,7 +320,7 @@ def test_drbd_slow_to_see_a_dead_server_the_standby_cuts_the_link_itself_once_it
     (cut_link_at, effect), = lab.effects("nfs2", CutLink)
     assert effect == CutLink("nfs1", "192.168.50.31")
     (t, _), = lab.effects("nfs2", Promote)
-    assert t - cut_at <= DEAD + TAKEOVER_GRACE + 0.5 and t >= cut_link_at
+    assert t - cut_at <= DEAD + GRACE + 0.5 and t >= cut_link_at
     lab.assert_nothing_lost("nfs2")
     lab.power_on("nfs1")
     lab.run(8)
@@ -331,7 +346,7 @@ def test_a_partitioned_server_steps_down_before_the_other_serves_and_is_resynced
     (down_at, demote), = lab.effects("nfs1", Demote)
     assert isinstance(demote, Demote) and demote.disconnect and demote.reason == "lost quorum"
     (up_at, _), = lab.effects("nfs2", Promote)
-    assert down_at - cut_at <= DEAD and up_at - down_at >= TAKEOVER_GRACE
+    assert down_at - cut_at <= DEAD and up_at - down_at >= GRACE
     lab.heal()
     lab.run(8)
     # DRBD saw a split brain (the old server's unmount); herdd has nfs1 drop its unacknowledged changes.
@@ -514,3 +529,35 @@ def test_a_server_back_from_a_pause_of_its_own_decides_nothing_while_settling() 
     assert machine.tick(10.0, views, serving, settling=True) == []  # the silence may be beats not read yet
     assert machine.serving
     assert machine.tick(10.5, views, serving) == [Demote("lost quorum", disconnect=True)]  # real silence
+
+
+def test_a_cut_between_the_nfs_nodes_alone_leaves_the_server_serving_and_the_standby_waiting() -> None:
+    """Only the nfs1-nfs2 link breaks (heartbeats and DRBD): both still see a quorum. nfs2 must not take over
+    from a server dir1 and web1 still hear; nfs1 counts nfs2 outdated and goes on alone, losing nothing."""
+    lab = started()
+    lab.drbd_notice = 3.0  # nfs1's DRBD sees the link dead only then (nfs2's cut does not reach it)
+    lab.cut.add(frozenset(("nfs1", "nfs2")))
+    lab.run(10)
+    assert lab.serving() == ["nfs1"] and not lab.effects("nfs2", Promote)
+    assert lab.effects("nfs2", CutLink), "nfs1's host does not answer nfs2's ARP: nfs2 cuts DRBD's link"
+    assert lab.boxes["nfs2"].machine is not None
+    assert lab.boxes["nfs2"].machine.waiting == ("nfs1 is silent here but dir1, web1 still hear it: the link "
+                                                 "between the nfs nodes is down, not nfs1")
+    assert lab.boxes["nfs1"].peer_outdated, "nfs1 fenced nfs2 and serves on alone"
+    written = len(lab.acked)
+    lab.run(2)
+    assert len(lab.acked) > written, "the server took no writes while cut off from its peer"
+    lab.heal()
+    lab.run(10)
+    assert lab.serving() == ["nfs1"] and lab.boxes["nfs2"].writes == lab.boxes["nfs1"].writes
+    lab.assert_nothing_lost("nfs2")
+
+
+def test_the_fence_handler_is_answered_from_the_lease_at_that_moment_not_the_last_tick() -> None:
+    lab = started()
+    machine = lab.boxes["nfs1"].machine
+    assert machine is not None and machine.serving
+    view = lab.views["nfs1"]
+    assert machine.may_fence(lab.now, view)
+    assert not machine.may_fence(lab.now + machine.lease + BEAT, view), "the lease ran out since the last tick"
+    assert lab.boxes["nfs2"].machine is not None and not lab.boxes["nfs2"].machine.may_fence(lab.now, lab.views["nfs2"])

@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from herd.build.target import BlockDevice, System, read_block_device
@@ -186,12 +186,13 @@ def mounted(point: Path, proc_mounts: Path = Path("/proc/mounts")) -> bool:
     return any(line.split()[1:2] == [str(point)] for line in proc_mounts.read_text().splitlines())
 
 
-def serve(export: Path, site: Path) -> bool:
+def serve(export: Path, site: Path, lap: Callable[[str], None] = lambda step: None) -> bool:
     """Mount the filesystem, bind its parts into place, start the NFS server. Returns whether the docroot was
-    seeded with the example site (an empty one, at the first start)."""
+    seeded with the example site (an empty one, at the first start). `lap` is told when each step is done."""
     MOUNT.mkdir(parents=True, exist_ok=True)
     if not mounted(MOUNT):
         run(["mount", "-o", "noatime", DEVICE, str(MOUNT)])
+    lap("mount")
     seeded = False
     www, clients = MOUNT / "www", MOUNT / "nfsdcld"
     for directory in (www, clients, export):
@@ -202,6 +203,7 @@ def serve(export: Path, site: Path) -> bool:
     if not mounted(export):
         run(["mount", "--bind", str(www), str(export)])
     run(["systemctl", "start", "nfs-server.service"], timeout=180)
+    lap("nfs")
     return seeded
 
 

@@ -180,6 +180,8 @@ class Daemon(asyncio.DatagramProtocol):
             return
         if self.spec.replicated_storage:
             self.pass_on_storage_term()
+            # Whom this node hears: a standby nfs node takes over from a silent server only once no one does.
+            self.health["hears"] = sorted(self.membership.alive() - {self.me.name})
         self.seq += 1
         msg = Message(KIND_HEARTBEAT, self.me.name, self.config.generation, self.seq,
                       self.membership.payload(self.health, self.election.holding))
@@ -204,6 +206,8 @@ class Daemon(asyncio.DatagramProtocol):
                     print(f"herd: {name} is alive", flush=True)
                 case PeerDown(name, silent):
                     print(f"herd: {name} is dead (silent for {silent * 1000:.0f} ms)", flush=True)
+                    if self.spec.replicated_storage:
+                        self.send_heartbeat()  # the standby nfs node waits for everyone's verdict: spread it now
                 case Paused(seconds):
                     self.counters["pauses"] += 1
                     log.info("paused for %.0f ms: reading what is queued before judging anyone", seconds * 1000)
@@ -298,7 +302,7 @@ class Daemon(asyncio.DatagramProtocol):
 
     def sample_health(self) -> None:
         try:
-            kept: dict[str, Any] = {k: self.health[k] for k in ("drbd", "storage_term") if k in self.health}
+            kept: dict[str, Any] = {k: self.health[k] for k in ("drbd", "storage_term", "hears") if k in self.health}
             self.health = health.sample()
             self.health.update(kept)
             if self.config.manage_roles:

@@ -16,15 +16,18 @@ address. The rules, in the spirit of the director election:
   server that goes on without its peer in sync starts a new one; a standby in sync with the server shares the
   server's term. Every node, whatever its role, passes on the highest term it has heard (`storage_term` in its
   heartbeats), so the cluster remembers a server's term after the server is gone.
-- A standby takes over from a silent peer only `deadtime + TAKEOVER_GRACE` after it was last heard (time for a
-  partitioned server to step down first), and only if its own term is the highest its quorum knows of (nobody
-  served without it since), its disk was in sync with the peer when the peer was last heard (or it was the
-  server itself), and the peer did not say it was serving without it. Anything else could lose acknowledged
-  writes, so it waits for the peer instead (as Galera's rules do).
+- A standby takes over from a silent peer only `deadtime + grace` after it was last heard (the grace, two
+  heartbeat intervals, is the margin by which a partitioned server's lease runs out first), only once no node
+  it hears still hears the peer (every node says whom it hears, `hears` in its heartbeats: a peer silent to this
+  node alone is cut off from it, not gone, and may serve on with the others' quorum), only if its own term is
+  the highest its quorum knows of (nobody served without it since), its disk was in sync with the peer when the
+  peer was last heard (or it was the server itself), and the peer did not say it was serving without it.
+  Anything else could lose acknowledged writes, so it waits for the peer instead (as Galera's rules do).
 - DRBD notices a dead link only after its ping timeout; a standby that would take over but for DRBD still
   seeing the peer cuts the link itself if the peer's host does not answer ARP (`CutLink`).
 - A standby that hears the server say it is cut off from us marks its own disk Outdated (DRBD then refuses to
-  promote it too); DRBD's fence-peer handler asks herdd (`may_fence`) before treating the peer as outdated.
+  promote it too); DRBD's fence-peer handler asks herdd (`may_fence`) before treating the peer as outdated,
+  and herdd answers from the lease at that moment, not from its last tick.
 
 DRBD's own split-brain policies are all "disconnect": it never throws data away by itself.
 """
@@ -37,7 +40,7 @@ from herd.daemon.drbd import Report
 from herd.daemon.membership import Peer
 from herd.spec import Node, Role, Spec
 
-TAKEOVER_GRACE = 2.0  # seconds past the deadtime before a standby takes over from a silent server
+GRACE_BEATS = 2       # heartbeat intervals past the deadtime before a standby takes over from a silent server
 RETRY_AFTER = 5.0     # seconds after a failed attempt to serve
 REPEAT_AFTER = 5.0    # seconds before the same housekeeping effect (reconnect, outdate, step down) again
 
@@ -95,6 +98,7 @@ class Storage:
         m = spec.membership
         self.deadtime = m.deadtime_ms / 1000
         self.lease = max(m.deadtime_ms - 2 * m.interval_ms, m.interval_ms) / 1000
+        self.grace = GRACE_BEATS * m.interval_ms / 1000
         self.slack = 3 * m.interval_ms / 1000  # how far apart "in sync" and "last heard" may be sampled
         self.started = now
         self.serving = False
@@ -172,10 +176,11 @@ class Storage:
         self.serving = False
         self.retry_at = now + RETRY_AFTER
 
-    def may_fence(self) -> bool:
+    def may_fence(self, now: float, peers: dict[str, Peer]) -> bool:
         """DRBD's fence-peer handler asks: may this node treat its unreachable peer as outdated (and so serve
-        without it)? Only while it serves by these rules."""
-        return self.serving
+        without it)? Only while it serves by these rules, its lease included: the handler may run between two
+        ticks, just after the lease ran out."""
+        return self.serving and len(self._seen(peers, now, self.lease)) >= self.quorum
 
     def _serving(self, now: float, peers: dict[str, Peer], local: Report, peer: Peer,
                  report: Report | None) -> list[Effect]:
@@ -254,8 +259,13 @@ class Storage:
             self.waiting = f"DRBD still sees {name}"
             return [CutLink(name, str(self.peer.address))]
         since = peer.last_seen if peer.last_seen is not None else self.started
-        if now - since < self.deadtime + TAKEOVER_GRACE:
+        if now - since < self.deadtime + self.grace:
             return self._wait(f"{name} is silent: giving it time to stop serving")
+        witnesses = self.still_hearing(name)
+        if witnesses:
+            verb = "hears" if len(witnesses) == 1 else "hear"
+            return self._wait(f"{name} is silent here but {', '.join(witnesses)} still {verb} it: the link "
+                              f"between the nfs nodes is down, not {name}")
         if peer.last_seen is not None:
             if report is not None and report.primary and report.peer_disk != "UpToDate":
                 return self._wait(f"{name} last served without this node: it may hold writes this disk lacks")
@@ -265,7 +275,13 @@ class Storage:
         if newest > self.term:
             return self._wait(f"{name} served term {newest} without this node (its disk holds term {self.term}): "
                               f"it may hold writes this disk lacks; waiting for it")
-        return self._serve(Promote(f"{name} is down"), local, self.peers_seen)
+        return self._serve(Promote(f"{name} is down, silent {now - since:.1f} s"), local, self.peers_seen)
+
+    def still_hearing(self, name: str) -> list[str]:
+        """The other nodes this node hears that say they still hear `name` (their last heartbeat's `hears`)."""
+        return sorted(other for other, p in self.peers_seen.items()
+                      if other not in (self.me.name, name) and p.alive
+                      and isinstance(hears := p.health.get("hears"), list) and name in hears)
 
     def _serve(self, effect: Initialize | Promote, local: Report, peers: dict[str, Peer]) -> list[Effect]:
         self.serving = True

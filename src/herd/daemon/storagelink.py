@@ -21,7 +21,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("herdd")
 SETUP_RETRY = 5.0
+POLL_EVERY = 0.1  # seconds at most between two looks at DRBD and the membership
 FRESH_EVERY = 2.0  # while the pair has never started: how often to look whether the peer created the disk
+
+
+class Laps:
+    """How long each step of a takeover took, for its log line (and bench/storage.py, which reads it)."""
+
+    def __init__(self, started: float) -> None:
+        self.last = started
+        self.steps: list[tuple[str, float]] = []
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.steps.append((step, now - self.last))
+        self.last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{step} {seconds:.1f} s" for step, seconds in self.steps)
 
 
 class StorageLink:
@@ -72,7 +89,8 @@ class StorageLink:
                 self.error = str(exc)
                 self.poll()
                 await asyncio.sleep(SETUP_RETRY)
-        await self.daemon.every(self.daemon.spec.membership.interval_ms / 1000, self.poll)
+        # Often, and cheap (/proc/drbd and the pure machine): a takeover or a step-down waits for this beat.
+        await self.daemon.every(min(self.daemon.spec.membership.interval_ms / 4000, POLL_EVERY), self.poll)
 
     def _bring_up(self) -> bool:
         made = drbdctl.bring_up(drbdctl.choose_disk(self.daemon.spec.nfs.disk))
@@ -135,10 +153,12 @@ class StorageLink:
                     self._make_filesystem()
                     self._serve(reason, started)
                 case Promote(reason):
-                    drbdctl.primary()
+                    watch = Laps(started)
+                    drbdctl.primary()  # with the fence-peer handler, when the peer is gone
+                    watch.lap("primary")
                     if self.initializing:  # the first start was cut short before its filesystem was made
                         self._make_filesystem()
-                    self._serve(reason, started)
+                    self._serve(reason, started, watch)
                 case Demote(reason, disconnect):
                     self._stop(reason, disconnect)
                 case Connect(discard_mine):
@@ -182,15 +202,17 @@ class StorageLink:
         self.save()
         print("herd: filesystem made on the replicated disk", flush=True)
 
-    def _serve(self, reason: str, started: float) -> None:
-        seeded = drbdctl.serve(self.export, roles.SITE)
+    def _serve(self, reason: str, started: float, watch: Laps | None = None) -> None:
+        watch = watch or Laps(started)
+        seeded = drbdctl.serve(self.export, roles.SITE, watch.lap)
         self._set_address(True)
+        watch.lap("address")
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self._announce)
             self.loop.call_soon_threadsafe(self._ready)
         seed = "; seeded with the example site" if seeded else ""
         print(f"herd: {self.daemon.me.name} serves the docroot on {self.address} ({reason}; ready "
-              f"{time.monotonic() - started:.1f} s after the decision){seed}", flush=True)
+              f"{time.monotonic() - started:.1f} s after the decision: {watch}){seed}", flush=True)
 
     def _stop(self, reason: str, disconnect: bool) -> None:
         # The address first: from now on no reply reaches a client, so nothing this node writes from here on
@@ -233,7 +255,7 @@ class StorageLink:
 
     # -- herdctl, DRBD's handler, stopping ----------------------------------------------------------------------
     def fence_peer(self) -> bool:
-        return self.machine.may_fence()
+        return self.machine.may_fence(self.daemon.clock(), self.daemon.membership.peers)
 
     def status(self) -> dict[str, Any]:
         return {"address": self.address, "self": self.local.to_json()}
