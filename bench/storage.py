@@ -107,7 +107,8 @@ def main() -> None:
                 breakdowns.append(taken)
                 detail = (f" = {server} silent {silent:.1f} s when {other} decided + {ready:.1f} s to serve ("
                           + ", ".join(f"{k} {v:.1f}" for k, v in laps.items())
-                          + f") + {outages[-1] - silent - ready:.1f} s for the web node to resume")
+                          + f"), the rest {outages[-1] - silent - ready:+.1f} s (the web node reconnecting; the"
+                          " silence counts from the last heartbeat, the outage from the last acknowledged line)")
             print(f"failover {i + 1}: {server} -> {other}: writer outage {outages[-1]:.1f} s{detail}; "
                   f"{server} back in sync {resyncs[-1]:.0f} s after power-on", flush=True)
             server = other
