@@ -1,8 +1,7 @@
 """The whole cluster's second scenario: the web boxes' MACs are not in the spec (web1 and web2 have no `mac`).
 Two boxes flashed from one web image find their identity by claiming the free web slots, each gets a different
-one, the cluster serves through both, and a power cut does not change who is who. The boxes this needs boot:
-a director, the two web boxes and the nfs node (their docroot), four of the spec's six, a quorum; the whole
-six boot in test_cluster.py."""
+one, the cluster serves through both, and a power cut does not change who is who. All six boot: a claim needs
+grants from a strict majority of the spec's nodes (4 of 6), and the claimers themselves are not members yet."""
 
 from __future__ import annotations
 
@@ -12,17 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from herd.spec import Role
-
 from ..netns.harness import wait_for
 from .conftest import EXAMPLE, make_build
-from .lab import Lab, start_lab
+from .lab import VM_NODES, Lab, start_lab
 from .scenario import wait_joined
 
 # Boxes with MACs the spec does not know, booted as the VMs the lab calls web1 and web2 (which slot each
 # ends up in is theirs to settle).
 UNKNOWN = {"web1": "52:54:00:99:00:01", "web2": "52:54:00:99:00:02"}
-BOXES = ("dir1", "web1", "web2", "nfs1")
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +27,8 @@ def claiming(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     for slot in UNKNOWN:
         text, n = re.subn(rf'(name = "{slot}"\nrole = "web"\naddress = "[0-9.]+"\n)mac = "[0-9a-f:]+"\n', r"\1", text)
         assert n == 1
-    build = make_build(tmp_path_factory.mktemp("claim-build"), text, [Role.DIRECTOR, Role.WEB, Role.NFS])
-    yield from start_lab(build, tmp_path_factory.mktemp("claim-lab"), BOXES, vip_after=None, persistent=True,
+    build = make_build(tmp_path_factory.mktemp("claim-build"), text)
+    yield from start_lab(build, tmp_path_factory.mktemp("claim-lab"), VM_NODES, vip_after=None, persistent=True,
                          macs=UNKNOWN)
 
 
@@ -52,7 +48,7 @@ def test_two_unknown_boxes_claim_the_two_free_slots(claiming: Lab) -> None:
     for box, identity in slots.items():
         assert identity["how"] == f"claimed by {UNKNOWN[box]}"
         assert lab.ssh(identity["name"], "hostname").strip() == identity["name"]
-    status = wait_joined(lab, nodes=BOXES)  # the four alive, a VIP holder, both web nodes in the IPVS table
+    status = wait_joined(lab)  # six alive, a VIP holder, both web nodes in the IPVS table
     assert status["ipvs"] == "in sync"
     wait_for(lambda: set(lab.fetch("/herd-node", 12)) == {"web1", "web2"}, 120, every=2,
              what="the VIP reaching both claimed web nodes")
