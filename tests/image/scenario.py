@@ -37,30 +37,27 @@ def bring_everyone_up(lab: Lab) -> None:
     lab.wait_ready(off)
 
 
-def joined(lab: Lab, director: str, nodes: tuple[str, ...] = VM_NODES) -> dict[str, Any] | None:
-    """The director's status once it shows `nodes` (all six by default) alive, a VIP holder and both web nodes
-    in the table."""
+def joined(lab: Lab, director: str) -> dict[str, Any] | None:
+    """The director's status once it shows all six alive, a VIP holder and both web nodes in the table."""
     status = lab.status(director)
     states = {n["name"]: n["state"] for n in status["nodes"]}
     weights = {rs["name"]: rs["weight"] for svc in status["services"] for rs in svc["real_servers"]}
-    if all(states.get(n) == "alive" for n in nodes) and status["vip"]["holder"] \
-            and weights == {"web1": 1, "web2": 1}:
+    if set(states.values()) == {"alive"} and status["vip"]["holder"] and weights == {"web1": 1, "web2": 1}:
         return status
     return None
 
 
-def wait_joined(lab: Lab, timeout: float = 600, nodes: tuple[str, ...] = VM_NODES) -> dict[str, Any]:
+def wait_joined(lab: Lab, timeout: float = 600) -> dict[str, Any]:
     found: list[dict[str, Any]] = []
 
     def check() -> bool:
         for director in ("dir1", "dir2"):
-            if director in lab.vms and lab.running(director) and (status := joined(lab, director, nodes)):
+            if lab.running(director) and (status := joined(lab, director)):
                 found.append(status)
                 return True
         return False
 
-    wait_for(check, timeout, every=3, what=f"{', '.join(nodes)} alive, a VIP holder and both web nodes in the "
-             "IPVS table")
+    wait_for(check, timeout, every=3, what="six alive nodes, a VIP holder and both web nodes in the IPVS table")
     return found[-1]
 
 
