@@ -35,7 +35,8 @@ class Reporter:
 
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(text)
+            # Into a log or a pipe, a step's line stays one line (with its time at the end), whatever its length.
+            self.console.print(text, soft_wrap=not self.console.is_terminal)
 
     @contextmanager
     def step(self, label: str, cached: bool = False) -> Iterator[StepProgress]:
