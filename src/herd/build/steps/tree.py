@@ -56,8 +56,10 @@ def clean(tree: Path) -> None:
             else:
                 path.unlink()
     docs = tree / "usr/share/doc"
-    for path in docs.rglob("*") if docs.is_dir() else ():
-        if path.is_file() and path.name != "copyright":
+    # Symlinks too, whatever they point to: testing a link with is_file() depends on whether its target was
+    # deleted yet, that is on the directory order, which differs between file systems (tmpfs, ext4).
+    for path in sorted(docs.rglob("*")) if docs.is_dir() else ():
+        if path.name != "copyright" and (path.is_symlink() or path.is_file()):
             path.unlink()
     locale = tree / "usr/share/locale"
     for path in locale.iterdir() if locale.is_dir() else ():
