@@ -40,8 +40,9 @@ def remove_tree(path: Path) -> None:
             time.sleep(0.5)
 
 
-def pack(tree: Path, tarball: Path, on_line: OnLine | None = None) -> None:
-    run(["tar", *TAR_FLAGS, "-I", "zstd -T0 -3", "-cf", tarball, "-C", tree, "."], on_line=on_line)
+def pack(tree: Path, tarball: Path, what: str = ".", on_line: OnLine | None = None) -> None:
+    """tree (or `what`, a path relative to it) into a zstd tarball; `unpack` into a tree puts it back in place."""
+    run(["tar", *TAR_FLAGS, "-I", "zstd -T0 -3", "-cf", tarball, "-C", tree, what], on_line=on_line)
 
 
 def unpack(tarball: Path, tree: Path, on_line: OnLine | None = None) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from herd.build.chroot import in_chroot
 from herd.build.context import BuildContext
 from herd.build.dpkg import tree_packages
-from herd.build.fs import remove_tree, unpack
+from herd.build.fs import pack, remove_tree, unpack
 from herd.build.overlay import OverlayFile, disable_unit, enable_unit, install, render, template_context, write_file
 from herd.build.plan import RolePlan
 from herd.build.reproducible import clamp_tree
@@ -24,6 +24,7 @@ from herd.spec import Role, Spec
 
 GRUB_MODULES = Path("/usr/lib/grub")
 UNITS = ("herdd.service", "herd-growroot.service")
+UNPACK_FORMAT = 1  # bump when unpack_zipapp changes what it makes: cached unpackings are then made again
 NOT_DIGESTED = ("etc/herd/cluster.key", "usr/lib/herd/herdd.pyz")
 
 # Globs (relative to the root) deleted from every image.
@@ -87,6 +88,21 @@ def unpack_zipapp(tree: Path, on_line: Callable[[str], None]) -> None:
     in_chroot(tree, None, f"rm -rf {SHIV_ROOT}; PYTHONDONTWRITEBYTECODE=1 /usr/lib/herd/herdd.pyz --version "
               f">/dev/null; python3 -m compileall -q -f --invalidation-mode unchecked-hash {SHIV_ROOT}; "
               f"rm -f {SHIV_ROOT}/.*_lock", on_line=on_line)
+
+
+def herdd_packages(ctx: BuildContext, tree: Path, herdd: bytes, on_line: Callable[[str], None]) -> None:
+    """herdd's unpacked, compiled packages in the tree: made once per herdd.pyz and base system (every role
+    gets the same bytes), then taken from the cache; unpacking and compiling is seconds per role."""
+    key = f"{hashlib.sha256(herdd).hexdigest()[:20]}-{ctx.plan.base_key}-{UNPACK_FORMAT}"
+    cached = ctx.cache.lookup("zipapp", key, ".unpacked.tar.zst")
+    shiv = tree / SHIV_ROOT.lstrip("/")
+    remove_tree(shiv)
+    if cached is not None:
+        unpack(cached, tree)
+        return
+    unpack_zipapp(tree, on_line)
+    with ctx.cache.store("zipapp", key, ".unpacked.tar.zst") as tmp:
+        pack(tree, tmp, SHIV_ROOT.lstrip("/"))
 
 
 def secret_files(spec: Spec, role: Role, site_key: Path | None) -> list[OverlayFile]:
@@ -162,7 +178,7 @@ class Tree(Step):
                 link.unlink(missing_ok=True)
                 link.symlink_to("/usr/lib/herd/herdd.pyz")
             progress.line("unpacking herdd's packages")
-            unpack_zipapp(tree, progress.line)
+            herdd_packages(ctx, tree, ctx.zipapp.read_bytes(), progress.line)
             if role == Role.NFS and (ctx.project / "examples/site").is_dir():
                 # The example site: herdd copies it into the export at first boot if the export is empty.
                 site = tree / "usr/share/herd/site"
