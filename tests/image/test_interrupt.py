@@ -1,4 +1,4 @@
-"""Ctrl-C in the middle of a build: no partial image, no scratch tree, no process left in a chroot, and the
+"""Ctrl-C in the middle of a build: no partial image, no scratch tree or tmpfs, no process left in a chroot, and the
 cache still serves the next build."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from herd.build.fs import mounts_under
 from herd.spec import Role
 
 from .conftest import EXAMPLE, PROJECT, Build, run_build
@@ -34,10 +35,11 @@ def processes_inside(path: Path) -> list[str]:
 def test_ctrl_c_during_debootstrap(build: Build, tmp_path: Path) -> None:
     out = tmp_path / "out"
     before = set(CACHE.glob("**/.*.tmp"))
-    # --no-cache: the base is debootstrapped again, so the interrupt lands inside a chroot with /proc mounted.
+    # --no-cache: the base is debootstrapped again, so the interrupt lands inside a chroot with /proc mounted;
+    # --scratch ram: in a tmpfs of the build's own, which must be unmounted too.
     proc = subprocess.Popen(
         [sys.executable, "-m", "herd.build.cli", "--spec", str(EXAMPLE), "--out", str(out),
-         "--key", str(build.key), "--role", "director", "--no-cache"],
+         "--key", str(build.key), "--role", "director", "--no-cache", "--scratch", "ram"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(PROJECT / "src")})
     assert proc.stdout is not None
@@ -55,6 +57,8 @@ def test_ctrl_c_during_debootstrap(build: Build, tmp_path: Path) -> None:
     assert "interrupted" in output
     assert not list(out.rglob("*.img")) and not list(out.rglob("*.tmp")), "partial output left behind"
     assert not list(CACHE.glob("build-*")), "scratch space left behind"
+    assert not mounts_under(CACHE), "the scratch tmpfs (or a chroot's mount) left mounted"
+    assert "working in RAM" in output
     assert set(CACHE.glob("**/.*.tmp")) <= before, "half-written cache entry left behind"
     assert not processes_inside(CACHE), "processes still running inside a build tree"
 

@@ -8,18 +8,16 @@ import os
 import secrets
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 from rich.markup import escape
 from rich.table import Table
 
 from herd import __version__
-from herd.build import host
+from herd.build import host, scratch
 from herd.build.cache import Cache
 from herd.build.context import BuildContext, ImageResult
 from herd.build.epoch import EpochError, source_date_epoch
-from herd.build.fs import remove_tree
 from herd.build.overlay import OverlayError
 from herd.build.plan import make_plan
 from herd.build.progress import Reporter, plain_console
@@ -95,6 +93,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("HERD_CACHE", "/var/cache/herd")),
                    help="cache for root trees, .debs and wheels; default: /var/cache/herd")
     p.add_argument("--no-cache", action="store_true", help="do not reuse cached trees (still refreshes them)")
+    p.add_argument("--scratch", choices=scratch.MODES, default="auto",
+                   help="where root trees are put together: ram (a tmpfs of the build's own; much faster, as a "
+                        "tree is tens of thousands of small files; up to about 1 GiB per role), disk (a folder "
+                        "in the cache dir), auto (default): ram if the memory is available")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
     p.add_argument("-v", "--verbose", action="store_true", help="log every command and its output")
     p.add_argument("--version", action="version", version=f"herd {__version__}")
@@ -192,7 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     plan = make_plan(spec, release, wanted, base, recipes, zipapp_key(PROJECT.root), args.out, epoch)
     cache = Cache(args.cache_dir, enabled=not args.no_cache)
     args.cache_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="build-", dir=args.cache_dir))
+    for stale in scratch.clear_stale(args.cache_dir):
+        reporter.info(f"[dim]removed {escape(str(stale))}, the scratch space of a build that was killed[/]")
+    try:
+        work, where = scratch.make(args.cache_dir, scratch.choose(args.scratch, len(wanted), scratch.mem_available()))
+    except BuildError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return EXIT_HOST
     try:
         key = cluster_key(args.key or args.spec.with_suffix(".key"))
         ctx = BuildContext(plan=plan, project=PROJECT.root, cache=cache, work=work, key_file=key, reporter=reporter,
@@ -202,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx.images[rp.role] = ImageResult(rp.role, final.with_name(f".{final.name}.{os.getpid()}.tmp"), final)
         reporter.info(f"herd {__version__}: building {', '.join(r.value for r in wanted)} for cluster "
                       f"[bold]{spec.name}[/] release [bold]{release}[/] from {args.spec}, dated "
-                      f"{build_date(epoch)} ({epoch_from})")
+                      f"{build_date(epoch)} ({epoch_from}); working {where}")
         execute(ctx, steps_for(ctx))
     except (BuildError, OverlayError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
@@ -215,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         try:
-            remove_tree(work)
-        except (OSError, RuntimeError) as exc:
+            scratch.release(work)
+        except (OSError, RuntimeError, CommandError) as exc:
             err.print(f"[yellow]warning:[/] could not remove scratch space {work}: {escape(str(exc))}")
     plain_console().print(summary(ctx))
     return 0
