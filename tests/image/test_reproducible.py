@@ -67,3 +67,8 @@ def test_two_clean_builds_of_a_role_are_byte_identical(build: Build, tmp_path: P
     assert a["sha256"] == b["sha256"], why_they_differ(*images, tmp_path)
     assert a["zst_sha256"] == b["zst_sha256"]
     assert hashlib.sha256(images[0].read_bytes()).hexdigest() == a["sha256"]
+    # The .deb cache keeps what the builds downloaded, so the next clean build downloads nothing (it used to be
+    # emptied by `apt-get clean` through the chroot's bind mount).
+    debs = Path(os.environ.get("HERD_CACHE", "/var/cache/herd")) / "debs"
+    for package in ("linux-image-6", "ipvsadm", "galera-arbitrator-4", "systemd"):
+        assert list(debs.glob(f"{package}*_amd64.deb")), f"{package} is not in the .deb cache {debs}"

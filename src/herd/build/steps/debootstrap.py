@@ -7,7 +7,7 @@ import os
 import shlex
 from pathlib import Path
 
-from herd.build.chroot import REPRODUCIBLE_ENV, AptProgress, in_chroot
+from herd.build.chroot import DROP_APT_CACHES, REPRODUCIBLE_ENV, AptProgress, in_chroot
 from herd.build.context import BuildContext
 from herd.build.fs import pack, remove_tree
 from herd.build.run import in_private_namespace, run
@@ -78,7 +78,7 @@ class Debootstrap(Step):
             run(["sh", "-c", "find \"$1\" -name '*.ko' -print0 | xargs -0 -r -P\"$(nproc)\" -n 64 "
                  "xz --check=crc32 -1", "-", tree / "usr/lib/modules" / version], on_line=progress.line)
             in_chroot(tree, ctx.debs, f"depmod -a {shlex.quote(version)} && "
-                      f"update-initramfs -c -k {shlex.quote(version)} && apt-get clean",
+                      f"update-initramfs -c -k {shlex.quote(version)} && {DROP_APT_CACHES}",
                       on_line=progress.line)
             progress.line("packing the base tree")
             with ctx.cache.store("rootfs", f"base-{plan.base_key}", ".tar.zst") as tmp:

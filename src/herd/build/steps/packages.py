@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from herd.build.chroot import AptProgress, in_chroot
+from herd.build.chroot import DROP_APT_CACHES, AptProgress, in_chroot
 from herd.build.context import BuildContext
 from herd.build.fs import pack, remove_tree, unpack
 from herd.build.plan import RolePlan
@@ -51,7 +51,7 @@ class Packages(Step):
 
                 pkgs = " ".join(shlex.quote(p) for p in self.role_plan.recipe.packages)
                 in_chroot(tree, ctx.debs, "apt-get install -y -q --no-install-recommends -o APT::Status-Fd=1 "
-                          f"{pkgs} && apt-get clean", on_line=apt_line)
+                          f"{pkgs} && {DROP_APT_CACHES}", on_line=apt_line)
             progress.line("packing the role tree")
             with ctx.cache.store("rootfs", key, ".tar.zst") as tmp:
                 pack(tree, tmp)
