@@ -73,6 +73,13 @@ def run_build(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str
                           env=env, **kwargs)
 
 
+def start_build(args: list[str]) -> subprocess.Popen[str]:
+    """The builder in the background, its output (stdout and stderr together) on the returned process's stdout."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT / "src")}
+    return subprocess.Popen([sys.executable, "-m", "herd.build.cli", *args], text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env)
+
+
 def make_build(base: Path, spec_text: str, roles: list[Role] | None = None) -> Build:
     """Build spec_text (plus an SSH key of the tests' own, so they can log in to the VMs as a user would)
     into base/out; only `roles` if given."""

@@ -1,7 +1,7 @@
 """Reproducible images: two clean builds of one role (every tree and herdd.pyz made again from scratch; only the
-.deb and pip download caches shared) give byte-identical images, one put together in RAM (a tmpfs) and one on
-disk: their directory orders differ. Where they do not, the message lists the files that differ in the two root
-filesystems and what diffoscope says about them."""
+.deb and pip download caches shared), run at the same time, give byte-identical images, one put together in RAM
+(a tmpfs) and one on disk: their directory orders differ. Where they do not, the message lists the files that
+differ in the two root filesystems and what diffoscope says about them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from herd.build.disk import ROOT_X86_64
 
-from .conftest import Build, run_build
+from .conftest import Build, start_build
 from .diskimage import partitions
 
 
@@ -54,13 +54,26 @@ def why_they_differ(a: Path, b: Path, work: Path) -> str:
 
 
 def test_two_clean_builds_of_a_role_are_byte_identical(build: Build, tmp_path: Path) -> None:
+    cache = Path(os.environ.get("HERD_CACHE", "/var/cache/herd"))
+    # The two builds run at once (two cores, each mostly one busy process). b gets a cache of its own, its
+    # .debs and pip downloads hard-linked from the shared one: sharing the folder would share apt's lock.
+    own = tmp_path / "cache-b"
+    for kind, pattern in (("debs", "*.deb"), ("pip", "**/*")):
+        for path in (cache / kind).glob(pattern):
+            if path.is_file() and not path.is_symlink():
+                link = own / kind / path.relative_to(cache / kind)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.link(path, link)
+    builds = {}
+    for name, where, cache_dir in (("a", "ram", cache), ("b", "disk", own)):
+        builds[name] = start_build(["--spec", str(build.spec_path), "--out", str(tmp_path / name), "--key",
+                                    str(build.key), "--role", "director", "--no-cache", "--scratch", where,
+                                    "--cache-dir", str(cache_dir)])
     manifests = []
-    for name, where in (("a", "ram"), ("b", "disk")):
-        out = tmp_path / name
-        r = run_build(["--spec", str(build.spec_path), "--out", str(out), "--key", str(build.key),
-                       "--role", "director", "--no-cache", "--scratch", where])
-        assert r.returncode == 0, r.stdout + r.stderr
-        manifests.append(json.loads((out / build.spec.release / "manifest.json").read_text()))
+    for name, proc in builds.items():
+        output, _ = proc.communicate(timeout=1800)
+        assert proc.returncode == 0, f"build {name}:\n{output}"
+        manifests.append(json.loads((tmp_path / name / build.spec.release / "manifest.json").read_text()))
     a, b = (m["images"]["director"] for m in manifests)
     assert a["herdd_sha256"] == b["herdd_sha256"], "herdd.pyz differs between two builds"
     images = [tmp_path / name / build.spec.release / a["file"] for name in ("a", "b")]
@@ -69,6 +82,6 @@ def test_two_clean_builds_of_a_role_are_byte_identical(build: Build, tmp_path: P
     assert hashlib.sha256(images[0].read_bytes()).hexdigest() == a["sha256"]
     # The .deb cache keeps what the builds downloaded, so the next clean build downloads nothing (it used to be
     # emptied by `apt-get clean` through the chroot's bind mount).
-    debs = Path(os.environ.get("HERD_CACHE", "/var/cache/herd")) / "debs"
+    debs = cache / "debs"
     for package in ("linux-image-6", "ipvsadm", "galera-arbitrator-4", "systemd"):
         assert list(debs.glob(f"{package}*_amd64.deb")), f"{package} is not in the .deb cache {debs}"
