@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 
 import pytest
 
 from herd.spec import load
 
-from .harness import PROJECT, Cluster
+from .harness import PROJECT, Cluster, new_key
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -22,9 +21,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     work = tmp_path_factory.mktemp("cluster")
-    key = work / "cluster.key"
-    key.write_text(secrets.token_hex(32))
-    key.chmod(0o600)
+    key = new_key(work)
     spec_path = PROJECT / "examples/cluster.toml"
     c = Cluster(load(spec_path), spec_path, key, work, f"h{os.getpid() % 100000}")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -29,6 +30,14 @@ def terminate(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def new_key(work: Path) -> Path:
+    """A fresh cluster key (0600) in work, as a build makes beside the spec."""
+    key = work / "cluster.key"
+    key.write_text(secrets.token_hex(32))
+    key.chmod(0o600)
+    return key
 
 
 def ip(*args: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from herd.spec import parse
 
-from .harness import PROJECT, Cluster, Herdd, wait_for
+from .harness import PROJECT, Cluster, Herdd, new_key, wait_for
 
 FREE = ("web1", "web2")
 
@@ -31,8 +30,7 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Pat
     assert all(spec.node_named(s).mac is None for s in FREE)  # type: ignore[union-attr]
     spec_path = work / "cluster.toml"
     spec_path.write_text(text)
-    key = work / "cluster.key"
-    key.write_text(secrets.token_hex(32))
+    key = new_key(work)
     role = work / "role"
     role.write_text("web\n")
     cluster = Cluster(spec, spec_path, key, work, f"c{os.getpid() % 100000}",

@@ -5,7 +5,6 @@ the cluster's key; without replicated storage there is no `hears` at all."""
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 from herd.daemon.wire import KIND_HEARTBEAT, decode
 from herd.spec import load
 
-from .harness import PROJECT, Cluster, wait_for
+from .harness import PROJECT, Cluster, new_key, wait_for
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = PROJECT / "examples/cluster.toml"
@@ -36,8 +35,7 @@ def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clust
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     work = tmp_path_factory.mktemp("hears")
-    key = work / "cluster.key"
-    key.write_text(secrets.token_hex(32))
+    key = new_key(work)
     spec_path = work / "cluster.toml"
     spec_path.write_text(two_nfs_spec())
     spec = load(spec_path)
@@ -90,8 +88,7 @@ def test_without_replicated_storage_heartbeats_carry_no_hears(tmp_path: Path) ->
     """One nfs node (the example as it is): nothing to witness, so the heartbeat stays as small as before."""
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
-    key = tmp_path / "cluster.key"
-    key.write_text(secrets.token_hex(32))
+    key = new_key(tmp_path)
     spec = load(EXAMPLE)
     assert not spec.replicated_storage
     c = Cluster(spec, EXAMPLE, key, tmp_path, f"n{os.getpid() % 100000}", only={"dir1", "web1", "nfs1"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from herd.spec import load
 
-from .harness import PROJECT, Cluster, wait_for
+from .harness import PROJECT, Cluster, new_key, wait_for
 
 SERVE = ("import socket,sys\n"
          "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
@@ -66,8 +65,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     work = tmp_path_factory.mktemp("vip")
-    key = work / "cluster.key"
-    key.write_text(secrets.token_hex(32))
+    key = new_key(work)
     spec_path = PROJECT / "examples/cluster.toml"
     cluster = Cluster(load(spec_path), spec_path, key, work, f"v{os.getpid() % 100000}")
     servers = []
