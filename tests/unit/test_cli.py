@@ -302,3 +302,22 @@ def test_the_tsig_secret_goes_to_the_directors_only(tmp_path: Path) -> None:
     assert str(f.path) == "etc/herd/site.tsig" and f.mode == 0o600 and f.data == secret.read_bytes()
     assert secret_files(backup, Role.WEB, secret) == []
     assert secret_files(parse(TEXT), Role.DIRECTOR, None) == []  # no [site]: nothing
+
+
+def test_a_long_step_stays_one_line_in_a_log() -> None:
+    """Into a file or pipe (CI logs, benchmarks reading them), a step's line keeps its time at its end."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from herd.build.progress import Reporter
+
+    out = io.StringIO()
+    reporter = Reporter(Console(file=out, width=80, highlight=False))
+    label = "[web] packages: " + ", ".join(f"package-{i}" for i in range(12))
+    with reporter.step(label):
+        pass
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2, lines  # "… label" and "✓ label N s"
+    assert re.fullmatch(r"✓ " + re.escape(label) + r" \d+\.\d s", lines[1]), lines[1]
