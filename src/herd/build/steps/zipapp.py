@@ -6,6 +6,7 @@ prebuilt herdd.pyz and uses that."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ TARGET_PIP = ["--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_1
 ZIPAPP_EPOCH = DEFAULT_EPOCH
 # Where herdd.pyz's packages live on a node: unpacked there at build time (steps/tree.py), read-only after.
 SHIV_ROOT = "/usr/lib/herd/shiv"
-ZIPAPP_FORMAT = 3  # bump when the way herdd.pyz is made changes (its cache key is herd's source otherwise)
+ZIPAPP_FORMAT = 4  # bump when the way herdd.pyz is made changes (its cache key is herd's source otherwise)
 
 
 def zipapp_key(project: Path) -> str:
@@ -42,11 +43,27 @@ def shiv_command() -> str:
     return str(shiv) if shiv.exists() else "shiv"
 
 
+# What setuptools reads to build herd's wheel; nothing else of the checkout goes in.
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "src")
+
+
 def herd_wheel(project: Path, wheels: Path, pip_cache: Path, on_line: OnLine | None = None) -> Path:
-    """herd itself is pure Python: its wheel, built from the checkout."""
+    """herd itself is pure Python: its wheel, built from a private copy of the checkout's sources. pip builds a
+    local project in place, in its build/ and src/*.egg-info, so two builds from one checkout at once collide
+    there ("File exists"), and a file deleted from src/ lives on in a stale build/lib and in the wheel."""
+    source = wheels.parent / "herd-source"
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir(parents=True)
+    for name in WHEEL_SOURCES:
+        if (project / name).is_dir():
+            shutil.copytree(project / name, source / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
+        else:
+            shutil.copy2(project / name, source / name)
     wheels.mkdir(parents=True, exist_ok=True)
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", wheels, project], on_line=on_line,
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", wheels, source], on_line=on_line,
         env=pip_env(pip_cache))
+    shutil.rmtree(source)
     (wheel,) = wheels.glob("herd-*.whl")
     return wheel
 
