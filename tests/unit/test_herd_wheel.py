@@ -6,24 +6,19 @@ modules, never a stale one from an earlier build. Real pip and setuptools, from 
 from __future__ import annotations
 
 import os
-import shutil
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from herd.build.steps.zipapp import WHEEL_SOURCES, herd_wheel
+from herd.build.steps.zipapp import copy_sources, herd_wheel
 
 PROJECT = Path(__file__).resolve().parents[2]
 PIP_CACHE = Path(os.environ.get("HERD_CACHE", "/var/cache/herd")) / "pip"
 
 
 def checkout(where: Path) -> Path:
-    where.mkdir()
-    for name in WHEEL_SOURCES:
-        if (PROJECT / name).is_dir():
-            shutil.copytree(PROJECT / name, where / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(PROJECT / name, where / name)
+    """A checkout of its own, to delete from and to watch for writes."""
+    copy_sources(PROJECT, where)
     return where
 
 

@@ -47,19 +47,23 @@ def shiv_command() -> str:
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "src")
 
 
+def copy_sources(project: Path, dest: Path) -> None:
+    """The checkout's WHEEL_SOURCES into a new directory dest, without caches and earlier builds' egg-info."""
+    dest.mkdir(parents=True)
+    for name in WHEEL_SOURCES:
+        if (project / name).is_dir():
+            shutil.copytree(project / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(project / name, dest / name)
+
+
 def herd_wheel(project: Path, wheels: Path, pip_cache: Path, on_line: OnLine | None = None) -> Path:
     """herd itself is pure Python: its wheel, built from a private copy of the checkout's sources. pip builds a
     local project in place, in its build/ and src/*.egg-info, so two builds from one checkout at once collide
     there ("File exists"), and a file deleted from src/ lives on in a stale build/lib and in the wheel."""
     source = wheels.parent / "herd-source"
     shutil.rmtree(source, ignore_errors=True)
-    source.mkdir(parents=True)
-    for name in WHEEL_SOURCES:
-        if (project / name).is_dir():
-            shutil.copytree(project / name, source / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
-        else:
-            shutil.copy2(project / name, source / name)
+    copy_sources(project, source)
     wheels.mkdir(parents=True, exist_ok=True)
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", wheels, source], on_line=on_line,
         env=pip_env(pip_cache))
