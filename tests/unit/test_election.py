@@ -147,16 +147,35 @@ def test_the_winner_of_a_conflict_announces_the_vip_again_once_the_rival_lets_go
     assert not run(world, elections, 4.0, 6.0)  # once only
 
 
-def test_a_holder_back_from_a_pause_of_its_own_lets_go_only_of_real_silence() -> None:
+def test_a_holder_back_from_a_short_pause_keeps_the_vip_once_it_has_read_what_was_queued() -> None:
     world, elections = fresh()
     run(world, elections, 0.0, 3.0)
     dir1 = elections["dir1"]
-    # dir1's ticks stopped for 2 s: everyone looks silent, but it is settling (reading what is queued).
-    assert dir1.tick(5.0, world.views["dir1"], settling=True) == []
-    assert dir1.holding
+    dir1.tick(3.0, world.views["dir1"])
+    # Its ticks stopped for 0.5 s, less than the lease: no standby can have taken over (that takes a deadtime
+    # of silence), and everyone looks silent only because their heartbeats are still queued.
+    assert dir1.claims(3.5)
+    assert dir1.tick(3.5, world.views["dir1"], settling=True) == [] and dir1.holding
     for node in SPEC.nodes:  # the queued heartbeats, read
-        world.hear("dir1", node.name, 5.1)
-    assert dir1.tick(5.5, world.views["dir1"]) == [] and dir1.holding
+        world.hear("dir1", node.name, 3.55)
+    assert dir1.tick(3.9, world.views["dir1"]) == [] and dir1.holding
     # Had nobody been heard, the lease ends at the first tick after settling.
-    assert dir1.tick(9.0, world.views["dir1"], settling=True) == []
-    assert dir1.tick(9.5, world.views["dir1"]) == [ReleaseVip("lost quorum")]
+    assert dir1.tick(3.95, world.views["dir1"], settling=True) == []
+    assert dir1.tick(4.5, world.views["dir1"]) == [ReleaseVip("lost quorum")]
+
+
+def test_a_holder_back_from_a_pause_longer_than_the_lease_lets_go_at_once() -> None:
+    world, elections = fresh()
+    run(world, elections, 0.0, 3.0)
+    dir1 = elections["dir1"]
+    dir1.tick(3.0, world.views["dir1"])
+    # Stalled for 2 s: the others saw it silent for longer than a deadtime, and dir2 may hold the VIP now.
+    # Before its first tick it must not claim the VIP in a heartbeat (dir2 would let go to it).
+    assert not dir1.claims(5.0)
+    assert dir1.tick(5.0, world.views["dir1"], settling=True) == [
+        ReleaseVip("paused for 2000 ms, longer than the lease")]
+    # It takes it again only after a deadtime of quorum, as after a partition.
+    for t in (5.2, 5.4, 5.6, 5.8):
+        for node in SPEC.nodes:
+            world.hear("dir1", node.name, t)
+        assert dir1.tick(t, world.views["dir1"]) == []

@@ -216,13 +216,21 @@ def test_set_drained_of_an_unknown_node_raises() -> None:
 
 def test_payload_carries_admin() -> None:
     m = Membership(SPEC, "dir1", T0)
-    assert m.payload({"load1": 1.0}) == {"health": {"load1": 1.0}, "admin": {}, "vip": False}
+    assert m.payload({"load1": 1.0}, quorate=False) == {"health": {"load1": 1.0}, "admin": {}, "vip": False,
+                                                        "quorum": False}
     assert m.payload({}, holds_vip=True)["vip"] is True
     m.set_drained("web1", True)
     m.set_drained("web2", True)
     m.set_drained("web2", False)
-    assert m.payload({}) == {"health": {}, "admin": {"web1": [True, 1, "dir1"], "web2": [False, 2, "dir1"]},
-                             "vip": False}
+    assert m.payload({})["admin"] == {"web1": [True, 1, "dir1"], "web2": [False, 2, "dir1"]}
+
+
+def test_a_peer_says_whether_it_hears_a_quorum_and_one_that_does_not_say_is_taken_to() -> None:
+    m = Membership(SPEC, "dir1", T0)
+    m.heard(Message(KIND_HEARTBEAT, "dir2", 1, 1, {"quorum": False}), T0)
+    assert not m.peers["dir2"].quorate
+    m.heard(Message(KIND_HEARTBEAT, "dir2", 1, 2, {"vip": False}), T0)  # an older herdd
+    assert m.peers["dir2"].quorate
 
 
 def test_another_node_adopts_a_drain() -> None:

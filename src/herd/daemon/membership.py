@@ -73,6 +73,7 @@ class Peer:
     generation: int | None = None
     health: dict[str, Any] = field(default_factory=dict)
     holds_vip: bool = False  # what its last heartbeat said
+    quorate: bool = True  # whether it hears a quorum, as its last heartbeat said (an older herdd does not say: yes)
 
 
 class Membership:
@@ -102,6 +103,7 @@ class Membership:
         if isinstance(health, dict):
             peer.health = health
         peer.holds_vip = msg.payload.get("vip") is True
+        peer.quorate = msg.payload.get("quorum") is not False
         events += self.merge_admin(msg.payload.get("admin"))
         return events
 
@@ -153,9 +155,9 @@ class Membership:
         return events
 
     # -- output ------------------------------------------------------------------------------------------
-    def payload(self, health: dict[str, Any], holds_vip: bool = False) -> dict[str, Any]:
+    def payload(self, health: dict[str, Any], holds_vip: bool = False, quorate: bool = True) -> dict[str, Any]:
         admin = {n: [a.drained, a.version, a.origin] for n, a in self.admin.items() if a.version}
-        return {"health": health, "admin": admin, "vip": holds_vip}
+        return {"health": health, "admin": admin, "vip": holds_vip, "quorum": quorate}
 
     def state(self, name: str) -> State:
         peer = self.peers[name]
