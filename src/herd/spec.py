@@ -467,6 +467,19 @@ def _services(r: _Reader, items: list[Any]) -> list[Service]:
     return services
 
 
+HEARTBEAT_LIMIT = 8192  # herd.daemon.wire.MAX_SIZE
+HEALTH_ROOM = 640  # the health sample, role and storage fields included (herd.daemon.health, roles, galera)
+
+
+def heartbeat_bound(names: list[str]) -> int:
+    """The largest heartbeat these nodes can send: header and HMAC, health, every node's drain register entry
+    (once each was drained; `herd.daemon.membership`), and the list of whom the sender hears."""
+    longest = max(map(len, names), default=0)
+    admin = sum(len(f'"{n}":[false,{2**53},""],') + longest for n in names)
+    hears = sum(len(f'"{n}",') for n in names)
+    return 128 + longest + HEALTH_ROOM + admin + hears
+
+
 def _nodes(r: _Reader, items: list[Any], network: Network) -> list[Node]:
     nodes: list[Node] = []
     names: dict[str, int] = {}
@@ -531,6 +544,10 @@ def _nodes(r: _Reader, items: list[Any], network: Network) -> list[Node]:
             nodes.append(Node(name=name, role=role, address=addr, mac=mac,
                               priority=100 if priority is None else priority,
                               weight=1 if weight is None else weight))
+    bound = heartbeat_bound([n for n in names if n])
+    if bound > HEARTBEAT_LIMIT:
+        r.fail("node", f"{len(items)} nodes with names like these make heartbeats of up to {bound} bytes, over "
+               f"herdd's limit of {HEARTBEAT_LIMIT}: use shorter node names (or fewer nodes per cluster)")
     if not items:
         r.fail("node", "no nodes; add [[node]] tables (at least one with role = \"director\")")
     elif not role_unknown and Role.DIRECTOR not in roles_seen:

@@ -116,6 +116,7 @@ def test_example_is_valid_exposition_format() -> None:
         "herd_node_last_seen_seconds": "gauge",
         "herd_heartbeats_sent_total": "counter",
         "herd_heartbeats_received_total": "counter",
+        "herd_task_errors_total": "counter",
         "herd_packets_dropped_total": "counter",
         "herd_load1": "gauge",
         "herd_memory_used_percent": "gauge",

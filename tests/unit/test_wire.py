@@ -102,7 +102,7 @@ def test_encode_refuses_over_max_size() -> None:
     with pytest.raises(ValueError, match=str(MAX_SIZE)):
         encode(padded(MAX_SIZE + 1), CLUSTER, KEY)
     with pytest.raises(ValueError):
-        encode(Message(KIND_HEARTBEAT, "web1", 1, 1, {"x": "a" * 5000}), CLUSTER, KEY)
+        encode(Message(KIND_HEARTBEAT, "web1", 1, 1, {"x": "a" * (MAX_SIZE + 100)}), CLUSTER, KEY)
 
 
 def test_oversized() -> None:

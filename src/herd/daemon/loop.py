@@ -155,6 +155,8 @@ class Daemon(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
             msg = decode(data, self.spec.name, self.config.key)
+            if msg.kind != KIND_HEARTBEAT:  # a GRANT of the claim port's, say, replayed here
+                raise Drop("malformed")
             if msg.sender not in self.address_of or msg.sender == self.me.name:
                 raise Drop("unknown-sender")
             if addr[0] != self.address_of[msg.sender]:
@@ -184,7 +186,8 @@ class Daemon(asyncio.DatagramProtocol):
             self.health["hears"] = sorted(self.membership.alive() - {self.me.name})
         self.seq += 1
         msg = Message(KIND_HEARTBEAT, self.me.name, self.config.generation, self.seq,
-                      self.membership.payload(self.health, self.election.holding))
+                      self.membership.payload(self.health, self.election.claims(self.clock()),
+                                              self.election.quorate))
         data = encode(msg, self.spec.name, self.config.key)
         for peer in self.peers:
             self.transport.sendto(data, peer)
@@ -221,8 +224,16 @@ class Daemon(asyncio.DatagramProtocol):
         """Run action on a fixed beat that does not drift with the time the action takes."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        failing: str | None = None  # the last error, logged once while it repeats (a tick is 50 ms)
         while True:
-            action()
+            try:
+                action()
+                failing = None
+            except Exception as exc:  # one bad beat must not end the task: the watchdog would not notice
+                self.counters["task_errors"] += 1
+                if repr(exc) != failing:
+                    log.exception("%s failed; it runs again at the next beat", getattr(action, "__name__", action))
+                    failing = repr(exc)
             next_at += seconds
             delay = next_at - loop.time()
             if delay < 0:  # we fell behind (suspended, overloaded): skip the missed beats

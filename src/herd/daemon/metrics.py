@@ -38,6 +38,8 @@ def render(status: dict[str, Any], counters: dict[str, int], dropped: dict[str, 
     metric("herd_heartbeats_sent_total", "counter", "Heartbeats sent.", [({}, counters.get("sent", 0))])
     metric("herd_heartbeats_received_total", "counter", "Valid heartbeats received.",
            [({}, counters.get("received", 0))])
+    metric("herd_task_errors_total", "counter", "Periodic work (heartbeat, tick, health...) that raised; logged.",
+           [({}, float(counters.get("task_errors", 0)))])
     metric("herd_packets_dropped_total", "counter", "Packets dropped, by reason.",
            [({"reason": r}, float(c)) for r, c in sorted(dropped.items())])
     health: dict[str, Any] = next((n["health"] for n in status["nodes"] if n["name"] == me), {})

@@ -22,7 +22,9 @@ from typing import Any
 MAGIC = b"HRD1"
 HEADER = struct.Struct(">4sB8sQQB")
 MAC_SIZE = 32
-MAX_SIZE = 1400  # one Ethernet frame, no fragmentation
+# A heartbeat of a few nodes fits one Ethernet frame; one of many nodes, each drained once (the register rides
+# on every beat), is fragmented rather than not sent. herd.spec refuses node lists that could outgrow this.
+MAX_SIZE = 8192
 KIND_HEARTBEAT = 1
 KIND_CLAIM = 2     # a box without identity asks for a slot (IPv6 link-local multicast)
 KIND_GRANT = 3     # a node's answer: granted or refused

@@ -1,0 +1,97 @@
+"""herdd's asyncio core without sockets: periodic work that survives its own errors, the heartbeat port
+taking heartbeats only, and the largest heartbeat a spec allows fitting the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from herd.daemon.loop import Config, Daemon
+from herd.daemon.membership import Membership
+from herd.daemon.state import StateDir
+from herd.daemon.wire import KIND_GRANT, KIND_HEARTBEAT, MAX_SIZE, Message, encode
+from herd.spec import HEARTBEAT_LIMIT, SpecError, heartbeat_bound, load, parse
+
+PROJECT = Path(__file__).resolve().parents[2]
+SPEC = load(PROJECT / "examples/cluster.toml")
+KEY = b"k" * 32
+
+
+def daemon(tmp_path: Path, name: str = "dir2") -> Daemon:
+    me = SPEC.node_named(name)
+    assert me is not None
+    return Daemon(Config(SPEC, me, KEY, 5, tmp_path / "sock", None, StateDir(tmp_path / "state")))
+
+
+def test_periodic_work_goes_on_after_an_error_and_logs_a_repeated_one_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    calls = []
+
+    def beat() -> None:
+        calls.append(1)
+        if len(calls) <= 3:
+            raise ValueError("message of 9000 bytes is over the limit")
+
+    async def main() -> None:
+        d = daemon(tmp_path)
+        task = asyncio.create_task(d.every(0.001, beat))
+        while len(calls) < 6:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        assert d.counters["task_errors"] == 3
+
+    with caplog.at_level(logging.ERROR, logger="herdd"):
+        asyncio.run(main())
+    assert len(calls) >= 6
+    assert [r.getMessage() for r in caplog.records] == ["beat failed; it runs again at the next beat"]
+
+
+def test_the_heartbeat_port_drops_other_kinds(tmp_path: Path) -> None:
+    d = daemon(tmp_path)
+    source = (str(SPEC.node_named("dir1").address), SPEC.membership.port)  # type: ignore[union-attr]
+    grant = Message(KIND_GRANT, "dir1", 7, 11, {"slot": "web3", "round": "x", "granted": True, "holder": ""})
+    d.datagram_received(encode(grant, SPEC.name, KEY), source)
+    assert d.dropped["malformed"] == 1 and not d.membership.peers["dir1"].alive
+    beat = Message(KIND_HEARTBEAT, "dir1", 7, 12, {"vip": True})
+    d.datagram_received(encode(beat, SPEC.name, KEY), source)
+    assert d.membership.peers["dir1"].alive and d.membership.peers["dir1"].holds_vip
+
+
+def nodes_spec(names: list[str]) -> str:
+    text = (PROJECT / "examples/cluster.toml").read_text()
+    head = text[:text.index("[[node]]")]
+    nodes = [f'[[node]]\nname = "{n}"\nrole = "{"director" if i < 2 else "web"}"\naddress = "192.168.50.{100 + i}"\n'
+             for i, n in enumerate(names)]
+    return head + "\n".join(nodes)
+
+
+def test_the_largest_heartbeat_a_spec_allows_fits_the_wire() -> None:
+    # As many 40-character names as the bound allows, every one drained with a huge version by the longest
+    # named origin, the sender hearing all of them, and a health sample of every field herdd may put there.
+    names = []
+    while heartbeat_bound([*names, f"n{len(names):03d}".ljust(40, "x")]) <= HEARTBEAT_LIMIT:
+        names.append(f"n{len(names):03d}".ljust(40, "x"))
+    spec = parse(nodes_spec(names))
+    m = Membership(spec, names[0], 0.0)
+    for n in names:
+        m.set_drained(n, True)
+    m.admin = {n: type(a)(2**53, names[-1], False) for n, a in m.admin.items()}
+    health = {"load1": 123.45, "cpus": 128, "mem_pct": 100.0, "disk_pct": 100.0, "temp_c": 105.5,
+              "apache": True, "docroot": "192.168.250.250:/srv/herd/docroot", "nfsd": 256, "mariadb": True,
+              "galera": {"running": True, "primary": True,
+                         "position": {"uuid": "6c6a3b8e-0000-11ef-9f7c-0242ac120002", "seqno": 2**53,
+                                      "safe": False}},
+              "garbd": True, "storage_term": 2**53, "hears": names[1:],
+              "drbd": {"role": "Secondary", "disk": "UpToDate", "peer_disk": "Inconsistent",
+                       "connection": "StandAlone", "sync": 99.9}}
+    data = encode(Message(KIND_HEARTBEAT, names[0], 2**63, 2**63, m.payload(health, True, True)), spec.name, KEY)
+    assert len(data) <= heartbeat_bound(names) <= HEARTBEAT_LIMIT == MAX_SIZE
+
+
+def test_a_spec_whose_heartbeats_could_outgrow_the_wire_is_refused() -> None:
+    names = [f"n{i:03d}".ljust(63, "x") for i in range(60)]
+    with pytest.raises(SpecError, match=r"heartbeats of up to \d+ bytes.*use shorter node names"):
+        parse(nodes_spec(names))
