@@ -96,3 +96,28 @@ def test_no_slot_is_given_twice(lan: tuple[Cluster, Path, Path, Path]) -> None:
     wait_for(lambda: "no free web slot" in c.log.read_text(), 30, what="boxc told there is no free slot")
     assert claimed(c) is None
     c.kill()
+
+
+def test_a_box_reflashed_with_its_clock_behind_claims_its_slot_again(lan: tuple[Cluster, Path, Path, Path]) -> None:
+    # A thin client's RTC battery dies: reflashed, it claims with a generation below the one the granting
+    # nodes remember from its first life, and they would drop its claims as replays for good. They tell it.
+    cluster = lan[0]
+    b = cluster.nodes["boxb"]
+    slot = claimed(b)
+    assert slot is not None
+    b.kill()
+    shutil.rmtree(b.state)
+    b.state.mkdir()
+    (b.state / "generation").write_text("2000000000\n")  # its first life's clock ran ahead...
+    b.log.write_text("")
+    b.start()
+    wait_for(lambda: claimed(b) is not None, 30, what="boxb claims with a generation ahead")
+    b.kill()
+    shutil.rmtree(b.state)  # ...and after the reflash it is back to today's, below it
+    b.log.write_text("")
+    b.start()
+    wait_for(lambda: claimed(b) is not None, 30, what="boxb claims again")
+    assert claimed(b) == slot
+    assert "had seen generation 2000000001" in b.log.read_text()
+    wait_for(lambda: all(h.states()[slot] == "alive" for n, h in cluster.nodes.items() if n not in ("boxb", "boxc")),
+             10, what=f"{slot} alive everywhere")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -76,6 +77,26 @@ def test_a_dead_node_is_detected_within_deadtime_plus_interval_and_comes_back(cl
     status = victim.status()
     assert status["self"] == "web2" and status["generation"] > before
     assert cluster.nodes["dir1"].status()["generation"] == generation
+
+
+def test_a_node_reflashed_with_its_clock_behind_is_told_and_rejoins(cluster: Cluster) -> None:
+    # Its first life ran with the clock ahead (generation 2e9); reflashed with the clock right (a dead RTC
+    # battery, then NTP, say), it starts below what every peer remembers, which would drop its heartbeats as
+    # replays until they restart. They answer with the generation they have seen, and it moves past it.
+    wait_for(cluster.all_see_all_alive, 10, what="all alive")
+    victim = cluster.nodes["web2"]
+    victim.kill()
+    (victim.state / "generation").write_text("2000000000\n")
+    victim.start()
+    wait_for(cluster.all_see_all_alive, 10, what="web2 alive with generation 2000000001")
+    assert victim.status()["generation"] == 2000000001
+    victim.kill()
+    shutil.rmtree(victim.state)  # reflashed
+    wait_for(lambda: cluster.nodes["dir1"].states()["web2"] == "dead", 5, what="web2 dead")
+    victim.start()
+    wait_for(cluster.all_see_all_alive, 10, what="web2 alive again after the reflash")
+    assert victim.status()["generation"] > 2000000001
+    assert "had seen generation 2000000001 from this node" in victim.log.read_text()
 
 
 def test_drain_and_undrain_reach_every_node(cluster: Cluster) -> None:

@@ -12,7 +12,7 @@ import pytest
 from herd.daemon.loop import Config, Daemon
 from herd.daemon.membership import Membership
 from herd.daemon.state import StateDir
-from herd.daemon.wire import KIND_GRANT, KIND_HEARTBEAT, MAX_SIZE, Message, encode
+from herd.daemon.wire import KIND_GRANT, KIND_HEARTBEAT, KIND_STALE, MAX_SIZE, Message, encode
 from herd.spec import HEARTBEAT_LIMIT, SpecError, heartbeat_bound, load, parse
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -95,3 +95,18 @@ def test_a_spec_whose_heartbeats_could_outgrow_the_wire_is_refused() -> None:
     names = [f"n{i:03d}".ljust(63, "x") for i in range(60)]
     with pytest.raises(SpecError, match=r"heartbeats of up to \d+ bytes.*use shorter node names"):
         parse(nodes_spec(names))
+
+
+def test_a_stale_notice_moves_only_its_addressee_past_the_generation_seen(tmp_path: Path) -> None:
+    d = daemon(tmp_path)  # dir2, generation 5
+    source = (str(SPEC.node_named("dir1").address), SPEC.membership.port)  # type: ignore[union-attr]
+    for seq, (to, seen) in enumerate((("web1", 100), ("dir2", 3), ("dir2", True)), start=1):
+        d.datagram_received(encode(Message(KIND_STALE, "dir1", 7, seq, {"to": to, "seen": seen}), SPEC.name, KEY),
+                            source)
+        assert d.config.generation == 5
+    d.datagram_received(encode(Message(KIND_STALE, "dir1", 7, 9, {"to": "dir2", "seen": 100}), SPEC.name, KEY),
+                        source)
+    assert d.config.generation == 101
+    assert (tmp_path / "state/generation").read_text() == "101\n"  # persisted before use
+    assert d.counters["received"] == 0  # not a heartbeat: dir1 is not taken for alive by it
+    assert not d.membership.peers["dir1"].alive

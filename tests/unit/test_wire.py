@@ -307,3 +307,11 @@ def test_a_captured_datagram_replayed_is_dropped() -> None:
     data = encode(MSG, CLUSTER, KEY)
     assert accepted(guard, decode(data, CLUSTER, KEY))
     assert not accepted(guard, decode(data, CLUSTER, KEY))
+
+
+def test_the_guard_says_which_generation_a_sender_is_behind() -> None:
+    guard = ReplayGuard()
+    guard.accept(Message(KIND_HEARTBEAT, "web1", 10, 5))
+    assert guard.behind(Message(KIND_HEARTBEAT, "web1", 9, 99)) == 10   # restarted below its old self
+    assert guard.behind(Message(KIND_HEARTBEAT, "web1", 10, 4)) is None  # an old packet of this life
+    assert guard.behind(Message(KIND_HEARTBEAT, "web2", 1, 1)) is None   # never heard

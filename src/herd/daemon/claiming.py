@@ -6,10 +6,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from herd.daemon.claim import Claimed, Claimer, NoFreeSlot, SendClaim, SendRelease
-from herd.daemon.wire import KIND_CLAIM, KIND_GRANT, KIND_RELEASE, Drop, Message, ReplayGuard, decode, encode
+from herd.daemon.wire import (
+    KIND_CLAIM,
+    KIND_GRANT,
+    KIND_RELEASE,
+    KIND_STALE,
+    Drop,
+    Message,
+    ReplayGuard,
+    decode,
+    encode,
+)
 from herd.spec import Role, Spec
 
 ALL_NODES = "ff02::1"
@@ -24,7 +35,9 @@ class _Replies(asyncio.DatagramProtocol):
 
 
 async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: list[int], generation: int,
-                     say: Any = print) -> str:
+                     say: Any = print, raise_generation: Callable[[int], int] | None = None) -> str:
+    """`raise_generation(seen)`: a persisted generation above `seen`, for when a node says it has seen a
+    higher one from this box (reflashed with its clock behind) and drops its claims."""
     claimer = Claimer(spec, role, mac)
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -65,13 +78,22 @@ async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: li
                 continue
             try:
                 reply = decode(data, spec.name, key)
-                if reply.kind != KIND_GRANT or reply.sender not in names:
+                if reply.kind not in (KIND_GRANT, KIND_STALE) or reply.sender not in names:
                     raise Drop("unknown-sender")
                 guard.check(reply)
             except Drop:
                 continue
             guard.accept(reply)
             p = reply.payload
+            if reply.kind == KIND_STALE:
+                seen = p.get("seen")
+                if p.get("to") == f"mac:{mac}" and isinstance(seen, int) and not isinstance(seen, bool) \
+                        and seen >= generation:
+                    old = generation
+                    generation = raise_generation(seen) if raise_generation else seen + 1
+                    say(f"herd: {reply.sender} had seen generation {seen} from {mac}, which claimed with {old} "
+                        f"(is the clock behind?): now {generation}")
+                continue
             slot, round_id, granted = p.get("slot"), p.get("round"), p.get("granted")
             if isinstance(slot, str) and isinstance(round_id, str) and isinstance(granted, bool):
                 won = perform(claimer.on_reply(reply.sender, slot, round_id, granted, loop.time()))

@@ -34,6 +34,7 @@ from herd.daemon.wire import (
     KIND_GRANT,
     KIND_HEARTBEAT,
     KIND_RELEASE,
+    KIND_STALE,
     Drop,
     Message,
     ReplayGuard,
@@ -77,7 +78,7 @@ class ClaimServer(asyncio.DatagramProtocol):
             msg = decode(data, d.spec.name, d.config.key)
             if msg.kind not in (KIND_CLAIM, KIND_RELEASE) or not msg.sender.startswith("mac:"):
                 raise Drop("unknown-sender")
-            d.guard.check(msg)
+            d.check_fresh(msg, addr, self.transport)
             p = msg.payload
             slot, mac, round_id, role = p.get("slot"), p.get("mac"), p.get("round"), p.get("role")
             if not all(isinstance(v, str) for v in (slot, mac, round_id, role)) or msg.sender != f"mac:{mac}":
@@ -119,6 +120,7 @@ class Daemon(asyncio.DatagramProtocol):
         self.clock = clock
         self.membership = Membership(self.spec, self.me.name, clock())
         self.guard = ReplayGuard()
+        self.stale_sent: dict[str, float] = {}  # sender: when it was last told its generation is behind
         self.seq = 0
         self.counters: collections.Counter[str] = collections.Counter()
         self.dropped: collections.Counter[str] = collections.Counter()
@@ -155,13 +157,13 @@ class Daemon(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
             msg = decode(data, self.spec.name, self.config.key)
-            if msg.kind != KIND_HEARTBEAT:  # a GRANT of the claim port's, say, replayed here
+            if msg.kind not in (KIND_HEARTBEAT, KIND_STALE):  # a GRANT of the claim port's, say, replayed here
                 raise Drop("malformed")
             if msg.sender not in self.address_of or msg.sender == self.me.name:
                 raise Drop("unknown-sender")
             if addr[0] != self.address_of[msg.sender]:
                 raise Drop("spoofed-source")
-            self.guard.check(msg)
+            self.check_fresh(msg, addr, self.transport)
         except Drop as drop:
             self.dropped[drop.reason] += 1
             return
@@ -170,8 +172,34 @@ class Daemon(asyncio.DatagramProtocol):
             self.dropped["malformed"] += 1
             return
         self.guard.accept(msg)
+        if msg.kind == KIND_STALE:
+            self.stale_heard(msg)
+            return
         self.counters["received"] += 1
         self.report(self.membership.heard(msg, self.clock()))
+
+    def check_fresh(self, msg: Message, addr: tuple[Any, ...], transport: asyncio.DatagramTransport | None) -> None:
+        """The replay guard; a sender behind a generation seen from it before (reflashed, its clock behind)
+        is told which, at most once a second, so that it moves past it instead of being ignored for good."""
+        seen = self.guard.behind(msg)
+        if seen is not None and msg.kind != KIND_STALE and transport is not None:
+            now = self.clock()
+            if now - self.stale_sent.get(msg.sender, -1.0) >= 1.0:
+                self.stale_sent[msg.sender] = now
+                self.seq += 1
+                notice = Message(KIND_STALE, self.me.name, self.config.generation, self.seq,
+                                 {"to": msg.sender, "seen": seen})
+                transport.sendto(encode(notice, self.spec.name, self.config.key), addr)
+        self.guard.check(msg)
+
+    def stale_heard(self, msg: Message) -> None:
+        seen = msg.payload.get("seen")
+        if msg.payload.get("to") != self.me.name or not isinstance(seen, int) or isinstance(seen, bool) \
+                or seen < self.config.generation:
+            return
+        old, self.config.generation = self.config.generation, self.config.state.raise_generation(seen)
+        print(f"herd: {msg.sender} had seen generation {seen} from this node, which started as {old} "
+              f"(is the clock behind?): now {self.config.generation}", flush=True)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP unreachable from a dead peer's address: expected while it is down.

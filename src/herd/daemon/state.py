@@ -70,3 +70,7 @@ class StateDir:
         generation = max(last + 1, now)
         write_atomic(path, f"{generation}\n".encode(), 0o644)
         return generation
+
+    def raise_generation(self, above: int) -> int:
+        """A generation larger than `above` (one a peer has seen from this node), persisted before use."""
+        return self.next_generation(wall_clock=above + 1)

@@ -6,8 +6,11 @@ Layout (big-endian), authenticated as a whole by HMAC-SHA256 with the cluster ke
     payload (JSON) | HMAC 32 bytes
 
 `generation` is the sender's boot count (persisted, never reused, floored by the wall clock so a reflashed
-node is not locked out); `seq` counts messages within a generation. A receiver accepts a message only if it
-is newer than the last one it accepted from that sender, so a captured packet can never be played back.
+node is usually ahead of its old self); `seq` counts messages within a generation. A receiver accepts a
+message only if it is newer than the last one it accepted from that sender, so a captured packet is not
+played back to it. A node reflashed with its clock behind (a thin client's dead RTC battery) is behind its
+old self all the same: a receiver answers such a message with a STALE naming the generation it has seen,
+and the sender moves past it (herd.daemon.loop, claiming).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ KIND_HEARTBEAT = 1
 KIND_CLAIM = 2     # a box without identity asks for a slot (IPv6 link-local multicast)
 KIND_GRANT = 3     # a node's answer: granted or refused
 KIND_RELEASE = 4   # a claimer gives back what one round got
+KIND_STALE = 5     # "your generation is behind one I have seen from you": {"to": sender, "seen": generation}
 
 
 class Drop(Exception):
@@ -102,6 +106,11 @@ class ReplayGuard:
         last = self._last.get(msg.sender)
         if last is not None and (msg.generation, msg.seq) <= last:
             raise Drop("replay")
+
+    def behind(self, msg: Message) -> int | None:
+        """The generation seen from this sender when msg's is lower (a restart with a lower one), else None."""
+        last = self._last.get(msg.sender)
+        return last[0] if last is not None and msg.generation < last[0] else None
 
     def accept(self, msg: Message) -> None:
         self._last[msg.sender] = (msg.generation, msg.seq)
