@@ -76,3 +76,17 @@ def test_the_key_files_whole_content_is_the_key(tmp_path: Path) -> None:
         read_key(path)
     with pytest.raises(StartError, match="cannot read"):
         read_key(tmp_path / "missing")
+
+
+def test_a_stored_identity_is_kept_while_the_spec_gives_its_slot_to_this_box(tmp_path: Path) -> None:
+    from herd.daemon.main import who_am_i
+    from herd.daemon.state import StateDir
+
+    spec = load(EXAMPLE)
+    state = StateDir(tmp_path / "state")
+    state.save_identity("web2", "web", "mac")
+    assert who_am_i(spec, Role.WEB, state, b"k" * 32, None, {"52:54:00:50:00:22"}).name == "web2"
+    # The operator gives web2's slot to another box (its MAC in the spec): this box, which has web1's MAC
+    # now (a swapped NIC), must not go on as web2 beside it.
+    assert who_am_i(spec, Role.WEB, state, b"k" * 32, None, {"52:54:00:50:00:21"}).name == "web1"
+    assert state.identity() == {"name": "web1", "role": "web", "how": "mac"}

@@ -53,20 +53,28 @@ def read_key(path: Path) -> bytes:
     return key
 
 
-def who_am_i(cluster: spec.Spec, role: spec.Role, state: StateDir, key: bytes, forced: str | None) -> spec.Node:
+def who_am_i(cluster: spec.Spec, role: spec.Role, state: StateDir, key: bytes, forced: str | None,
+             macs: set[str] | None = None) -> spec.Node:
+    """`macs`: this box's NICs' (default: read from sysfs)."""
     if forced is not None:
         node = cluster.node_named(forced)
         if node is None:
             raise StartError(f"--node {forced}: no node of that name in the spec")
         return node
     stored = state.identity()
+    macs = local_macs() if macs is None else macs
     if stored is not None:
         node = cluster.node_named(stored["name"])
-        if node is not None and node.role == role:
+        if node is not None and node.role == role and (node.mac is None or node.mac in macs):
             return node
-        log.warning("stored identity %s is not a %s node of this spec any more; finding out again",
-                    stored["name"], role)
-    node = identify(cluster, role, local_macs())
+        if node is not None and node.role == role:
+            # The operator gave the slot to another box: two nodes must not run with one name and address.
+            log.warning("stored identity %s now belongs to the box with MAC %s in the spec; finding out again",
+                        node.name, node.mac)
+        else:
+            log.warning("stored identity %s is not a %s node of this spec any more; finding out again",
+                        stored["name"], role)
+    node = identify(cluster, role, macs)
     if node is not None:
         state.save_identity(node.name, role.value, "mac")
         return node
@@ -86,7 +94,8 @@ def claim(cluster: spec.Spec, role: spec.Role, state: StateDir, key: bytes) -> s
     if not ready:
         raise StartError(f"no IPv6 link-local address on {', '.join(nics)}: cannot ask the cluster for a slot")
     print(f"herd: {mac} is not in the spec; claiming a free {role} slot", flush=True)
-    slot = asyncio.run(claim_slot(cluster, role, key, mac, list(ready.values()), state.next_generation()))
+    slot = asyncio.run(claim_slot(cluster, role, key, mac, list(ready.values()), state.next_generation(),
+                                  raise_generation=state.raise_generation))
     state.save_identity(slot, role.value, f"claimed by {mac}")
     node = cluster.node_named(slot)
     assert node is not None
