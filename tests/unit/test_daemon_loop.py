@@ -110,3 +110,25 @@ def test_a_stale_notice_moves_only_its_addressee_past_the_generation_seen(tmp_pa
     assert (tmp_path / "state/generation").read_text() == "101\n"  # persisted before use
     assert d.counters["received"] == 0  # not a heartbeat: dir1 is not taken for alive by it
     assert not d.membership.peers["dir1"].alive
+
+
+def test_state_is_saved_off_the_event_loop_and_the_follow_up_runs_once_it_is_on_disk(tmp_path: Path) -> None:
+    import threading
+
+    seen: list[tuple[str, bool]] = []
+
+    async def main() -> None:
+        d = daemon(tmp_path)
+        done = asyncio.Event()
+
+        def then() -> None:
+            seen.append((threading.current_thread().name, (tmp_path / "state/slots.json").exists()))
+            done.set()
+
+        d.persist("slots.json", {"web3": "x"}, then=then)
+        await asyncio.wait_for(done.wait(), 5)
+        d.disk_thread.shutdown(wait=True)
+
+    asyncio.run(main())
+    assert seen == [("MainThread", True)]
+    assert (tmp_path / "state/slots.json").read_text() == '{"web3": "x"}\n'

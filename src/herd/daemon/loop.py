@@ -90,7 +90,7 @@ class ClaimServer(asyncio.DatagramProtocol):
         assert isinstance(slot, str) and isinstance(mac, str) and isinstance(round_id, str) and isinstance(role, str)
         if msg.kind == KIND_RELEASE:
             if d.slots.release(slot, mac, round_id):
-                d.config.state.save_json("slots.json", d.slots.to_json())
+                d.persist("slots.json", d.slots.to_json())
             return
         held = d.slots.bindings.get(slot)
         holder: str | None
@@ -100,14 +100,19 @@ class ClaimServer(asyncio.DatagramProtocol):
             granted, holder, changed = False, held.mac if held else "", False
         else:
             granted, holder, changed = d.slots.claim(slot, mac, round_id, role)
-        if changed:
-            # On disk before the answer: a grant must survive this node's restart.
-            d.config.state.save_json("slots.json", d.slots.to_json())
         if granted and changed:
             print(f"herd: granted slot {slot} to {mac}", flush=True)
+        payload = {"slot": slot, "round": round_id, "granted": granted, "holder": holder}
+        if changed:
+            # On disk before the answer: a grant must survive this node's restart.
+            d.persist("slots.json", d.slots.to_json(), then=lambda: self.reply(payload, addr))
+        else:
+            self.reply(payload, addr)
+
+    def reply(self, payload: dict[str, Any], addr: tuple[Any, ...]) -> None:
+        d = self.daemon
         d.seq += 1
-        reply = Message(KIND_GRANT, d.me.name, d.config.generation, d.seq,
-                        {"slot": slot, "round": round_id, "granted": granted, "holder": holder})
+        reply = Message(KIND_GRANT, d.me.name, d.config.generation, d.seq, payload)
         if self.transport is not None:
             self.transport.sendto(encode(reply, d.spec.name, d.config.key), addr)
 
@@ -134,6 +139,7 @@ class Daemon(asyncio.DatagramProtocol):
         self.election = Election(self.spec, self.me.name, clock(), preempt=self.spec.network.preempt)
         self.ipr: Any = None  # pyroute2 IPRoute, made and used on netlink_thread only
         self.netlink_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netlink")
+        self.disk_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="disk")  # in order
         self.vip_iface: str | None = None
         self.is_director = self.me.role == Role.DIRECTOR
         # Directors: health checks, IPVS and its connection sync; every node: what its role needs beyond this.
@@ -227,8 +233,20 @@ class Daemon(asyncio.DatagramProtocol):
         self.storage_term = max([self.storage_term, *heard])
         self.health["storage_term"] = self.storage_term
         if self.storage_term != self.saved_storage_term:
-            self.config.state.save_json("storage_term.json", {"term": self.storage_term})
+            self.persist("storage_term.json", {"term": self.storage_term})
             self.saved_storage_term = self.storage_term
+
+    def persist(self, name: str, data: Any, then: Callable[[], None] | None = None) -> None:
+        """Save state on the disk thread, then (once it is on disk) call `then` on the event loop: an fsync on
+        a busy USB stick can take longer than a deadtime, and the heartbeats must not wait for it."""
+        loop = asyncio.get_running_loop()
+
+        def save() -> None:
+            self.config.state.save_json(name, data)
+            if then is not None:
+                loop.call_soon_threadsafe(then)
+
+        self.disk_thread.submit(save).add_done_callback(_log_failure(f"saving {name}"))
 
     def report(self, events: list[Event]) -> None:
         for event in events:
@@ -289,7 +307,7 @@ class Daemon(asyncio.DatagramProtocol):
             return call(self.ipr)
 
         future = self.netlink_thread.submit(run)
-        future.add_done_callback(_log_failure)
+        future.add_done_callback(_log_failure("netlink"))
         return future
 
     def apply_vip(self, effect: Effect) -> concurrent.futures.Future[object] | None:
@@ -532,13 +550,16 @@ class Daemon(asyncio.DatagramProtocol):
             if self.ipr is not None:
                 self.netlink(lambda ipr: ipr.close())
             self.netlink_thread.shutdown(wait=True)
+            self.disk_thread.shutdown(wait=True)
             path.unlink(missing_ok=True)
 
 
-def _log_failure(future: concurrent.futures.Future[object]) -> None:
-    exc = future.exception()
-    if exc is not None:
-        log.error("netlink: %s", exc, exc_info=exc)
+def _log_failure(what: str) -> Callable[[concurrent.futures.Future[Any]], None]:
+    def log_it(future: concurrent.futures.Future[Any]) -> None:
+        exc = future.exception()
+        if exc is not None:
+            log.error("%s: %s", what, exc, exc_info=exc)
+    return log_it
 
 
 def ipv6_socket(port: int) -> socket.socket:
