@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from herd.build import bmap
-from herd.build.bmap import BlockRange, Bmap, BmapError, block_ranges, data_extents
+from herd.build.bmap import BlockRange, Bmap, BmapError, NoChecksums, block_ranges, data_extents
 
 from .sparse import BLOCKS, SIZE, make_image
 
@@ -56,7 +56,7 @@ def test_create_checksums_each_range(tmp_path: Path) -> None:
     assert [(r.first, r.last) for r in b.ranges] == BLOCKS
     for r in b.ranges:
         offset, length = b.span(r)
-        assert r.sha256 == hashlib.sha256(data[offset:offset + length]).hexdigest()
+        assert r.checksum == hashlib.sha256(data[offset:offset + length]).hexdigest()
     assert b.span(b.ranges[-1]) == (8 * 1024 * 1024, 1000)
     assert b.mapped_blocks == 2 + 16 + 1 + 1
     assert b.mapped_bytes == 19 * 4096 + 1000
@@ -72,8 +72,8 @@ def test_xml_round_trip(tmp_path: Path) -> None:
     assert re.search(r"<BlocksCount> 2049 </BlocksCount>", text)
     assert re.search(r"<MappedBlocksCount> 20 </MappedBlocksCount>", text)
     assert re.search(r"<ChecksumType> sha256 </ChecksumType>", text)
-    assert f'<Range chksum="{b.ranges[2].sha256}"> 768 </Range>' in text    # a single block
-    assert f'<Range chksum="{b.ranges[1].sha256}"> 256-271 </Range>' in text
+    assert f'<Range chksum="{b.ranges[2].checksum}"> 768 </Range>' in text    # a single block
+    assert f'<Range chksum="{b.ranges[1].checksum}"> 256-271 </Range>' in text
     stated = re.search(r"<BmapFileChecksum> ([0-9a-f]{64}) </BmapFileChecksum>", text)
     assert stated and stated.group(1) == hashlib.sha256(text.replace(stated.group(1), "0" * 64).encode()).hexdigest()
 
@@ -91,6 +91,38 @@ def test_bmaptool_reads_ours_and_we_read_theirs(tmp_path: Path) -> None:
                        text=True)
     assert r.returncode == 0, r.stderr  # bmaptool checks the file's checksum and every range's
     assert copy.read_bytes() == image.read_bytes()
+
+
+@pytest.mark.parametrize(("block_size", "kind"), [(1024, "sha1"), (512, "md5"), (8192, "sha512")])
+def test_other_block_sizes_and_checksum_types_round_trip_and_bmaptool_copies_with_them(
+        tmp_path: Path, block_size: int, kind: str) -> None:
+    """Bmaps made by other tools for other images: their own block size and checksum (older bmaptools wrote
+    sha1) are read and kept, and the file's own checksum is of that type too."""
+    image = make_image(tmp_path / "disk.img")
+    b = bmap.create(image, block_size=block_size, checksum_type=kind)
+    data = image.read_bytes()
+    for r in b.ranges:
+        offset, length = b.span(r)
+        assert offset % block_size == 0 and r.checksum == hashlib.new(kind, data[offset:offset + length]).hexdigest()
+    text = bmap.to_xml(b)
+    assert f"<ChecksumType> {kind} </ChecksumType>" in text and f"<BlockSize> {block_size} </BlockSize>" in text
+    assert bmap.parse(text) == b
+    path = tmp_path / "other.bmap"
+    path.write_text(text)
+    copy = tmp_path / "copy.img"
+    r = subprocess.run(["bmaptool", "copy", "--bmap", str(path), str(image), str(copy)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr  # bmaptool checks the file's checksum and every range's
+    assert copy.read_bytes() == data
+
+
+def test_a_bmap_without_checksums_is_told_apart(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "disk.img")
+    theirs = tmp_path / "theirs.bmap"
+    subprocess.run(["bmaptool", "create", "--no-checksum", "-o", str(theirs), str(image)], check=True,
+                   capture_output=True)
+    with pytest.raises(NoChecksums, match=f"{theirs}: has no checksums .*make it again with checksums"):
+        bmap.load(theirs)
 
 
 def test_human_size_is_bmaptools() -> None:
@@ -111,13 +143,16 @@ def reseal(text: str) -> str:
 
 @pytest.mark.parametrize(("old", "new", "message"), [
     ('version="2.0"', 'version="3.0"', "unsupported bmap version '3.0'"),
-    ("<ChecksumType> sha256", "<ChecksumType> sha1", "checksum type 'sha1' is not supported"),
+    ("<ChecksumType> sha256", "<ChecksumType> crc32", "checksum type 'crc32' is not supported"),
+    ("<ChecksumType> sha256", "<ChecksumType> shake_128", "checksum type 'shake_128' is not supported"),
+    ("<ChecksumType> sha256", "<ChecksumType> sha1", "<BmapFileChecksum> is missing or malformed"),
     ("> 5-9 <", "> 1-9 <", "out of order"),
     ("> 5-9 <", "> 9-5 <", "out of order"),
     ("> 5-9 <", "> 5-10 <", "outside the image"),
     ("> 5-9 <", "> five <", "bad <Range>"),
     ("<MappedBlocksCount> 7 <", "<MappedBlocksCount> 8 <", "does not match"),
     ("<ImageSize> 40960 <", "<ImageSize> x <", "<ImageSize> is missing or not a number"),
+    ("<ImageSize> 40960 <", "<ImageSize> 4096\u00b2 <", "<ImageSize> is missing or not a number"),
 ])
 def test_parse_refuses_bad_files(old: str, new: str, message: str) -> None:
     text = bmap.to_xml(TWO)

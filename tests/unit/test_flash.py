@@ -4,6 +4,7 @@ same result as `bmaptool copy` with our bmap."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -132,6 +133,17 @@ def test_a_bmap_for_another_size_is_refused(tmp_path: Path, image: Path, capsys:
     assert not target.exists()
 
 
+def test_a_bmap_without_checksums_is_refused(tmp_path: Path, image: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    theirs = tmp_path / "theirs.bmap"
+    subprocess.run(["bmaptool", "create", "--no-checksum", "-o", str(theirs), str(image)], check=True,
+                   capture_output=True)
+    target = tmp_path / "vm.img"
+    assert main([str(image), str(target), "--bmap", str(theirs)], interactive=False) == EXIT_REFUSED
+    assert "has no checksums (made with bmaptool create --no-checksum)" in output(capsys)[1]
+    assert not target.exists()
+
+
 def test_a_bmap_for_other_data_stops_the_copy(tmp_path: Path, image: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     other = make_image(tmp_path / "other.img", seed=2)  # same size and layout, other bytes
@@ -257,13 +269,14 @@ def test_build_py_hands_flash_over(tmp_path: Path, image: Path, capsys: pytest.C
 
 
 @pytest.fixture
-def loop() -> Iterator[Callable[[Path], Path]]:
+def loop() -> Iterator[Callable[..., Path]]:
     if os.geteuid() != 0:
         pytest.fail("flashing a loop device needs root (losetup): run the unit tests as root, as tests/run does")
     attached: list[str] = []
 
-    def attach(backing: Path) -> Path:
-        r = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=True)
+    def attach(backing: Path, *options: str) -> Path:
+        r = subprocess.run(["losetup", "-f", "--show", *options, str(backing)], capture_output=True, text=True,
+                           check=True)
         attached.append(r.stdout.strip())
         return Path(attached[-1])
 
@@ -301,6 +314,32 @@ def test_flash_to_a_loop_device(tmp_path: Path, image: Path, loop: Callable[[Pat
         assert written[offset:offset + length] == data[offset:offset + length]
     assert written[2 * 4096:256 * 4096] == b"\xaa" * (254 * 4096)
     assert written[SIZE:] == b"\xaa" * (12 * MiB - SIZE)
+
+
+@pytest.mark.root
+def test_a_bmap_of_small_blocks_and_sha1_flashes_a_4k_sector_stick(tmp_path: Path, image: Path,
+                                                                    loop: Callable[..., Path]) -> None:
+    """Another tool's bmap: 1 KiB blocks, so ranges that start off a 4 KiB boundary (O_DIRECT to a stick of
+    4 KiB sectors refuses those writes), and sha1 (older bmaptools); written and verified all the same, and a
+    changed image still caught by its sha1s."""
+    data = image.read_bytes()
+    blocks = [(0, 4), (1025, 1087), (3072, 3072), (8192, 8192)]  # 1 KiB blocks over the image's extents
+    ranges = tuple(bmap.BlockRange(a, b, hashlib.sha1(data[a * 1024:(b + 1) * 1024]).hexdigest()) for a, b in blocks)
+    theirs = tmp_path / "theirs.bmap"
+    theirs.write_text(bmap.to_xml(bmap.Bmap(SIZE, ranges, 1024, "sha1")))
+    backing = stick(tmp_path / "stick.img", 12 * MiB)
+    dev = loop(backing, "--sector-size", "4096")
+    assert main([str(image), str(dev), "--yes", "--bmap", str(theirs)], interactive=False) == EXIT_OK
+    with open(dev, "rb") as f:
+        written = f.read()
+    for a, b in blocks:
+        end = min((b + 1) * 1024, SIZE)
+        assert written[a * 1024:end] == data[a * 1024:end]
+    assert written[5 * 1024:1025 * 1024] == b"\xaa" * (1020 * 1024)  # unmapped: the old content stays
+    with open(image, "r+b") as f:
+        f.seek(3 * MiB + 100)
+        f.write(b"X")
+    assert main([str(image), str(dev), "--yes", "--bmap", str(theirs)], interactive=False) == EXIT_FAILED
 
 
 @pytest.mark.root

@@ -1,11 +1,13 @@
 """Block maps: which 4 KiB blocks of a sparse image hold data, with a sha256 per range, in the XML format of
-`bmaptool create` (bmap format 2.0), so `bmaptool copy` can use our files and we can use theirs.
+`bmaptool create` (bmap format 2.0), so `bmaptool copy` can use our files and we can use theirs (any block
+size, any checksum type hashlib knows).
 
 The mapped ranges come from the filesystem (SEEK_DATA/SEEK_HOLE): an image is made as one big hole and only
 what mkfs, sfdisk and GRUB write becomes data. Writing a stick then means writing only those ranges."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -23,11 +25,15 @@ class BmapError(Exception):
     pass
 
 
+class NoChecksums(BmapError):
+    """A valid bmap without range checksums (`bmaptool create --no-checksum`): nothing to verify a copy by."""
+
+
 @dataclass(frozen=True)
 class BlockRange:
-    first: int   # block numbers, both included
+    first: int     # block numbers, both included
     last: int
-    sha256: str  # of the range's bytes (the last block may be cut short by the image's end)
+    checksum: str  # hex, of the range's bytes (the last block may be cut short by the image's end)
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,10 @@ class Bmap:
     image_size: int
     ranges: tuple[BlockRange, ...]
     block_size: int = BLOCK_SIZE
+    checksum_type: str = "sha256"   # a hashlib name
+
+    def hasher(self) -> hashlib._Hash:
+        return hashlib.new(self.checksum_type)
 
     @property
     def blocks_count(self) -> int:
@@ -60,16 +70,22 @@ class Bmap:
 
 def data_extents(fd: int) -> list[tuple[int, int]]:
     """(offset, length) of every data extent of an open file, from SEEK_DATA/SEEK_HOLE. A filesystem without
-    them reports the whole file as data, which is correct, only slower to write."""
+    them has the rest of the file reported as data, which is correct, only slower to write. Any other error
+    is raised: taking it for "no more data" would map an image as (partly) empty."""
     size = os.fstat(fd).st_size
     extents: list[tuple[int, int]] = []
     pos = 0
     while pos < size:
         try:
             start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError:  # ENXIO: no data after pos
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data after pos
+                break
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            extents.append((pos, size - pos))  # no SEEK_DATA here: holes cannot be told from data
             break
-        end = os.lseek(fd, start, os.SEEK_HOLE)
         extents.append((start, end - start))
         pos = end
     return extents
@@ -99,23 +115,25 @@ def read_span(fd: int, offset: int, length: int, chunk: int = CHUNK) -> Iterator
         offset += len(data)
 
 
-def create(image: Path, on_bytes: Callable[[int], None] | None = None) -> Bmap:
-    """The bmap of an image: its data ranges and their checksums (reads every mapped byte once)."""
+def create(image: Path, on_bytes: Callable[[int], None] | None = None, block_size: int = BLOCK_SIZE,
+           checksum_type: str = "sha256") -> Bmap:
+    """The bmap of an image: its data ranges and their checksums (reads every mapped byte once). herd's own
+    are sha256 over 4 KiB blocks; the others are for reading bmaps that other tools made."""
     fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
         if size == 0:
             raise BmapError(f"{image}: empty image")
         ranges = []
-        for first, last in block_ranges(data_extents(fd)):
-            start = first * BLOCK_SIZE
-            h = hashlib.sha256()
-            for data in read_span(fd, start, min((last + 1) * BLOCK_SIZE, size) - start):
+        for first, last in block_ranges(data_extents(fd), block_size):
+            start = first * block_size
+            h = hashlib.new(checksum_type)
+            for data in read_span(fd, start, min((last + 1) * block_size, size) - start):
                 h.update(data)
                 if on_bytes:
                     on_bytes(len(data))
             ranges.append(BlockRange(first, last, h.hexdigest()))
-        return Bmap(size, tuple(ranges))
+        return Bmap(size, tuple(ranges), block_size, checksum_type)
     finally:
         os.close(fd)
 
@@ -165,7 +183,7 @@ HEADER = """\
     <MappedBlocksCount> {mapped} </MappedBlocksCount>
 
     <!-- Type of checksum used in this file -->
-    <ChecksumType> sha256 </ChecksumType>
+    <ChecksumType> {checksum_type} </ChecksumType>
 
     <!-- The checksum of this bmap file. When it is calculated, the value of
          the checksum has be zero (all ASCII "0" symbols).  -->
@@ -184,30 +202,46 @@ def to_xml(bmap: Bmap) -> str:
         "version": VERSION, "image_human": human_size(bmap.image_size), "image_size": bmap.image_size,
         "block_size": bmap.block_size, "blocks": bmap.blocks_count,
         "mapped_human": human_size(mapped * bmap.block_size), "percent": mapped * 100.0 / bmap.blocks_count,
-        "mapped": mapped,
+        "mapped": mapped, "checksum_type": bmap.checksum_type,
     }
-    lines = [HEADER.format(checksum="0" * 64, **fields)]
+    zeros = "0" * len(bmap.hasher().hexdigest())
+    lines = [HEADER.format(checksum=zeros, **fields)]
     for r in bmap.ranges:
         blocks = f"{r.first}-{r.last}" if r.last != r.first else f"{r.first}"
-        lines.append(f'        <Range chksum="{r.sha256}"> {blocks} </Range>\n')
+        lines.append(f'        <Range chksum="{r.checksum}"> {blocks} </Range>\n')
     lines.append("    </BlockMap>\n</bmap>\n")
     text = "".join(lines)
     # The file's own checksum is taken with its field all zeros, then written into that field.
-    return text.replace("0" * 64, hashlib.sha256(text.encode()).hexdigest(), 1)
+    h = bmap.hasher()
+    h.update(text.encode())
+    return text.replace(zeros, h.hexdigest(), 1)
 
 
 def _int(root: ET.Element, tag: str) -> int:
     node = root.find(tag)
-    if node is None or node.text is None or not node.text.strip().isdigit():
+    # Not str.isdigit(), which takes "4096²" (and int() then does not).
+    if node is None or node.text is None or not re.fullmatch(r"[0-9]+", node.text.strip()):
         raise BmapError(f"<{tag}> is missing or not a number")
     return int(node.text.strip())
 
 
-RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+RANGE = re.compile(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?")
+
+
+def _digest_length(kind: str) -> int:
+    """Hex digits of a checksum of this type; a type hashlib does not know (or of no fixed size) is refused."""
+    try:
+        size = hashlib.new(kind).digest_size
+    except (ValueError, TypeError):
+        size = 0
+    if not size:
+        raise BmapError(f"checksum type {kind!r} is not supported (not a hash Python's hashlib knows)")
+    return 2 * size
 
 
 def parse(text: str) -> Bmap:
-    """A bmap file (format 1.4 or 2.x, sha256 checksums), its own checksum verified."""
+    """A bmap file (format 1.4 or 2.x, any checksum type hashlib knows), its own checksum verified. One made
+    without range checksums raises NoChecksums."""
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
@@ -216,29 +250,35 @@ def parse(text: str) -> Bmap:
     if root.tag != "bmap" or not re.fullmatch(r"(2\.\d+|1\.4)", version):
         raise BmapError(f"unsupported bmap version {version!r}; this reads version 2 (bmaptool 3.x)")
     kind = (root.findtext("ChecksumType") or "").strip()
-    if kind != "sha256":
-        raise BmapError(f"checksum type {kind!r} is not supported; make the bmap with sha256")
+    digits = _digest_length(kind)
+    checksum = re.compile(f"[0-9a-f]{{{digits}}}")
     stated = (root.findtext("BmapFileChecksum") or "").strip()
-    if not re.fullmatch(r"[0-9a-f]{64}", stated):
+    if not checksum.fullmatch(stated):
         raise BmapError("<BmapFileChecksum> is missing or malformed")
-    actual = hashlib.sha256(text.replace(stated, "0" * 64, 1).encode()).hexdigest()
-    if actual != stated:
+    # As bmaptool does: the file's checksum is of the file with that field all zeros.
+    h = hashlib.new(kind)
+    h.update(text.replace(stated, "0" * digits, 1).encode())
+    if h.hexdigest() != stated:
         raise BmapError("the bmap file is corrupt: its checksum does not match its content")
     image_size, block_size = _int(root, "ImageSize"), _int(root, "BlockSize")
     if block_size <= 0 or image_size <= 0:
         raise BmapError("<ImageSize> and <BlockSize> must be positive")
     ranges: list[BlockRange] = []
-    for node in root.iterfind("BlockMap/Range"):
+    nodes = list(root.iterfind("BlockMap/Range"))
+    if nodes and all("chksum" not in node.attrib for node in nodes):
+        raise NoChecksums("has no checksums (made with bmaptool create --no-checksum), so a write could not be "
+                          "verified: make it again with checksums, or remove it and flash maps the image itself")
+    for node in nodes:
         m = RANGE.fullmatch(node.text or "")
         chksum = node.get("chksum", "")
-        if not m or not re.fullmatch(r"[0-9a-f]{64}", chksum):
+        if not m or not checksum.fullmatch(chksum):
             raise BmapError(f"bad <Range>: {ET.tostring(node, encoding='unicode').strip()}")
         first = int(m.group(1))
         last = int(m.group(2) or first)
         if last < first or (ranges and first <= ranges[-1].last) or last * block_size >= image_size:
             raise BmapError(f"bad <Range> {first}-{last}: out of order or outside the image")
         ranges.append(BlockRange(first, last, chksum))
-    bmap = Bmap(image_size, tuple(ranges), block_size)
+    bmap = Bmap(image_size, tuple(ranges), block_size, kind)
     if _int(root, "BlocksCount") != bmap.blocks_count or _int(root, "MappedBlocksCount") != bmap.mapped_blocks:
         raise BmapError("<BlocksCount> or <MappedBlocksCount> does not match the image size and ranges")
     return bmap
@@ -250,4 +290,4 @@ def load(path: Path) -> Bmap:
     except (OSError, UnicodeDecodeError) as exc:
         raise BmapError(f"{path}: cannot read: {exc}") from None
     except BmapError as exc:
-        raise BmapError(f"{path}: {exc}") from None
+        raise type(exc)(f"{path}: {exc}") from None

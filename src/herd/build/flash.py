@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import errno
 import fcntl
-import hashlib
 import mmap
 import os
 import signal
@@ -107,13 +106,16 @@ class Counter:
             self.on_bytes(n)
 
 
-def open_target(target: Target, path: Path, image_size: int) -> tuple[int, int | None]:
+def open_target(target: Target, path: Path, image_size: int, direct: bool = True) -> tuple[int, int | None]:
     """(fd for aligned writes, fd for the rest or None). A stick is claimed exclusively (the kernel says busy
-    if anything has it) and written with O_DIRECT; a file is emptied and sized to the image (all one hole)."""
+    if anything has it) and written with O_DIRECT unless `direct` is false; a file is emptied and sized to the
+    image (all one hole)."""
     if isinstance(target, BlockDevice):
         flags = os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC
         try:
             try:
+                if not direct:
+                    raise OSError(errno.EINVAL, "no O_DIRECT")
                 fd = os.open(path, flags | os.O_DIRECT)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
@@ -179,7 +181,7 @@ def write(image_fd: int, fd: int, tail_fd: int | None, bmap: Bmap, counter: Coun
     """Copy the mapped ranges; each range's bytes are checked against the bmap on the way (a bmap made for
     another image stops the copy). With O_DIRECT (tail_fd given) only whole 4 KiB blocks go through fd; a
     short last block goes through tail_fd."""
-    hashes = [hashlib.sha256() for _ in bmap.ranges]
+    hashes = [bmap.hasher() for _ in bmap.ranges]
     with contextlib.closing(chunks(image_fd, bmap)) as it:
         for chunk in it:
             n = len(chunk.data)
@@ -194,7 +196,7 @@ def write(image_fd: int, fd: int, tail_fd: int | None, bmap: Bmap, counter: Coun
                 _pwrite_all(tail_fd, chunk.data[aligned:], chunk.offset + aligned)
             counter.add(n)
             r = bmap.ranges[chunk.range]
-            if chunk.offset + n == sum(bmap.span(r)) and hashes[chunk.range].hexdigest() != r.sha256:
+            if chunk.offset + n == sum(bmap.span(r)) and hashes[chunk.range].hexdigest() != r.checksum:
                 raise FlashError(f"the image does not match its bmap at {describe(bmap, r)}: "
                                  "give the image's own --bmap, or remove the stale .bmap")
 
@@ -215,7 +217,7 @@ def drop_cache(fd: int, block: bool) -> None:
 
 def verify(path: Path, bmap: Bmap, counter: Counter | None = None) -> list[BlockRange]:
     """The ranges whose bytes on PATH do not hash to the bmap's checksum (one cut short by the end too)."""
-    hashes = [hashlib.sha256() for _ in bmap.ranges]
+    hashes = [bmap.hasher() for _ in bmap.ranges]
     short: set[int] = set()
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -228,7 +230,7 @@ def verify(path: Path, bmap: Bmap, counter: Counter | None = None) -> list[Block
                     counter.add(len(chunk.data))
     finally:
         os.close(fd)
-    return [r for i, r in enumerate(bmap.ranges) if i in short or hashes[i].hexdigest() != r.sha256]
+    return [r for i, r in enumerate(bmap.ranges) if i in short or hashes[i].hexdigest() != r.checksum]
 
 
 def describe(bmap: Bmap, r: BlockRange) -> str:
@@ -308,7 +310,9 @@ def run(args: argparse.Namespace, console: Console, system: System | None,
     counter = Counter(bmap.mapped_bytes)
     start = time.monotonic()
     try:
-        fd, tail_fd = open_target(target, path, bmap.image_size)
+        # O_DIRECT needs aligned offsets: a bmap of smaller blocks (bmaptool's for another tool's image) has
+        # ranges starting anywhere on 512 bytes, written through the page cache instead.
+        fd, tail_fd = open_target(target, path, bmap.image_size, direct=bmap.block_size % BLOCK_SIZE == 0)
         try:
             with progress_bar(console) as bar:
                 task = bar.add_task(f"writing {path.name}", total=bmap.mapped_bytes)
