@@ -40,7 +40,8 @@ class FakeSys:
         return path
 
     def disk(self, name: str, devnum: str, *, bus: str = "usb", removable: bool = True, size: int = 16 * GiB,
-             vendor: str = "SanDisk", model: str = "Cruzer Blade", ro: bool = False) -> Path:
+             vendor: str = "SanDisk", model: str = "Cruzer Blade", ro: bool = False,
+             backing: str = "/var/tmp/stick.img") -> Path:
         path = self._node(self.sysfs / BUSES[bus] / name, name, devnum, size, ro)
         (path / "removable").write_text("1\n" if removable else "0\n")
         if bus != "virtual":
@@ -49,7 +50,7 @@ class FakeSys:
             (path / "device/model").write_text(f"{model:16}\n")
         if name.startswith("loop"):
             (path / "loop").mkdir()
-            (path / "loop/backing_file").write_text("/var/tmp/stick.img\n")
+            (path / "loop/backing_file").write_text(backing + "\n")
         return path
 
     def partition(self, disk: Path, name: str, devnum: str, size: int = GiB) -> Path:

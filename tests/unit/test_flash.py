@@ -11,6 +11,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,6 +143,40 @@ def test_a_bmap_without_checksums_is_refused(tmp_path: Path, image: Path,
     assert main([str(image), str(target), "--bmap", str(theirs)], interactive=False) == EXIT_REFUSED
     assert "has no checksums (made with bmaptool create --no-checksum)" in output(capsys)[1]
     assert not target.exists()
+
+
+def test_a_file_swapped_after_the_question_is_not_written(tmp_path: Path, image: Path,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "vm.img"
+    target.write_bytes(b"old" * 100)
+    other = tmp_path / "precious.img"
+    other.write_bytes(b"precious" * 100)
+
+    def swap(prompt: str) -> str:  # while the user reads the question, another file is renamed over it
+        os.replace(other, target)
+        return "yes"
+
+    assert main([str(image), str(target)], ask=swap, interactive=True) == EXIT_REFUSED
+    assert (f"{target} is not what was checked (size 300 bytes → 800 bytes; another file): nothing written; "
+            "run flash again") in output(capsys)[1]
+    assert target.read_bytes() == b"precious" * 100
+    made = tmp_path / "new.img"
+
+    def make(prompt: str) -> str:
+        raise AssertionError("a new file is not asked about")
+
+    # A missing file made (here: a link planted) between the check and the open is not followed.
+    original = flash.open_target
+
+    def late(*args: Any, **kwargs: Any) -> tuple[int, int | None]:
+        made.symlink_to(tmp_path / "elsewhere.img")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(flash, "open_target", late)
+    assert main([str(image), str(made)], ask=make, interactive=False) == EXIT_REFUSED
+    assert f"{made} appeared after it was checked" in output(capsys)[1]
+    assert not (tmp_path / "elsewhere.img").exists()
 
 
 def test_a_bmap_for_other_data_stops_the_copy(tmp_path: Path, image: Path,
@@ -343,6 +378,26 @@ def test_a_bmap_of_small_blocks_and_sha1_flashes_a_4k_sector_stick(tmp_path: Pat
 
 
 @pytest.mark.root
+def test_a_stick_swapped_after_the_question_is_not_written(tmp_path: Path, image: Path,
+                                                           loop: Callable[..., Path],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The stick shown is pulled and another one takes its /dev name while the question waits."""
+    first = stick(tmp_path / "first.img", 12 * MiB)
+    second = stick(tmp_path / "second.img", 12 * MiB)
+    dev = loop(first)
+
+    def swap(prompt: str) -> str:
+        subprocess.run(["losetup", "-d", str(dev)], check=True)
+        subprocess.run(["losetup", str(dev), str(second)], check=True)
+        return "yes"
+
+    assert main([str(image), str(dev)], ask=swap, interactive=True) == EXIT_REFUSED
+    err = output(capsys)[1]
+    assert f"{dev} is not what was checked (" in err and "diskseq" in err and "nothing written" in err, err
+    assert second.read_bytes() == first.read_bytes() == b"\xaa" * (12 * MiB)
+
+
+@pytest.mark.root
 def test_a_loop_device_smaller_than_the_image_is_refused(tmp_path: Path, image: Path,
                                                          loop: Callable[[Path], Path],
                                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -371,6 +426,6 @@ def test_a_mounted_loop_device_is_refused(tmp_path: Path, image: Path, loop: Cal
         assert backing.read_bytes() == before
         # And if the checks were wrong, the kernel's exclusive claim would still say no.
         with pytest.raises(flash.Refused, match="busy"):
-            flash.open_target(read_target(dev, image), dev, SIZE)
+            flash.open_target(read_target(dev, image), dev, image, SIZE, None)
     finally:
         subprocess.run(["umount", str(mnt)], check=True)

@@ -14,6 +14,7 @@ from herd.build.target import (
     RegularFile,
     System,
     Use,
+    changes,
     read_block_device,
     read_target,
     refusals,
@@ -163,7 +164,8 @@ def test_regular_files(tmp_path: Path, fake: FakeSys) -> None:
     assert refusals(new, IMAGE) == []
     old = tmp_path / "old.img"
     old.write_bytes(b"y" * 100)
-    assert read_target(old, image, system) == RegularFile(old, exists=True, size=100)
+    st = old.stat()
+    assert read_target(old, image, system) == RegularFile(old, exists=True, size=100, identity=(st.st_dev, st.st_ino))
     same = read_target(image, image, system)
     assert refusals(same, IMAGE) == [f"{image} is the image itself"]
     link = tmp_path / "link.img"
@@ -177,6 +179,56 @@ def test_regular_files(tmp_path: Path, fake: FakeSys) -> None:
     assert read_target(tmp_path, image, system) == Other(tmp_path, "directory")
     assert refusals(read_target(Path("/dev/null"), image, system), IMAGE) == [
         "/dev/null is a character device, not a block device or a regular file"]
+
+
+def test_a_dangling_link_or_a_relative_path_into_dev_is_an_unplugged_stick(tmp_path: Path, fake: FakeSys,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the path leads, not how it is spelt: a file is made only outside /dev."""
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"x" * 4096)
+    gone = "/dev/herd-test-no-such-stick"
+    link = tmp_path / "stick"
+    link.symlink_to(gone)
+    assert refusals(read_target(link, image, fake.system()), IMAGE) == [
+        f"{link} is a symbolic link to {gone}, which does not exist: is the stick plugged in? (see lsblk)"]
+    monkeypatch.chdir(tmp_path)
+    relative = Path(os.path.relpath(gone, tmp_path))
+    assert str(relative).startswith("..")
+    assert refusals(read_target(relative, image, fake.system()), IMAGE) == [
+        f"{relative} does not exist: is the stick plugged in? (see lsblk)"]
+    elsewhere = tmp_path / "vm-disk"
+    elsewhere.symlink_to(tmp_path / "new.img")  # not followed to make a file either
+    assert refusals(read_target(elsewhere, image, fake.system()), IMAGE) == [
+        f"{elsewhere} is a symbolic link to {tmp_path / 'new.img'}, which does not exist: give that path itself "
+        "to make a new file there"]
+
+
+def test_what_backs_a_loop_device_is_refused(tmp_path: Path, fake: FakeSys) -> None:
+    """A loop device neither holds nor claims what it reads from: writing under it would change a disk in use."""
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"x" * 4096)
+    backing = tmp_path / "stick.img"
+    backing.write_bytes(b"y" * 100)
+    disk = fake.disk("sdx", "8:16")
+    fake.partition(disk, "sdx1", "8:17")
+    fake.disk("loop5", "7:5", bus="virtual", removable=False, backing=f"{backing} (deleted)")
+    fake.disk("loop6", "7:6", bus="virtual", removable=False, backing="/dev/sdx1")
+    assert refusals(read_target(backing, image, fake.system()), IMAGE) == [
+        f"{backing} is the backing file of /dev/loop5: losetup -d it first"]
+    assert check(fake, "8:16") == ["/dev/sdx1 (on /dev/sdx) is the backing store of /dev/loop6: losetup -d it first"]
+
+
+def test_changes_names_what_differs() -> None:
+    """Facts read before the question and again from the opened device: another stick under the same name."""
+    before = BlockDevice(name="sdx", size=16 * GiB, removable=True, usb=True, loop=False, read_only=False,
+                         vendor="SanDisk", model="Cruzer Blade", diskseq="41")
+    assert changes(before, before) == []
+    after = BlockDevice(name="sdx", size=32 * GiB, removable=True, usb=True, loop=False, read_only=False,
+                        vendor="Kingston", model="DataTraveler", diskseq="42")
+    assert changes(before, after) == ["size 16.0 GiB → 32.0 GiB", "vendor SanDisk → Kingston",
+                                      "model Cruzer Blade → DataTraveler", "diskseq 41 → 42"]
+    assert changes(before, RegularFile(Path("/dev/sdx"), exists=True)) == [
+        "it is a regular file now, not block device /dev/sdx"]
 
 
 def test_unescape() -> None:

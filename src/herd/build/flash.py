@@ -36,7 +36,17 @@ from rich.text import Text
 
 from herd.build import bmap as bmaps
 from herd.build.bmap import BLOCK_SIZE, BlockRange, Bmap, BmapError
-from herd.build.target import BlockDevice, RegularFile, System, Target, human, read_target, refusals
+from herd.build.target import (
+    BlockDevice,
+    RegularFile,
+    System,
+    Target,
+    changes,
+    human,
+    read_opened,
+    read_target,
+    refusals,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -106,10 +116,12 @@ class Counter:
             self.on_bytes(n)
 
 
-def open_target(target: Target, path: Path, image_size: int, direct: bool = True) -> tuple[int, int | None]:
-    """(fd for aligned writes, fd for the rest or None). A stick is claimed exclusively (the kernel says busy
-    if anything has it) and written with O_DIRECT unless `direct` is false; a file is emptied and sized to the
-    image (all one hole)."""
+def open_target(target: Target, path: Path, image: Path, image_size: int, system: System | None,
+                direct: bool = True) -> tuple[int, int | None]:
+    """(fd for aligned writes, fd for the rest or None), for the very target that was checked (and shown):
+    one swapped since (another stick on the same /dev name, another file renamed over it) is refused with
+    nothing written. A stick is claimed exclusively (the kernel says busy if anything has it) and written with
+    O_DIRECT unless `direct` is false; a file is emptied and sized to the image (all one hole)."""
     if isinstance(target, BlockDevice):
         flags = os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC
         try:
@@ -121,20 +133,38 @@ def open_target(target: Target, path: Path, image_size: int, direct: bool = True
                 if exc.errno != errno.EINVAL:
                     raise
                 fd = os.open(path, flags)
-                return fd, None
+                direct = False
         except OSError as exc:
             if exc.errno == errno.EBUSY:
                 raise Refused(f"{path} is busy (mounted, or held by another program)") from None
             if exc.errno in (errno.EACCES, errno.EPERM):
                 raise Refused(f"cannot open {path}: {exc.strerror}; run as root") from None
             raise Refused(f"cannot open {path}: {exc.strerror}") from None
-        return fd, os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    else:
+        assert isinstance(target, RegularFile)
+        # A file that was missing must still be: not one (or a link) made in the meantime.
+        flags = os.O_WRONLY | os.O_CLOEXEC | (0 if target.exists else os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileExistsError:
+            raise Refused(f"{path} appeared after it was checked: nothing written; run flash again") from None
+        except OSError as exc:
+            raise Refused(f"cannot open {path}: {exc.strerror}") from None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise Refused(f"cannot open {path}: {exc.strerror}") from None
-    os.ftruncate(fd, 0)
-    os.ftruncate(fd, image_size)
+        now = read_opened(fd, path, image, system)
+        if target.exists if isinstance(target, RegularFile) else True:
+            found = changes(target, now)
+            if found:
+                raise Refused(f"{path} is not what was checked ({'; '.join(found)}): nothing written; "
+                              "run flash again")
+        if isinstance(target, BlockDevice):
+            # The rest through the open device itself, not its name again.
+            return fd, os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC) if direct else None
+        os.ftruncate(fd, 0)
+        os.ftruncate(fd, image_size)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd, None
 
 
@@ -305,29 +335,37 @@ def run(args: argparse.Namespace, console: Console, system: System | None,
     if not args.yes and not confirm(target, path, image, bmap, console, ask, interactive):
         console.print("not confirmed: nothing written", highlight=False)
         return EXIT_REFUSED
-    block = isinstance(target, BlockDevice)
     image_fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
-    counter = Counter(bmap.mapped_bytes)
-    start = time.monotonic()
+    fd: int | None = None
+    tail_fd: int | None = None
     try:
         # O_DIRECT needs aligned offsets: a bmap of smaller blocks (bmaptool's for another tool's image) has
         # ranges starting anywhere on 512 bytes, written through the page cache instead.
-        fd, tail_fd = open_target(target, path, bmap.image_size, direct=bmap.block_size % BLOCK_SIZE == 0)
-        try:
-            with progress_bar(console) as bar:
-                task = bar.add_task(f"writing {path.name}", total=bmap.mapped_bytes)
-                counter.on_bytes = _advance(bar, task)
-                write(image_fd, fd, tail_fd, bmap, counter)
-                bar.update(task, description=f"flushing {path.name}")
-                for f in (tail_fd, fd):
-                    if f is not None:
-                        os.fsync(f)
-                drop_cache(fd, block)
-            written = time.monotonic() - start
-        finally:
+        fd, tail_fd = open_target(target, path, image, bmap.image_size, system,
+                                  direct=bmap.block_size % BLOCK_SIZE == 0)
+        # The target stays open (a stick claimed) until it is verified, read back through that same open file.
+        return write_and_verify(image, image_fd, path, fd, tail_fd, isinstance(target, BlockDevice), bmap, console)
+    finally:
+        for f in (tail_fd, fd, image_fd):
+            if f is not None:
+                os.close(f)
+
+
+def write_and_verify(image: Path, image_fd: int, path: Path, fd: int, tail_fd: int | None, block: bool,
+                     bmap: Bmap, console: Console) -> int:
+    counter = Counter(bmap.mapped_bytes)
+    start = time.monotonic()
+    try:
+        with progress_bar(console) as bar:
+            task = bar.add_task(f"writing {path.name}", total=bmap.mapped_bytes)
+            counter.on_bytes = _advance(bar, task)
+            write(image_fd, fd, tail_fd, bmap, counter)
+            bar.update(task, description=f"flushing {path.name}")
             for f in (tail_fd, fd):
                 if f is not None:
-                    os.close(f)
+                    os.fsync(f)
+            drop_cache(fd, block)
+        written = time.monotonic() - start
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: {escape(str(path))} is incomplete ({human(counter.done)} of "
                       f"{human(counter.total)} written): flash it again before using it", highlight=False)
@@ -337,18 +375,20 @@ def run(args: argparse.Namespace, console: Console, system: System | None,
         console.print(f"[red]error:[/] writing {escape(str(path))} failed after {human(counter.done)}: "
                       f"{escape(message)}; the target is incomplete", highlight=False)
         return EXIT_FAILED
-    finally:
-        os.close(image_fd)
     checked = Counter(bmap.mapped_bytes)
     try:
         with progress_bar(console) as bar:
             task = bar.add_task(f"verifying {path.name}", total=bmap.mapped_bytes)
             checked.on_bytes = _advance(bar, task)
-            bad = verify(path, bmap, checked)
+            bad = verify(Path(f"/proc/self/fd/{fd}"), bmap, checked)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/] while verifying: {escape(str(path))} was written in full "
                       "but not verified", highlight=False)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        console.print(f"[red]error:[/] reading {escape(str(path))} back failed after {human(checked.done)}: "
+                      f"{escape(exc.strerror or str(exc))}; a failing stick? try another one", highlight=False)
+        return EXIT_FAILED
     if bad:
         console.print(f"[red]error:[/] verification failed: {escape(str(path))} does not read back as written "
                       f"in {len(bad)} of {len(bmap.ranges)} ranges:", highlight=False)

@@ -1,13 +1,15 @@
-"""What `build.py flash` may write to, decided from facts read once: the facts come from sysfs and /proc (a
-reader that takes their paths, so tests give it a fake tree), the decision is a pure function returning the
-reasons to refuse, every one of them at once.
+"""What `build.py flash` may write to, decided from facts: the facts come from sysfs and /proc (a reader that
+takes their paths, so tests give it a fake tree), the decision is a pure function returning the reasons to
+refuse, every one of them at once. The facts are read twice: by path before asking, and again for the very
+device (or file) opened to write, so that one changed in between is not written (changes()).
 
 Allowed: a regular file (made if missing; for tests and VM disks), or a whole block device that is removable
 or attached over USB (or a loop device, which stands in for a stick in tests), unmounted, holding no mounted
-filesystem, swap, device-mapper/LVM or md member, and not smaller than the image."""
+filesystem, swap, device-mapper/LVM or md member, backing no loop device, and not smaller than the image."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -22,8 +24,8 @@ SWAPS = Path("/proc/swaps")
 @dataclass(frozen=True)
 class Use:
     device: str   # kernel name: the disk, one of its partitions, or something stacked on them (dm-0, md0)
-    what: str     # "mount" | "swap" | "holder"
-    detail: str   # the mount point, "" for swap, the holder's name
+    what: str     # "mount" | "swap" | "holder" | "loop"
+    detail: str   # the mount point, "" for swap, the holder's name, the loop device it backs
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class BlockDevice:
     kind: str = "disk"                # disk | dm | md
     vendor: str = ""
     model: str = ""
+    diskseq: str = ""                 # the disk's, new for every medium it sees (kernel 5.15+; else "")
     uses: tuple[Use, ...] = ()
 
     @property
@@ -55,6 +58,9 @@ class RegularFile:
     is_image: bool = False     # the target is the image itself
     swap: bool = False         # an active swap file
     under_dev: bool = False    # a missing file in /dev: an unplugged stick, not a file to make
+    identity: tuple[int, int] | None = None   # (st_dev, st_ino) of an existing file
+    dangling: str = ""         # the path is a symbolic link to this, which does not exist
+    loops: tuple[str, ...] = ()               # the loop devices it is the backing file of
 
 
 @dataclass(frozen=True)
@@ -83,12 +89,18 @@ def refusals(target: Target, image_size: int) -> list[str]:
         return [f"{target.path} is a {target.kind}, not a block device or a regular file"]
     if isinstance(target, RegularFile):
         reasons = []
-        if target.under_dev:
-            reasons.append(f"{target.path} does not exist: is the stick plugged in? (see lsblk)")
+        plugged = ": is the stick plugged in? (see lsblk)" if target.under_dev else ""
+        if target.dangling:
+            # Not followed to make a file: a link is not made into a file where it happens to point.
+            hint = plugged or ": give that path itself to make a new file there"
+            reasons.append(f"{target.path} is a symbolic link to {target.dangling}, which does not exist{hint}")
+        elif target.under_dev:
+            reasons.append(f"{target.path} does not exist{plugged}")
         if target.is_image:
             reasons.append(f"{target.path} is the image itself")
         if target.swap:
             reasons.append(f"{target.path} is an active swap file")
+        reasons += [f"{target.path} is the backing file of /dev/{loop}: losetup -d it first" for loop in target.loops]
         return reasons
     dev = target
     name = f"/dev/{dev.name}"
@@ -123,6 +135,9 @@ def refusals(target: Target, image_size: int) -> list[str]:
         elif use.what == "holder":
             reasons.append(f"{_on(use.device, dev.name)} is in use by {use.detail} (an LVM, dm-crypt or RAID "
                            "member): deactivate that first")
+        elif use.what == "loop":
+            reasons.append(f"{_on(use.device, dev.name)} is the backing store of /dev/{use.detail}: losetup -d "
+                           "it first")
     if dev.size < image_size:
         reasons.append(f"{name} is {human(dev.size)}, smaller than the image ({human(image_size)})")
     return reasons
@@ -130,6 +145,34 @@ def refusals(target: Target, image_size: int) -> list[str]:
 
 def _on(device: str, target: str) -> str:
     return f"/dev/{device}" + ("" if device == target else f" (on /dev/{target})")
+
+
+def changes(old: Target, new: Target) -> list[str]:
+    """How two readings of a target's facts differ: why the target opened is not the one checked."""
+    if type(old) is not type(new):
+        return [f"it is {_kind_of(new)} now, not {_kind_of(old)}"]
+    found = []
+    for f in dataclasses.fields(old):
+        was, now = getattr(old, f.name), getattr(new, f.name)
+        if was == now:
+            continue
+        if f.name == "size":
+            found.append(f"size {human(was)} → {human(now)}")
+        elif f.name in ("uses", "loops"):
+            found.append("what uses it")
+        elif f.name == "identity":
+            found.append("another file")
+        else:
+            found.append(f"{f.name} {was or '-'} → {now or '-'}")
+    return found
+
+
+def _kind_of(target: Target) -> str:
+    if isinstance(target, BlockDevice):
+        return f"block device /dev/{target.name}"
+    if isinstance(target, RegularFile):
+        return "a regular file" if target.exists else "missing"
+    return f"a {target.kind}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -165,6 +208,30 @@ class System:
 
     def block(self, name: str) -> Path:
         return (self.sysfs / "class/block" / name).resolve()
+
+    def device_name(self, path: str) -> str | None:
+        """Kernel name of the block device at PATH; for a missing /dev node, its name (a node udev removed,
+        or one of a fake tree). None for anything else: a regular file called sdb is not sdb."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            real = os.path.realpath(path)
+            return os.path.basename(real) if real.startswith("/dev/") else None
+        return self.name_of(devnum(st.st_rdev)) if stat.S_ISBLK(st.st_mode) else None
+
+    def loops(self) -> list[tuple[str, str]]:
+        """(loop device, its backing file's path) of every attached loop device. The kernel adds " (deleted)"
+        to a backing file since unlinked: the path is still where it was, so it is kept as a match."""
+        found = []
+        for entry in sorted((self.sysfs / "class/block").glob("loop*")):
+            backing = _read(self.block(entry.name) / "loop/backing_file")
+            if backing:
+                found.append((entry.name, backing.removesuffix(" (deleted)")))
+        return found
+
+
+def devnum(rdev: int) -> str:
+    return f"{os.major(rdev)}:{os.minor(rdev)}"
 
 
 def _read(path: Path, default: str = "") -> str:
@@ -227,10 +294,10 @@ def _holder_label(system: System, name: str) -> str:
     return f"{name} ({dm})" if dm else name
 
 
-def read_block_device(devnum: str, system: System | None = None) -> BlockDevice:
+def read_block_device(number: str, system: System | None = None) -> BlockDevice:
     """The facts about one block device (major:minor) and everything that uses it."""
     system = system or System()
-    path = (system.sysfs / "dev/block" / devnum).resolve()
+    path = (system.sysfs / "dev/block" / number).resolve()
     name = path.name
     partition_of = path.parent.name if (path / "partition").is_file() else None
     disk = path.parent if partition_of else path
@@ -247,6 +314,11 @@ def read_block_device(devnum: str, system: System | None = None) -> BlockDevice:
         holders = system.block(member) / "holders"
         if holders.is_dir():
             uses += [Use(member, "holder", _holder_label(system, h.name)) for h in sorted(holders.iterdir())]
+    # A loop device does not show as a holder of what backs it, nor does it take an exclusive claim on it.
+    for loop_device, backing in system.loops():
+        backed = system.device_name(backing)
+        if backed in members:
+            uses.append(Use(backed, "loop", loop_device))
     vendor, model = _read(disk / "device/vendor"), _read(disk / "device/model")
     if loop and not model:
         vendor, model = "loop device", _read(disk / "loop/backing_file")
@@ -261,23 +333,47 @@ def read_block_device(devnum: str, system: System | None = None) -> BlockDevice:
         kind="dm" if (path / "dm").is_dir() else "md" if (path / "md").is_dir() else "disk",
         vendor=vendor,
         model=model,
+        diskseq=_read(disk / "diskseq"),
         uses=tuple(uses),
     )
 
 
 def read_target(path: Path, image: Path, system: System | None = None) -> Target:
-    """What PATH is, in the terms refusals() decides on."""
+    """What PATH is, in the terms refusals() decides on. OSError for a path that cannot be looked at."""
     system = system or System()
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return RegularFile(path, exists=False, under_dev=path.absolute().parts[1:2] == ("dev",))
+        # Where the path leads, not how it is spelt: ../dev/sdb and a link to /dev/sdb are in /dev too.
+        real = os.path.realpath(path)
+        return RegularFile(path, exists=False, under_dev=Path(real).parts[1:2] == ("dev",),
+                           dangling=real if os.path.islink(path) else "")
+    return _read_stat(path, st, image, system)
+
+
+def read_opened(fd: int, path: Path, image: Path, system: System | None = None) -> Target:
+    """What the open FD (opened from PATH) is: for a device the facts of the fd's own major:minor, for a file
+    those of the fd's own inode, whatever PATH leads to by now."""
+    return _read_stat(path, os.fstat(fd), image, system or System())
+
+
+def _read_stat(path: Path, st: os.stat_result, image: Path, system: System) -> Target:
     if stat.S_ISBLK(st.st_mode):
-        return read_block_device(f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}", system)
+        return read_block_device(devnum(st.st_rdev), system)
     if stat.S_ISREG(st.st_mode):
-        is_image = image.exists() and os.path.samefile(path, image)
-        return RegularFile(path, exists=True, size=st.st_size, is_image=is_image,
-                           swap=os.path.realpath(path) in swaps(system))
+        identity = (st.st_dev, st.st_ino)
+        return RegularFile(path, exists=True, size=st.st_size, is_image=_identity(str(image)) == identity,
+                           swap=any(_identity(p) == identity for p in swaps(system)),
+                           identity=identity,
+                           loops=tuple(loop for loop, backing in system.loops() if _identity(backing) == identity))
     kind = ("directory" if stat.S_ISDIR(st.st_mode) else "character device" if stat.S_ISCHR(st.st_mode)
             else "special file")
     return Other(path, kind)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
