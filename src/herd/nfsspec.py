@@ -41,6 +41,11 @@ def parse_nfs(r: _Reader, data: Mapping[str, Any], network: Network, nodes: list
     options = r.value(data, p, "options", str, nfs.options)
     if not re.match(r"^/[A-Za-z0-9._/-]+$", export) or "/../" in export + "/":
         r.fail(f"{p}.export", f"{export!r} must be an absolute path of plain names")
+    elif _system_dir(export):
+        # The nfs node seeds it, exports it read-write to the LAN and (with DRBD) mounts the replicated disk
+        # over it: on a system directory that hides or hands out the node's own files.
+        r.fail(f"{p}.export", f"{export!r} is a system directory of the nfs node; use a directory of its own, "
+               "like /srv/herd/www")
     if not re.match(r"^[a-z0-9_=,:]+$", options):
         r.fail(f"{p}.options", f"{options!r} is not an exports(5) option list like rw,sync,no_subtree_check")
 
@@ -95,3 +100,18 @@ def drbd_timing(deadtime_ms: int) -> dict[str, int]:
     timeout = ping_timeout + 5
     ping_int = timeout // 10 + 1
     return {"ping_int": ping_int, "ping_timeout": ping_timeout, "timeout": timeout, "connect_int": ping_int}
+
+
+# Top-level directories of the system itself, and those of /var that the system uses.
+_SYSTEM = {"bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "root", "run", "sbin", "sys",
+           "tmp", "usr", "var", "srv", "home", "mnt", "media", "opt"}
+_SYSTEM_VAR = {"backups", "cache", "lib", "local", "lock", "log", "mail", "opt", "run", "spool", "tmp"}
+
+
+def _system_dir(path: str) -> bool:
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if not parts:
+        return True
+    if parts[0] in ("srv", "home", "mnt", "media", "opt", "var") and len(parts) > 1:
+        return parts[0] == "var" and parts[1] in _SYSTEM_VAR
+    return parts[0] in _SYSTEM

@@ -51,6 +51,9 @@ class Site:
 _SITE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
                        r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# What the builder installs in /etc/herd on every image (the TSIG secret must not take one of their places).
+HERD_FILES = frozenset(f"/etc/herd/{name}" for name in ("cluster.key", "cluster.toml", "release", "role",
+                                                        "db.php", "growroot.conf"))
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
 _SITE_KEYS = {"name", "role", "names", "zone", "server", "port", "ttl", "key_name", "key_algorithm", "key_file",
               "main", "backup", "interval", "down_seconds", "up_seconds", "failback"}
@@ -104,8 +107,14 @@ def parse_site(r: _Reader, data: Mapping[str, Any], network: Network, services: 
     if algorithm not in TSIG_ALGORITHMS:
         r.fail(f"{p}.key_algorithm", f"{algorithm!r} is not one of: {', '.join(TSIG_ALGORITHMS)}")
     key_file = r.value(data, p, "key_file", str, "/etc/herd/site.tsig")
-    if not key_file.startswith("/"):
-        r.fail(f"{p}.key_file", f"{key_file!r} must be an absolute path (the TSIG secret, made by tsig-keygen)")
+    # The builder writes the secret at this path in the director image: on one of herd's own files it would
+    # replace the cluster key or spec (the builder also refuses any path the image already has: /etc/shadow…).
+    parts = key_file.split("/")
+    if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", key_file) or any(part in (".", "..") for part in parts):
+        r.fail(f"{p}.key_file", f"{key_file!r} must be an absolute path of plain names (the TSIG secret, made by "
+               "tsig-keygen), like /etc/herd/site.tsig")
+    elif key_file in HERD_FILES:
+        r.fail(f"{p}.key_file", f"{key_file} is one of herd's own files; use another name, like /etc/herd/site.tsig")
     main: list[ipaddress.IPv4Address] = []
     for i, value in enumerate(r.get(data, p, "main", list, []) or []):
         addr = r.convert(f"{p}.main[{i}]", value, ipaddress.IPv4Address, "an IPv4 address")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import ipaddress
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -248,6 +249,10 @@ class _Reader:
         if not ok:
             want = _KINDS.get(kind, kind.__name__)
             self.fail(full, f"must be {want}, got {type(value).__name__} {value!r}")
+            return default
+        if kind is float and not math.isfinite(value):
+            # TOML has nan and inf: every range check (x <= 0, x < 2 * y) is false for nan, so it would pass.
+            self.fail(full, f"must be a finite number, got {value}")
             return default
         return value  # type: ignore[no-any-return]
 

@@ -7,7 +7,7 @@ import re
 import signal
 import stat
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -302,6 +302,27 @@ def test_the_tsig_secret_goes_to_the_directors_only(tmp_path: Path) -> None:
     assert str(f.path) == "etc/herd/site.tsig" and f.mode == 0o600 and f.data == secret.read_bytes()
     assert secret_files(backup, Role.WEB, secret) == []
     assert secret_files(parse(TEXT), Role.DIRECTOR, None) == []  # no [site]: nothing
+
+
+def test_the_tsig_secret_never_replaces_a_file_of_the_image(tmp_path: Path) -> None:
+    from herd.build.overlay import OverlayFile
+    from herd.build.steps import BuildError
+    from herd.build.steps.tree import secret_files
+    from herd.spec import Role, parse
+
+    text = (PROJECT / "examples" / "site-backup.toml").read_text(encoding="utf-8")
+    secret = tmp_path / "site.tsig"
+    secret.write_text("c2VjcmV0\n")
+    tree = tmp_path / "root"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
+    shadow = parse(text.replace('key_file = "/etc/herd/site.tsig"', 'key_file = "/etc/shadow"'))
+    with pytest.raises(BuildError, match="'/etc/shadow': the director image already has that file"):
+        secret_files(shadow, Role.DIRECTOR, secret, tree)
+    ours = parse(text.replace('key_file = "/etc/herd/site.tsig"', 'key_file = "/etc/herd/db.conf"'))
+    with pytest.raises(BuildError, match="already has that file"):
+        secret_files(ours, Role.DIRECTOR, secret, tree, [OverlayFile(PurePosixPath("etc/herd/db.conf"), b"", 0o644)])
+    assert len(secret_files(parse(text), Role.DIRECTOR, secret, tree)) == 1
 
 
 def test_a_long_step_stays_one_line_in_a_log() -> None:

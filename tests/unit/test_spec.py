@@ -296,6 +296,14 @@ def _bad_cases() -> dict[str, Bad]:
             edit(t, 'mirror = "http://deb.debian.org/debian"', f'mirror = "deb.debian.org"  {HERE}'),
             "debian.mirror", r"must be an http://, https:// or file:// URL"),
         # [nfs], and replication with two nfs nodes
+        "nfs-export-etc": Bad(edit(t, 'export = "/srv/herd/www"', f'export = "/etc"  {HERE}'), "nfs.export",
+                              r"'/etc' is a system directory of the nfs node"),
+        "nfs-export-in-usr": Bad(edit(t, 'export = "/srv/herd/www"', f'export = "/usr/share/www"  {HERE}'),
+                                 "nfs.export", r"is a system directory"),
+        "nfs-export-var-lib": Bad(edit(t, 'export = "/srv/herd/www"', f'export = "/var/lib/www"  {HERE}'), "nfs.export",
+                                  r"is a system directory"),
+        "nfs-export-srv": Bad(edit(t, 'export = "/srv/herd/www"', f'export = "/srv"  {HERE}'), "nfs.export",
+                              r"is a system directory"),
         "nfs-address-with-one-nfs-node": Bad(
             edit(t, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"  {HERE}\n'), "nfs.address",
             r"service address two nfs nodes share; with one nfs node .* remove it, or add a second nfs node"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
 from herd.build.chroot import in_chroot
@@ -105,11 +105,18 @@ def herdd_packages(ctx: BuildContext, tree: Path, herdd: bytes, on_line: Callabl
         pack(tree, tmp, SHIV_ROOT.lstrip("/"))
 
 
-def secret_files(spec: Spec, role: Role, site_key: Path | None) -> list[OverlayFile]:
-    """[site]'s TSIG secret, on the directors only (the backup site's VIP holder signs DNS updates with it)."""
+def secret_files(spec: Spec, role: Role, site_key: Path | None, tree: Path | None = None,
+                 taken: Iterable[OverlayFile] = ()) -> list[OverlayFile]:
+    """[site]'s TSIG secret, on the directors only (the backup site's VIP holder signs DNS updates with it).
+    Never in place of a file the image has (in `tree`, or among the `taken` overlay files): a key_file of
+    /etc/shadow must not replace it with the secret."""
     if spec.site is None or role != Role.DIRECTOR or site_key is None:
         return []
-    return [OverlayFile(PurePosixPath(spec.site.key_file.lstrip("/")), site_key.read_bytes(), 0o600)]
+    path = PurePosixPath(spec.site.key_file.lstrip("/"))
+    if any(f.path == path for f in taken) or (tree is not None and os.path.lexists(tree / path)):
+        raise BuildError(f"site.key_file = {spec.site.key_file!r}: the {role} image already has that file, which "
+                         "the TSIG secret would replace; choose a new path, like /etc/herd/site.tsig")
+    return [OverlayFile(path, site_key.read_bytes(), 0o600)]
 
 
 class Tree(Step):
@@ -158,7 +165,7 @@ class Tree(Step):
                 OverlayFile(PurePosixPath("usr/lib/herd/herdd.pyz"), ctx.zipapp.read_bytes(), 0o755),
             ]
             ctx.images[role].overlay = overlay_digests(files)
-            files += secret_files(ctx.plan.spec, role, ctx.site_key_file)  # never in the manifest's digests
+            files += secret_files(ctx.plan.spec, role, ctx.site_key_file, tree, files)  # never in the digests
             install(tree, files)
             os.chmod(tree / "etc/herd", 0o755)
             os.chmod(tree / "root/.ssh", 0o700)
