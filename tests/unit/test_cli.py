@@ -124,6 +124,26 @@ def test_bad_release_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert not (tmp_path / "x").exists()
 
 
+def test_an_out_that_is_a_file_or_a_key_that_is_a_directory_exits_2_before_building(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found out in the first second, not when the images are renamed into place minutes later."""
+    run = Run(tmp_path, TEXT)
+    out = tmp_path / "out"
+    out.write_text("not a directory\n")
+    assert run() == EXIT_BAD_INPUT
+    assert f"--out: cannot make {out}/2026.11.0: {out} is not a directory" in stderr(capsys)
+    assert out.read_text() == "not a directory\n" and not run.cache.exists()
+    out.unlink()
+    (tmp_path / "file").write_text("")
+    assert run("--out", str(tmp_path / "file" / "sub")) == EXIT_BAD_INPUT
+    assert f"--out: cannot make {tmp_path}/file/sub/2026.11.0: {tmp_path}/file is not a directory" in stderr(capsys)
+    keydir = tmp_path / "keys"
+    keydir.mkdir()
+    assert run("--key", str(keydir)) == EXIT_BAD_INPUT
+    assert f"--key: {keydir} is not a file (the cluster key is one file)" in stderr(capsys)
+    run.assert_nothing_written()
+
+
 def test_bad_release_in_spec_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = Run(tmp_path, edit('release = "2026.11.0"', 'release = "../up"'))
     assert run() == EXIT_BAD_INPUT

@@ -142,6 +142,15 @@ def test_json_has_every_field() -> None:
     ({"release": "1"}, "no cluster, images"),
     ({"cluster": "x", "release": "1", "images": []}, "images must map"),
     ({"cluster": "x", "release": "1", "images": {"web": {"packages": []}}}, "images.web"),
+    ({"cluster": "x", "release": 3, "images": {}}, "release: must be a string, got 3"),
+    ({"cluster": "x", "release": "1", "spec_sha256": 3, "images": {}}, "spec_sha256: must be a string"),
+    ({"cluster": "x", "release": "1", "images": {"web": {"size": "big"}}}, r"images.web.size: must be a whole"),
+    ({"cluster": "x", "release": "1", "images": {"web": {"size": True}}}, r"images.web.size: must be a whole"),
+    ({"cluster": "x", "release": "1", "images": {"web": {"kernel": 6}}}, r"images.web.kernel: must be a string"),
+    ({"cluster": "x", "release": "1", "images": {"web": {"packages": {"bash": 5}}}},
+     r"images.web.packages.bash: must be a string, got 5"),
+    ({"cluster": "x", "release": "1", "images": {"web": {"overlay": {"etc/x": None}}}},
+     r"images.web.overlay.etc/x: must be a string"),
 ])
 def test_check_refuses_what_is_not_a_manifest(data: object, message: str) -> None:
     with pytest.raises(ManifestError, match=message):

@@ -95,10 +95,11 @@ def test_choose_prefers_the_environment_then_git_then_mtime() -> None:
     assert choose(None, None, 1234.9) == (1234, "the spec file's modification time")
 
 
-@pytest.mark.parametrize("value", ["", "soon", "-1", "1.5"])
+@pytest.mark.parametrize("value", ["", "soon", "-1", "1.5", "\u00b2", "4294967296", "99999999999999999999"])
 def test_a_bad_environment_value_is_refused(value: str) -> None:
-    with pytest.raises(EpochError, match="SOURCE_DATE_EPOCH"):
+    with pytest.raises(EpochError, match=r"SOURCE_DATE_EPOCH.*at most 4294967295"):
         choose(value, None, 0)
+    assert choose("4294967295", None, 0) == (4294967295, "SOURCE_DATE_EPOCH")
 
 
 def git(repo: Path, *args: str, when: int = 1750000000) -> None:

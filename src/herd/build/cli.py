@@ -103,6 +103,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+class BadPath(Exception):
+    pass
+
+
+def check_writable(option: str, path: Path, directory: bool) -> None:
+    """Before a build of minutes: that PATH can be made (or used) as what it is for, or a message saying why.
+    An existing key file is read, not written; an existing directory is written into."""
+    if path.exists():
+        if directory and not path.is_dir():
+            raise BadPath(f"{option}: {path} exists and is not a directory")
+        if not directory and not path.is_file():
+            raise BadPath(f"{option}: {path} is not a file (the cluster key is one file)")
+        if not os.access(path, os.W_OK if directory else os.R_OK):
+            raise BadPath(f"{option}: {path} is not {'writable' if directory else 'readable'} by this user")
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadPath(f"{option}: cannot make {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadPath(f"{option}: cannot make {path}: {parent} is not writable by this user")
+
+
 def cluster_key(path: Path) -> Path:
     """The cluster secret: made once, kept (0600) beside the spec, reused by every later build."""
     if path.exists():
@@ -166,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         release = spec.release if args.release is None else args.release
         if not valid_release(release):
             raise SpecError([f"--release: {release!r} must be letters, digits and . _ + - (it names files)"])
-        wanted = [Role(r) for r in args.roles] if args.roles else list(spec.roles)
+        wanted = list(dict.fromkeys(Role(r) for r in args.roles)) if args.roles else list(spec.roles)
         missing = [r.value for r in wanted if r not in spec.roles]
         if missing:
             raise SpecError([f"--role: the spec has no {', '.join(missing)} node; "
@@ -175,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         recipes = {r: load_role(PROJECT.root / "image", r) for r in wanted}
         epoch, epoch_from = source_date_epoch(args.spec, os.environ)
         site_key = site_key_file(spec, wanted, args.site_key or args.spec.with_suffix(".tsig"))
+        check_writable("--out", args.out / release, directory=True)
+        check_writable("--key", args.key or args.spec.with_suffix(".key"), directory=False)
     except SpecError as exc:
         err.print("[red]error:[/] the spec is not valid:", highlight=False)
         for problem in exc.problems:
             err.print(f"  {problem}", highlight=False, markup=False)
         return EXIT_BAD_INPUT
-    except (RecipeError, EpochError) as exc:
+    except (RecipeError, EpochError, BadPath) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_BAD_INPUT
 

@@ -9,10 +9,13 @@ Where it comes from, first that applies:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from herd.build.run import CommandError, run
+
+MAX_EPOCH = 2**32 - 1
 
 
 class EpochError(Exception):
@@ -23,8 +26,11 @@ def choose(environ_value: str | None, git_time: int | None, mtime: float) -> tup
     """(epoch, where it came from). Pure."""
     if environ_value is not None:
         value = environ_value.strip()
-        if not value.isdigit():
-            raise EpochError(f"SOURCE_DATE_EPOCH={environ_value!r}: must be a whole number of seconds since 1970")
+        # ASCII digits (str.isdigit() takes "²"), and a time the image's 32-bit time fields (initramfs cpio,
+        # gzip, the FAT of the EFI partition) can hold.
+        if not re.fullmatch(r"[0-9]+", value) or int(value) > MAX_EPOCH:
+            raise EpochError(f"SOURCE_DATE_EPOCH={environ_value!r}: must be a whole number of seconds since 1970, "
+                             f"at most {MAX_EPOCH} (2106-02-07)")
         return int(value), "SOURCE_DATE_EPOCH"
     if git_time is not None:
         return git_time, "the spec's last git commit"

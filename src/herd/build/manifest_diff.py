@@ -67,10 +67,30 @@ def check(data: object, name: str) -> dict[str, Any]:
     images = data["images"]
     if not isinstance(images, dict) or not all(isinstance(v, dict) for v in images.values()):
         raise ManifestError(f"{name}: not a herd manifest: images must map each role to an object")
+    _types(data, TOP_FIELDS, name, "")
     for role, entry in images.items():
         if not isinstance(entry.get("packages", {}), dict) or not isinstance(entry.get("overlay", {}), dict):
             raise ManifestError(f"{name}: images.{role}: packages and overlay must be objects")
+        _types(entry, IMAGE_FIELDS, name, f"images.{role}.")
+        for table in ("packages", "overlay"):
+            for key, value in entry.get(table, {}).items():
+                if not isinstance(value, str):
+                    raise ManifestError(f"{name}: images.{role}.{table}.{key}: must be a string, got {value!r}")
     return data
+
+
+# What diff() reads, and the JSON type it must be: an edited or foreign file is an error, not a traceback.
+TOP_FIELDS: dict[str, type] = {"cluster": str, "release": str, "herd_version": str, "spec_sha256": str, "build_date": str}
+IMAGE_FIELDS: dict[str, type] = {"size": int, "zst_size": int, "sha256": str, "kernel": str, "herdd_sha256": str,
+                "overlay_sha256": str}
+
+
+def _types(data: dict[str, Any], fields: dict[str, type], name: str, where: str) -> None:
+    for key, kind in fields.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            want = "a string" if kind is str else "a whole number"
+            raise ManifestError(f"{name}: {where}{key}: must be {want}, got {value!r}")
 
 
 def _change(old: Any, new: Any) -> Change | None:
