@@ -351,6 +351,12 @@ def parse(text: str, file: str = "<spec>") -> Spec:
         r.fail("nfs.port", f"{nfs.port} is taken on the nfs nodes (SSH, rpcbind, NFS or metrics_port); use "
                "another, such as DRBD's usual 7789")
 
+    # (nfs.port against metrics_port is said just above, as nfs.port's problem.)
+    taken = {**TAKEN_TCP, **{svc.port: f"service {svc.name!r}" for svc in services if svc.protocol == Protocol.TCP}}
+    if membership.metrics_port in taken:
+        r.fail("membership.metrics_port", f"{membership.metrics_port} is taken by {taken[membership.metrics_port]} "
+               "on the nodes; use another, such as 9694 (0 turns it off)")
+
     databases = _databases(r, r.get(data, "", "database", list, []) or [])
     site_data = r.get(data, "", "site", dict)
     site = parse_site(r, site_data, network, services) if site_data is not None else None
@@ -361,6 +367,10 @@ def parse(text: str, file: str = "<spec>") -> Spec:
                 services=tuple(services), nodes=tuple(nodes), ssh_keys=tuple(keys), source=text, nfs=nfs,
                 databases=tuple(databases), site=site)
 
+
+# TCP ports the images' own servers listen on: herdd's metrics endpoint must not be one of them.
+TAKEN_TCP = {22: "SSH", 80: "Apache", 111: "rpcbind", 2049: "NFS", 3306: "MariaDB", 4444: "Galera's state transfer",
+             4567: "Galera", 4568: "Galera's incremental state transfer"}
 
 _SQL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -387,6 +397,12 @@ def _databases(r: _Reader, items: list[Any]) -> list[Database]:
     return out
 
 
+def _ipv4_text(value: Any) -> ipaddress.IPv4Address:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return ipaddress.IPv4Address(value)
+
+
 def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
     p = "network"
     r.table(data, p, {"subnet", "gateway", "dns", "vip", "domain", "preempt"})
@@ -399,19 +415,27 @@ def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
         except ValueError:
             r.fail(f"{p}.subnet", f"{subnet_raw!r} has host bits set; the network is {subnet}, write that")
             subnet = None
-    subnet = subnet or ipaddress.IPv4Network("0.0.0.0/0")
+    if subnet is not None and not 8 <= subnet.prefixlen <= 30:
+        r.fail(f"{p}.subnet", f"{subnet} must be a LAN of /8 to /30 (the nodes, the VIP and a gateway need room)")
+        subnet = None
+    subnet = subnet or ipaddress.IPv4Network("0.0.0.0/0")  # unknown: the checks below that need it are skipped
 
     def address(key: str, value: Any) -> ipaddress.IPv4Address | None:
         addr = r.convert(key, value, ipaddress.IPv4Address, "an IPv4 address")
         if addr is not None and subnet.prefixlen and addr not in subnet:
             r.fail(key, f"{addr} is outside network.subnet {subnet}; use an address inside it")
+        elif addr is not None and subnet.prefixlen and addr in (subnet.network_address, subnet.broadcast_address):
+            r.fail(key, f"{addr} is the subnet's network or broadcast address")
         return addr
 
     gw_raw = r.get(data, p, "gateway", str)
     gateway = address(f"{p}.gateway", gw_raw) if gw_raw is not None else None
     dns_raw = r.get(data, p, "dns", list, []) or []
-    dns = [r.convert(f"{p}.dns[{i}]", v, ipaddress.IPv4Address, "an IPv4 address") for i, v in enumerate(dns_raw)]
+    # Only strings: ipaddress takes an integer too, and dns = [1] would be 0.0.0.1.
+    dns = [r.convert(f"{p}.dns[{i}]", v, _ipv4_text, "an IPv4 address in quotes") for i, v in enumerate(dns_raw)]
     vip = address(f"{p}.vip", r.get(data, p, "vip", str, required=True))
+    if vip is not None and vip == gateway:
+        r.fail(f"{p}.vip", f"{vip} is the gateway (network.gateway); the VIP must be an address of its own")
     domain = r.get(data, p, "domain", str, "herd.lan") or "herd.lan"
     preempt = r.get(data, p, "preempt", bool, False) or False
     return Network(subnet=subnet, gateway=gateway, dns=tuple(d for d in dns if d is not None), preempt=preempt,
@@ -421,6 +445,7 @@ def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
 def _services(r: _Reader, items: list[Any]) -> list[Service]:
     services: list[Service] = []
     seen: dict[tuple[str, int], str] = {}
+    names: dict[str, int] = {}
     for i, item in enumerate(items):
         p = f"service[{i}]"
         if not isinstance(item, dict):
@@ -428,6 +453,12 @@ def _services(r: _Reader, items: list[Any]) -> list[Service]:
             continue
         r.table(item, p, {"name", "port", "protocol", "scheduler", "forwarding", "persistence", "check"})
         name = r.get(item, p, "name", str, f"service{i}") or f"service{i}"
+        # Services are told apart by name in herdctl status, the metrics' labels and the site's probes.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
+            r.fail(f"{p}.name", f"{name!r} must be letters, digits and . _ - (at most 63)")
+        elif name in names:
+            r.fail(f"{p}.name", f"{name!r} is already service[{names[name]}]; give each service its own name")
+        names.setdefault(name, i)
         port = r.get(item, p, "port", int, required=True)
         if port is not None and not 1 <= port <= 65535:
             r.fail(f"{p}.port", f"{port} is not a port number (1-65535)")

@@ -80,9 +80,10 @@ def check(data: object, name: str) -> dict[str, Any]:
 
 
 # What diff() reads, and the JSON type it must be: an edited or foreign file is an error, not a traceback.
-TOP_FIELDS: dict[str, type] = {"cluster": str, "release": str, "herd_version": str, "spec_sha256": str, "build_date": str}
+TOP_FIELDS: dict[str, type] = {"cluster": str, "release": str, "herd_version": str, "spec_sha256": str,
+                               "build_date": str}
 IMAGE_FIELDS: dict[str, type] = {"size": int, "zst_size": int, "sha256": str, "kernel": str, "herdd_sha256": str,
-                "overlay_sha256": str}
+                                 "overlay_sha256": str}
 
 
 def _types(data: dict[str, Any], fields: dict[str, type], name: str, where: str) -> None:
