@@ -598,4 +598,5 @@ def load(path: Path) -> Spec:
         raise SpecError([f"{path}: cannot read the spec: {exc.strerror}"]) from None
     except UnicodeDecodeError:
         raise SpecError([f"{path}: not UTF-8 text"]) from None
-    return parse(text, str(path))
+    # Some editors (Notepad) start UTF-8 files with a byte-order mark, which TOML does not allow.
+    return parse(text.removeprefix("\ufeff"), str(path))

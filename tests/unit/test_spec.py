@@ -123,6 +123,18 @@ def test_load_names_the_file(tmp_path: Path) -> None:
     assert info.value.problems[0].startswith(f"{path}:{marked_line(path.read_text())}: node[3].address: ")
 
 
+def test_load_takes_a_byte_order_mark(tmp_path: Path) -> None:
+    """A spec saved by Notepad starts with a BOM; line numbers in problems stay right."""
+    path = tmp_path / "site.toml"
+    path.write_text("\ufeff" + TEXT, encoding="utf-8")
+    assert load(path).name == parse(TEXT, str(path)).name
+    path.write_text("\ufeff" + edit(TEXT, 'address = "192.168.50.22"', f'address = "192.168.51.22"  {HERE}'),
+                    encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        load(path)
+    assert info.value.problems[0].startswith(f"{path}:{marked_line(path.read_text())}: node[3].address: ")
+
+
 def test_load_unreadable_and_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="cannot read the spec"):
         load(tmp_path / "missing.toml")
