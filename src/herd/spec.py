@@ -509,11 +509,13 @@ HEALTH_ROOM = 640  # the health sample, role and storage fields included (herd.d
 
 def heartbeat_bound(names: list[str]) -> int:
     """The largest heartbeat these nodes can send: header and HMAC, health, every node's drain register entry
-    (once each was drained; `herd.daemon.membership`), and the list of whom the sender hears."""
+    (once each was drained; `herd.daemon.membership`), the list of whom the sender hears, and the generation
+    it has seen from each."""
     longest = max(map(len, names), default=0)
     admin = sum(len(f'"{n}":[false,{2**53},""],') + longest for n in names)
     hears = sum(len(f'"{n}",') for n in names)
-    return 128 + longest + HEALTH_ROOM + admin + hears
+    seen = sum(len(f'"{n}":{2**53},') for n in names)  # the generation heard from each (herd.daemon.wire)
+    return 140 + longest + HEALTH_ROOM + admin + hears + seen
 
 
 def _nodes(r: _Reader, items: list[Any], network: Network) -> list[Node]:

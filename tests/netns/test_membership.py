@@ -187,6 +187,44 @@ def test_replayed_and_forged_packets_change_nothing(cluster: Cluster, tmp_path: 
     wait_for(cluster.all_see_all_alive, 10, what="db1 back")
 
 
+def test_a_restarted_node_is_not_fooled_by_heartbeats_captured_before_it_restarted(cluster: Cluster,
+                                                                                   tmp_path: Path) -> None:
+    """A replay guard starts empty: db1's heartbeats, captured before web1 restarted and played back once db1
+    is dead, must not make web1 take db1 for alive. The live nodes' real heartbeats prove themselves fresh."""
+    wait_for(cluster.all_see_all_alive, 10, what="all alive")
+    port = cluster.spec.membership.port
+    web1 = cluster.nodes["web1"]
+    frames = tmp_path / "frames.hex"
+    subprocess.run(["ip", "netns", "exec", web1.ns, sys.executable, str(HERE / "packets.py"), "capture",
+                    str(frames), "1.5", str(port)], check=True)
+    cluster.nodes["db1"].kill()
+    wait_for(lambda: all(h.states()["db1"] == "dead" for n, h in cluster.nodes.items() if n != "db1"), 5)
+    web1.kill()
+    web1.start()
+    live = [n for n in cluster.nodes if n not in ("db1", "web1")]
+
+    def web1_sees_the_live_ones() -> bool:
+        try:
+            states = web1.states()
+        except Exception:  # not up yet
+            return False
+        return all(states[n] == "alive" for n in live)
+
+    wait_for(web1_sees_the_live_ones, 15, what="web1 back, hearing the live nodes")
+    before = web1.status()["dropped"]
+    attacker = cluster.lan.host("evil2", address="192.168.50.98/24")
+    subprocess.run(["ip", "netns", "exec", attacker, sys.executable, str(HERE / "packets.py"), "replay",
+                    str(frames), "3"], check=True, capture_output=True)
+    for _ in range(5):  # within db1's deadtime of the last replayed packet, had it been taken
+        assert web1.states()["db1"] != "alive", "web1 was fooled by db1's old heartbeats"
+        time.sleep(0.1)
+    dropped = web1.status()["dropped"]
+    assert dropped.get("unproven", 0) > before.get("unproven", 0), dropped
+    assert web1.proc is not None and web1.proc.poll() is None
+    cluster.nodes["db1"].start()
+    wait_for(cluster.all_see_all_alive, 10, what="db1 back")
+
+
 def test_systemd_notify_and_clean_stop(cluster: Cluster, tmp_path: Path) -> None:
     """Under systemd (Type=notify): READY=1 once up, STOPPING=1 on SIGTERM, exit status 0."""
     herdd = cluster.nodes["nfs1"]

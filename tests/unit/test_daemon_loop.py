@@ -55,7 +55,7 @@ def test_the_heartbeat_port_drops_other_kinds(tmp_path: Path) -> None:
     grant = Message(KIND_GRANT, "dir1", 7, 11, {"slot": "web3", "round": "x", "granted": True, "holder": ""})
     d.datagram_received(encode(grant, SPEC.name, KEY), source)
     assert d.dropped["malformed"] == 1 and not d.membership.peers["dir1"].alive
-    beat = Message(KIND_HEARTBEAT, "dir1", 7, 12, {"vip": True})
+    beat = Message(KIND_HEARTBEAT, "dir1", 7, 12, {"vip": True, "seen": {"dir2": 5}})
     d.datagram_received(encode(beat, SPEC.name, KEY), source)
     assert d.membership.peers["dir1"].alive and d.membership.peers["dir1"].holds_vip
 
@@ -87,7 +87,9 @@ def test_the_largest_heartbeat_a_spec_allows_fits_the_wire() -> None:
               "garbd": True, "storage_term": 2**53, "hears": names[1:],
               "drbd": {"role": "Secondary", "disk": "UpToDate", "peer_disk": "Inconsistent",
                        "connection": "StandAlone", "sync": 99.9}}
-    data = encode(Message(KIND_HEARTBEAT, names[0], 2**63, 2**63, m.payload(health, True, True)), spec.name, KEY)
+    seen = dict.fromkeys(names[1:], 2**53)
+    data = encode(Message(KIND_HEARTBEAT, names[0], 2**63, 2**63, m.payload(health, True, True, seen)), spec.name,
+                  KEY)
     assert len(data) <= heartbeat_bound(names) <= HEARTBEAT_LIMIT == MAX_SIZE
 
 
@@ -95,6 +97,33 @@ def test_a_spec_whose_heartbeats_could_outgrow_the_wire_is_refused() -> None:
     names = [f"n{i:03d}".ljust(63, "x") for i in range(60)]
     with pytest.raises(SpecError, match=r"heartbeats of up to \d+ bytes.*use shorter node names"):
         parse(nodes_spec(names))
+
+
+def test_a_restarted_node_takes_a_senders_first_heartbeat_only_if_it_echoes_its_generation(tmp_path: Path) -> None:
+    """Its replay guard starts empty: a heartbeat captured before its restart (echoing the generation it ran as
+    then) is dropped; one echoing its current generation is taken, and from then on the guard does the work."""
+    d = daemon(tmp_path)  # dir2, generation 5 (it ran as 4 before)
+    source = (str(SPEC.node_named("dir1").address), SPEC.membership.port)  # type: ignore[union-attr]
+    captured = Message(KIND_HEARTBEAT, "dir1", 7, 900, {"vip": True, "seen": {"dir2": 4, "web1": 3}})
+    d.datagram_received(encode(captured, SPEC.name, KEY), source)
+    d.datagram_received(encode(Message(KIND_HEARTBEAT, "dir1", 7, 901, {"seen": {}}), SPEC.name, KEY), source)
+    assert d.dropped["unproven"] == 2 and not d.membership.peers["dir1"].alive
+    fresh = Message(KIND_HEARTBEAT, "dir1", 7, 950, {"vip": True, "seen": {"dir2": 5}})
+    d.datagram_received(encode(fresh, SPEC.name, KEY), source)
+    assert d.membership.peers["dir1"].alive and d.membership.peers["dir1"].holds_vip
+    d.datagram_received(encode(captured, SPEC.name, KEY), source)  # now the guard's: an old seq
+    assert d.dropped["replay"] == 1
+    later = Message(KIND_HEARTBEAT, "dir1", 7, 951, {"seen": {"dir2": 4}})  # proof is needed only the first time
+    d.datagram_received(encode(later, SPEC.name, KEY), source)
+    assert d.counters["received"] == 2
+    # Its own heartbeats echo the highest generation heard from each sender, a replayed lower one or not.
+    old = Message(KIND_HEARTBEAT, "dir1", 6, 1, {"seen": {"dir2": 5}})
+    d.datagram_received(encode(old, SPEC.name, KEY), source)
+    assert d.membership.payload({}, seen=d.generations)["seen"] == {"dir1": 7}
+    # A heartbeat of an older herdd says nothing of what it has seen: taken as before.
+    web1 = (str(SPEC.node_named("web1").address), SPEC.membership.port)  # type: ignore[union-attr]
+    d.datagram_received(encode(Message(KIND_HEARTBEAT, "web1", 3, 1, {}), SPEC.name, KEY), web1)
+    assert d.membership.peers["web1"].alive
 
 
 def test_a_stale_notice_moves_only_its_addressee_past_the_generation_seen(tmp_path: Path) -> None:

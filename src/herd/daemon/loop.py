@@ -40,6 +40,7 @@ from herd.daemon.wire import (
     ReplayGuard,
     decode,
     encode,
+    proves_fresh,
 )
 from herd.release import installed as installed_release
 from herd.spec import Node, Role, Spec
@@ -126,6 +127,7 @@ class Daemon(asyncio.DatagramProtocol):
         self.membership = Membership(self.spec, self.me.name, clock())
         self.guard = ReplayGuard()
         self.stale_sent: dict[str, float] = {}  # sender: when it was last told its generation is behind
+        self.generations: dict[str, int] = {}  # sender: the highest generation of an authentic message of its
         self.seq = 0
         self.counters: collections.Counter[str] = collections.Counter()
         self.dropped: collections.Counter[str] = collections.Counter()
@@ -169,7 +171,13 @@ class Daemon(asyncio.DatagramProtocol):
                 raise Drop("unknown-sender")
             if addr[0] != self.address_of[msg.sender]:
                 raise Drop("spoofed-source")
+            # Echoed in this node's heartbeats: the highest, so a replayed older one changes nothing.
+            self.generations[msg.sender] = max(msg.generation, self.generations.get(msg.sender, 0))
             self.check_fresh(msg, addr, self.transport)
+            if msg.kind == KIND_HEARTBEAT and not self.guard.knows(msg.sender) \
+                    and not proves_fresh(msg, self.me.name, self.config.generation):
+                # The first heartbeat since this node started: without the proof it may be one captured before.
+                raise Drop("unproven")
         except Drop as drop:
             self.dropped[drop.reason] += 1
             return
@@ -221,7 +229,7 @@ class Daemon(asyncio.DatagramProtocol):
         self.seq += 1
         msg = Message(KIND_HEARTBEAT, self.me.name, self.config.generation, self.seq,
                       self.membership.payload(self.health, self.election.claims(self.clock()),
-                                              self.election.quorate))
+                                              self.election.quorate, self.generations))
         data = encode(msg, self.spec.name, self.config.key)
         for peer in self.peers:
             self.transport.sendto(data, peer)

@@ -155,9 +155,15 @@ class Membership:
         return events
 
     # -- output ------------------------------------------------------------------------------------------
-    def payload(self, health: dict[str, Any], holds_vip: bool = False, quorate: bool = True) -> dict[str, Any]:
+    def payload(self, health: dict[str, Any], holds_vip: bool = False, quorate: bool = True,
+                seen: dict[str, int] | None = None) -> dict[str, Any]:
+        """`seen`: the generation heard from each peer, which a peer that has just started takes as proof that
+        this heartbeat is not one captured before (herd.daemon.wire)."""
         admin = {n: [a.drained, a.version, a.origin] for n, a in self.admin.items() if a.version}
-        return {"health": health, "admin": admin, "vip": holds_vip, "quorum": quorate}
+        out = {"health": health, "admin": admin, "vip": holds_vip, "quorum": quorate}
+        if seen is not None:
+            out["seen"] = dict(sorted(seen.items()))
+        return out
 
     def state(self, name: str) -> State:
         peer = self.peers[name]

@@ -11,6 +11,12 @@ message only if it is newer than the last one it accepted from that sender, so a
 played back to it. A node reflashed with its clock behind (a thin client's dead RTC battery) is behind its
 old self all the same: a receiver answers such a message with a STALE naming the generation it has seen,
 and the sender moves past it (herd.daemon.loop, claiming).
+
+The guard is in memory: a receiver that has just started knows no sender's last message, and a packet captured
+before its restart would pass it. So a heartbeat also says which generation its sender has seen from every
+peer (`seen`), and a receiver takes the first heartbeat of a sender after its own start only if that echoes
+the receiver's current generation: proof it was sent after the receiver started (herd.daemon.loop). A
+heartbeat without `seen` is from an older herdd and taken as before.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ class Drop(Exception):
 
 
 REASONS = ("truncated", "oversized", "bad-magic", "wrong-cluster", "bad-mac", "malformed", "unknown-sender",
-           "spoofed-source", "replay")
+           "spoofed-source", "replay", "unproven")
 
 
 def cluster_tag(cluster: str) -> bytes:
@@ -115,6 +121,20 @@ class ReplayGuard:
     def accept(self, msg: Message) -> None:
         self._last[msg.sender] = (msg.generation, msg.seq)
 
+    def knows(self, sender: str) -> bool:
+        """Whether a message of this sender was accepted since this guard was made."""
+        return sender in self._last
+
     def generation_of(self, sender: str) -> int | None:
         last = self._last.get(sender)
         return None if last is None else last[0]
+
+
+def proves_fresh(msg: Message, me: str, generation: int) -> bool:
+    """Whether a heartbeat was sent after this receiver (`me`, running as `generation`) started: it echoes that
+    generation in `seen`. One without `seen` (an older herdd) cannot say, and is taken."""
+    seen = msg.payload.get("seen")
+    if not isinstance(seen, dict):
+        return "seen" not in msg.payload
+    echoed = seen.get(me)
+    return isinstance(echoed, int) and not isinstance(echoed, bool) and echoed == generation
