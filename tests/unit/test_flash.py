@@ -134,6 +134,15 @@ def test_a_bmap_for_another_size_is_refused(tmp_path: Path, image: Path, capsys:
     assert not target.exists()
 
 
+def test_an_empty_image_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.img"
+    empty.write_bytes(b"")
+    target = tmp_path / "vm.img"
+    assert main([str(empty), str(target)], interactive=False) == EXIT_REFUSED
+    assert f"{empty}: empty image" in output(capsys)[1]
+    assert not target.exists()
+
+
 def test_a_bmap_without_checksums_is_refused(tmp_path: Path, image: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     theirs = tmp_path / "theirs.bmap"

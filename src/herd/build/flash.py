@@ -285,7 +285,10 @@ def load_bmap(image: Path, given: Path | None, console: Console) -> Bmap:
                           "not this image's bmap")
         return bmap
     console.print(f"no {escape(path.name)}: mapping the image with SEEK_DATA", highlight=False)
-    return bmaps.create(image)
+    try:
+        return bmaps.create(image)
+    except BmapError as exc:  # an empty image, one cut short while read
+        raise Refused(str(exc)) from None
 
 
 def confirm(target: Target, path: Path, image: Path, bmap: Bmap, console: Console,
