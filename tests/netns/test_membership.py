@@ -143,18 +143,23 @@ def _send(ns: str, packets: list[bytes], targets: list[str], port: int) -> None:
         path.unlink()
 
 
-def test_replayed_and_forged_packets_change_nothing(cluster: Cluster, tmp_path: Path) -> None:
+def capture_at_web1_then_kill_db1(cluster: Cluster, tmp_path: Path) -> Path:
+    """Real heartbeats arriving at web1 (db1's among them), captured for 1.5 s; then db1 dies."""
     wait_for(cluster.all_see_all_alive, 10, what="all alive")
-    port = cluster.spec.membership.port
-    web1 = cluster.nodes["web1"]
     frames = tmp_path / "frames.hex"
-    # Capture real heartbeats arriving at web1 (db1's among them) ...
-    subprocess.run(["ip", "netns", "exec", web1.ns, sys.executable, str(HERE / "packets.py"), "capture",
-                    str(frames), "1.5", str(port)], check=True)
+    subprocess.run(["ip", "netns", "exec", cluster.nodes["web1"].ns, sys.executable, str(HERE / "packets.py"),
+                    "capture", str(frames), "1.5", str(cluster.spec.membership.port)], check=True)
     assert len(frames.read_text().split()) >= 20
-    # ... then db1 dies, and an attacker on the LAN plays them back and sends forgeries.
     cluster.nodes["db1"].kill()
     wait_for(lambda: all(h.states()["db1"] == "dead" for n, h in cluster.nodes.items() if n != "db1"), 5)
+    return frames
+
+
+def test_replayed_and_forged_packets_change_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    port = cluster.spec.membership.port
+    web1 = cluster.nodes["web1"]
+    frames = capture_at_web1_then_kill_db1(cluster, tmp_path)
+    # An attacker on the LAN plays db1's heartbeats back and sends forgeries.
     before = web1.status()["dropped"]
     attacker = cluster.lan.host("evil", address="192.168.50.99/24")
     subprocess.run(["ip", "netns", "exec", attacker, sys.executable, str(HERE / "packets.py"), "replay",
@@ -191,14 +196,8 @@ def test_a_restarted_node_is_not_fooled_by_heartbeats_captured_before_it_restart
                                                                                    tmp_path: Path) -> None:
     """A replay guard starts empty: db1's heartbeats, captured before web1 restarted and played back once db1
     is dead, must not make web1 take db1 for alive. The live nodes' real heartbeats prove themselves fresh."""
-    wait_for(cluster.all_see_all_alive, 10, what="all alive")
-    port = cluster.spec.membership.port
     web1 = cluster.nodes["web1"]
-    frames = tmp_path / "frames.hex"
-    subprocess.run(["ip", "netns", "exec", web1.ns, sys.executable, str(HERE / "packets.py"), "capture",
-                    str(frames), "1.5", str(port)], check=True)
-    cluster.nodes["db1"].kill()
-    wait_for(lambda: all(h.states()["db1"] == "dead" for n, h in cluster.nodes.items() if n != "db1"), 5)
+    frames = capture_at_web1_then_kill_db1(cluster, tmp_path)
     web1.kill()
     web1.start()
     live = [n for n in cluster.nodes if n not in ("db1", "web1")]
