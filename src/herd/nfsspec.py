@@ -102,9 +102,11 @@ def drbd_timing(deadtime_ms: int) -> dict[str, int]:
     return {"ping_int": ping_int, "ping_timeout": ping_timeout, "timeout": timeout, "connect_int": ping_int}
 
 
-# Top-level directories of the system itself, and those of /var that the system uses.
+# Top-level directories of the system itself; those meant for a site's own data (fine below them, not
+# themselves); and the directories of /var that the system uses.
 _SYSTEM = {"bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "root", "run", "sbin", "sys",
-           "tmp", "usr", "var", "srv", "home", "mnt", "media", "opt"}
+           "tmp", "usr"}
+_DATA = {"srv", "home", "mnt", "media", "opt", "var"}
 _SYSTEM_VAR = {"backups", "cache", "lib", "local", "lock", "log", "mail", "opt", "run", "spool", "tmp"}
 
 
@@ -112,6 +114,7 @@ def _system_dir(path: str) -> bool:
     parts = [part for part in path.split("/") if part not in ("", ".")]
     if not parts:
         return True
-    if parts[0] in ("srv", "home", "mnt", "media", "opt", "var") and len(parts) > 1:
-        return parts[0] == "var" and parts[1] in _SYSTEM_VAR
-    return parts[0] in _SYSTEM
+    top = parts[0]
+    if top in _DATA:
+        return len(parts) == 1 or (top == "var" and parts[1] in _SYSTEM_VAR)
+    return top in _SYSTEM

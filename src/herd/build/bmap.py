@@ -1,4 +1,4 @@
-"""Block maps: which 4 KiB blocks of a sparse image hold data, with a sha256 per range, in the XML format of
+"""Block maps: which 4 KiB blocks of a sparse image hold data, with a sha256 per range (herd's), in the XML format of
 `bmaptool create` (bmap format 2.0), so `bmaptool copy` can use our files and we can use theirs (any block
 size, any checksum type hashlib knows).
 

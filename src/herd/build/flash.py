@@ -2,7 +2,7 @@
 
 Refuses anything but a regular file or a whole, unmounted, removable or USB-attached disk big enough for the
 image (see herd.build.target); asks before writing; writes only the image's mapped blocks (its .bmap);
-flushes, drops the device's cache, and reads every mapped range back to compare it with the bmap's sha256."""
+flushes, drops the device's cache, and reads every mapped range back to compare it with the bmap's checksum."""
 
 from __future__ import annotations
 
@@ -62,12 +62,15 @@ what it writes:
   whatever was there before, as with bmaptool: the image's filesystems never read blocks they have not
   written (and the root filesystem grows into the rest of the stick at first boot). A regular file is
   emptied and sized to the image first, so it ends up a sparse, exact copy of the image. The .bmap files
-  are bmaptool's: `bmaptool copy IMAGE DEVICE` does the same job.
+  are bmaptool's: `bmaptool copy IMAGE DEVICE` does the same job, and --bmap takes bmaptool's (any block
+  size and checksum type; not one made with --no-checksum: nothing could verify the write).
 
 what it refuses (exit 2, nothing written):
   a partition, a device that is neither removable nor on USB (loop devices are allowed, as test sticks),
   a disk with a mounted filesystem, active swap, LVM/dm-crypt/RAID on it or on any of its partitions, the
-  disk holding / or /boot, a read-only device, a device smaller than the image, a missing /dev node.
+  disk holding / or /boot, a read-only device, a device smaller than the image, a disk or file backing a
+  loop device, a missing /dev node or a link to nothing. What is written is what was checked and shown: a
+  stick swapped on the same /dev name (or a file replaced) while the question waited is refused too.
 
 examples:
   python3 build.py flash out/2026.11.0/demo-web-2026.11.0.img /dev/sdb
@@ -125,15 +128,15 @@ def open_target(target: Target, path: Path, image: Path, image_size: int, system
     if isinstance(target, BlockDevice):
         flags = os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC
         try:
-            try:
-                if not direct:
-                    raise OSError(errno.EINVAL, "no O_DIRECT")
-                fd = os.open(path, flags | os.O_DIRECT)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                fd = os.open(path, flags)
-                direct = False
+            fd = -1
+            if direct:
+                try:
+                    fd = os.open(path, flags | os.O_DIRECT)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:  # EINVAL: no O_DIRECT on this device
+                        raise
+            if fd < 0:
+                fd, direct = os.open(path, flags), False
         except OSError as exc:
             if exc.errno == errno.EBUSY:
                 raise Refused(f"{path} is busy (mounted, or held by another program)") from None
@@ -151,9 +154,9 @@ def open_target(target: Target, path: Path, image: Path, image_size: int, system
         except OSError as exc:
             raise Refused(f"cannot open {path}: {exc.strerror}") from None
     try:
-        now = read_opened(fd, path, image, system)
-        if target.exists if isinstance(target, RegularFile) else True:
-            found = changes(target, now)
+        made_now = isinstance(target, RegularFile) and not target.exists  # O_EXCL: nothing was there
+        if not made_now:
+            found = changes(target, read_opened(fd, path, image, system))
             if found:
                 raise Refused(f"{path} is not what was checked ({'; '.join(found)}): nothing written; "
                               "run flash again")
