@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +28,9 @@ WAYS = ("uefi", "usb")
 # partition layout) is the shared base's, the same in every role. Every lab VM boots SeaBIOS from a virtio disk.
 BOOTS: dict[Role, str] = {role: WAYS[i % 2] for i, role in enumerate(Role)}
 STICK_EXTRA = 512 * 1024 * 1024  # the emulated stick is this much larger than the image
+# What a whole run's images, block maps, zstd copies and VM disks come to (21 GiB measured), plus a margin: they stay
+# in the pytest temp dir until the run ends.
+DISK_NEEDED = 24 * 2**30
 # Modules that boot no VM (some build): first, so no VM competes with their builds for the two cores.
 NO_VMS = ("test_image.py", "test_interrupt.py", "test_reproducible.py")
 # Modules with VMs of their own: they run (and are torn down) before the shared lab starts.
@@ -53,6 +57,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.image)
     # Two sets of VMs at once on two cores would only slow both: one phase after the other (a stable sort).
     items.sort(key=_phase)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def enough_disk(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Fail at once, saying why, rather than with "No space left" from a build minutes in."""
+    base = tmp_path_factory.getbasetemp()
+    free = shutil.disk_usage(base).free
+    if free < DISK_NEEDED:
+        pytest.fail(f"the image tests need {DISK_NEEDED / 2**30:.0f} GiB free under {base.parent}; only "
+                    f"{free / 2**30:.1f} GiB is. Remove old runs' files (pytest-N folders there) or set TMPDIR to "
+                    "a roomier disk", pytrace=False)
 
 
 @dataclass
