@@ -1,11 +1,16 @@
 """Boxes whose MAC is not in the spec claim the free slots of their role: two at once get different slots,
-and a claimed slot stays with its box through restarts and reflashing, and is never given to another."""
+and a claimed slot stays with its box through restarts and reflashing, and is never given to another; claims
+captured before a node restarted do not move its grants."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +19,8 @@ import pytest
 from herd.spec import parse
 
 from .harness import PROJECT, Cluster, Herdd, new_key, wait_for
+
+HERE = Path(__file__).parent
 
 FREE = ("web1", "web2")
 
@@ -121,3 +128,50 @@ def test_a_box_reflashed_with_its_clock_behind_claims_its_slot_again(lan: tuple[
     assert "had seen generation 2000000001" in b.log.read_text()
     wait_for(lambda: all(h.states()[slot] == "alive" for n, h in cluster.nodes.items() if n not in ("boxb", "boxc")),
              10, what=f"{slot} alive everywhere")
+
+
+def test_a_restarted_node_is_not_fooled_by_claims_captured_before_it_restarted(
+        lan: tuple[Cluster, Path, Path, Path], tmp_path: Path) -> None:
+    """boxa's claims of one round, captured at dir1, are played back once boxa has claimed again (a new round)
+    and dir1 has restarted, its replay guard empty: dir1's grant stays with the round boxa holds now. Had dir1
+    taken them, a RELEASE of that old round could free a slot boxa holds."""
+    cluster = lan[0]
+    a, dir1 = cluster.nodes["boxa"], cluster.nodes["dir1"]
+    slot = claimed(a)
+    assert slot is not None
+
+    def reflash() -> None:
+        a.kill()
+        shutil.rmtree(a.state)
+        a.log.write_text("")
+        a.start()
+        wait_for(lambda: claimed(a) == slot, 30, what="boxa claims its slot again")
+
+    frames = tmp_path / "claims.hex"
+    capture = subprocess.Popen(["ip", "netns", "exec", dir1.ns, sys.executable, str(HERE / "packets.py"),
+                                "capture", str(frames), "6", str(cluster.spec.membership.port), "6"])
+    time.sleep(0.5)  # listening
+    reflash()
+    assert capture.wait(timeout=30) == 0
+    assert frames.read_text().split(), "no claim captured"
+
+    def round_at_dir1() -> str:
+        return str(json.loads((dir1.state / "slots.json").read_text())[slot]["round"])
+
+    old = round_at_dir1()
+    reflash()
+    wait_for(lambda: round_at_dir1() != old, 10, what="dir1 grants boxa's new round")
+    new = round_at_dir1()
+    dir1.kill()
+    dir1.log.write_text("")  # what it says from here on is this run's
+    dir1.start()
+    wait_for(dir1.ready, 20, what="dir1 back")
+    before = dir1.status()["dropped"].get("unproven", 0)
+    attacker = cluster.lan.host("evil6")
+    subprocess.run(["ip", "-n", attacker, "link", "set", "eth0", "up"], check=True)
+    subprocess.run(["ip", "netns", "exec", attacker, sys.executable, str(HERE / "packets.py"), "replay",
+                    str(frames), "2"], check=True, capture_output=True)
+    time.sleep(1)  # a grant is on disk before it is answered: time for a taken one to land
+    assert round_at_dir1() == new, "dir1 took a claim captured before it restarted"
+    assert "granted slot" not in dir1.log.read_text()
+    assert dir1.status()["dropped"].get("unproven", 0) > before

@@ -1,5 +1,6 @@
 """herdd's asyncio core without sockets: periodic work that survives its own errors, the heartbeat port
-taking heartbeats only, and the largest heartbeat a spec allows fitting the wire."""
+taking heartbeats only, the largest heartbeat a spec allows fitting the wire, and a restarted node taking only
+heartbeats and claims that prove they were sent after it started."""
 
 from __future__ import annotations
 
@@ -12,7 +13,18 @@ import pytest
 from herd.daemon.loop import Config, Daemon
 from herd.daemon.membership import Membership
 from herd.daemon.state import StateDir
-from herd.daemon.wire import KIND_GRANT, KIND_HEARTBEAT, KIND_STALE, MAX_SIZE, Message, encode
+from herd.daemon.wire import (
+    KIND_CLAIM,
+    KIND_GRANT,
+    KIND_HEARTBEAT,
+    KIND_PROVE,
+    KIND_RELEASE,
+    KIND_STALE,
+    MAX_SIZE,
+    Message,
+    decode,
+    encode,
+)
 from herd.spec import HEARTBEAT_LIMIT, SpecError, heartbeat_bound, load, parse
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -124,6 +136,59 @@ def test_a_restarted_node_takes_a_senders_first_heartbeat_only_if_it_echoes_its_
     web1 = (str(SPEC.node_named("web1").address), SPEC.membership.port)  # type: ignore[union-attr]
     d.datagram_received(encode(Message(KIND_HEARTBEAT, "web1", 3, 1, {}), SPEC.name, KEY), web1)
     assert d.membership.peers["web1"].alive
+
+
+class Sent:
+    """A datagram transport that keeps what is sent, decoded."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[Message, tuple[object, ...]]] = []
+
+    def sendto(self, data: bytes, addr: tuple[object, ...]) -> None:
+        self.messages.append((decode(data, SPEC.name, KEY), addr))
+
+
+def test_a_restarted_node_binds_or_frees_a_slot_only_for_a_claim_that_echoes_its_generation(tmp_path: Path) -> None:
+    """A box's CLAIM or RELEASE captured before this node restarted (echoing the generation it ran as then) is
+    answered with a PROVE carrying the current one, and changes nothing; said again with the echo, it is taken."""
+    text = (PROJECT / "examples/cluster.toml").read_text().replace('mac = "52:54:00:50:00:22"\n', "")
+    spec = parse(text)  # web2: a free slot
+    me = spec.node_named("dir2")
+    assert me is not None and spec.node_named("web2").mac is None  # type: ignore[union-attr]
+    d = Daemon(Config(spec, me, KEY, 5, tmp_path / "sock", None, StateDir(tmp_path / "state")))
+    sent = Sent()
+    d.claims.transport = sent  # type: ignore[assignment]
+    box, mac = ("fe80::5054:ff:fe00:99", 40000, 0, 2), "02:00:00:00:0a:01"
+
+    def says(kind: int, seq: int, round_id: str, **extra: object) -> None:
+        payload = {"slot": "web2", "mac": mac, "round": round_id, "role": "web", **extra}
+        d.claims.datagram_received(encode(Message(kind, f"mac:{mac}", 9, seq, payload), spec.name, KEY), box)
+
+    async def main() -> None:
+        says(KIND_CLAIM, 3, "r1", seen={"dir2": 4})  # captured while dir2 ran as generation 4
+        assert d.slots.bindings == {} and d.dropped["unproven"] == 1
+        (prove, to), = sent.messages
+        assert to == box and (prove.kind, prove.generation) == (KIND_PROVE, 5)
+        assert prove.payload == {"to": f"mac:{mac}", "of": "claim", "slot": "web2", "round": "r1"}
+        says(KIND_CLAIM, 4, "r2", seen={"dir1": 7, "dir2": 5})
+        for _ in range(500):  # the grant is sent once it is on disk
+            if len(sent.messages) == 2:
+                break
+            await asyncio.sleep(0.01)
+        grant = sent.messages[1][0]
+        assert grant.kind == KIND_GRANT and grant.payload["granted"] and grant.payload["round"] == "r2"
+        assert d.slots.bindings["web2"].mac == mac
+        says(KIND_RELEASE, 5, "r2", seen={"dir2": 4})  # unproven: the slot stays granted
+        assert d.slots.bindings["web2"].round == "r2"
+        assert sent.messages[2][0].payload["of"] == "release"
+        says(KIND_RELEASE, 6, "r2", seen={"dir2": 5})
+        assert d.slots.bindings == {}
+        says(KIND_CLAIM, 7, "r3")  # an older herdd's claim says nothing of what it has seen: taken as before
+        assert d.slots.bindings["web2"].round == "r3"
+        d.disk_thread.shutdown(wait=True)
+
+    asyncio.run(main())
+    assert d.dropped["unproven"] == 2
 
 
 def test_a_stale_notice_moves_only_its_addressee_past_the_generation_seen(tmp_path: Path) -> None:

@@ -1,5 +1,10 @@
 """The claimer's I/O: multicast CLAIMs on every NIC's IPv6 link-local, collect GRANTs, until a slot is ours.
-The decisions are claim.Claimer's; this only moves its messages."""
+The decisions are claim.Claimer's; this only moves its messages.
+
+Every CLAIM and RELEASE echoes the generation each node last answered with (`seen`): a node takes one only if
+it echoes the generation it runs as now, so one captured before its restart is not taken (herd.daemon.wire). A
+node not heard yet, or just restarted, answers with a PROVE: the message is said again, once the burst of
+answers is read, with the generation learnt."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from herd.daemon.claim import Claimed, Claimer, NoFreeSlot, SendClaim, SendRelea
 from herd.daemon.wire import (
     KIND_CLAIM,
     KIND_GRANT,
+    KIND_PROVE,
     KIND_RELEASE,
     KIND_STALE,
     Drop,
@@ -24,6 +30,9 @@ from herd.daemon.wire import (
 from herd.spec import Role, Spec
 
 ALL_NODES = "ff02::1"
+# Rounds given back that a restarted node may ask to hear again (PROVE): the last few are plenty, as a claimer
+# gives one back at most every 0.2 s and a node answers in milliseconds.
+RELEASES_KEPT = 16
 
 
 class _Replies(asyncio.DatagramProtocol):
@@ -48,6 +57,10 @@ async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: li
     names = {n.name for n in spec.nodes}
     seq = 0
     port = spec.membership.port
+    seen: dict[str, int] = {}  # node: the generation of its newest authentic answer
+    released: list[SendRelease] = []
+    again: list[Any] = []  # what nodes asked to hear again with their generation (PROVE)
+
     def perform(effects: list[Any]) -> str | None:
         nonlocal seq
         for effect in effects:
@@ -55,8 +68,11 @@ async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: li
                 case SendClaim(slot, round_id) | SendRelease(slot, round_id):
                     seq += 1
                     kind = KIND_CLAIM if isinstance(effect, SendClaim) else KIND_RELEASE
+                    if isinstance(effect, SendRelease) and effect not in released:
+                        released[:] = [*released[1 - RELEASES_KEPT:], effect]
                     msg = Message(kind, f"mac:{mac}", generation, seq,
-                                  {"slot": slot, "mac": mac, "round": round_id, "role": role.value})
+                                  {"slot": slot, "mac": mac, "round": round_id, "role": role.value,
+                                   "seen": dict(seen)})
                     data = encode(msg, spec.name, key)
                     for index in ifindexes:
                         with contextlib.suppress(OSError):  # this NIC lost its link; the others may do
@@ -72,26 +88,39 @@ async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: li
             won = perform(claimer.tick(loop.time()))
             if won is not None:
                 return won
+            if again and protocol.queue.empty():
+                # Every node that asked, answered by one message: it echoes all their generations.
+                perform(list(dict.fromkeys(again)))
+                again.clear()
             try:
                 data = await asyncio.wait_for(protocol.queue.get(), timeout=0.05)
             except TimeoutError:
                 continue
             try:
                 reply = decode(data, spec.name, key)
-                if reply.kind not in (KIND_GRANT, KIND_STALE) or reply.sender not in names:
+                if reply.kind not in (KIND_GRANT, KIND_STALE, KIND_PROVE) or reply.sender not in names:
                     raise Drop("unknown-sender")
                 guard.check(reply)
             except Drop:
                 continue
             guard.accept(reply)
+            seen[reply.sender] = reply.generation
             p = reply.payload
+            if reply.kind == KIND_PROVE:
+                if p.get("to") == f"mac:{mac}":
+                    asked = (p.get("slot"), p.get("round"))
+                    if p.get("of") == "claim" and claimer.slot is not None and asked == (claimer.slot, claimer.round):
+                        again.append(SendClaim(claimer.slot, claimer.round))
+                    elif p.get("of") == "release":
+                        again.extend(r for r in released if (r.slot, r.round) == asked)
+                continue
             if reply.kind == KIND_STALE:
-                seen = p.get("seen")
-                if p.get("to") == f"mac:{mac}" and isinstance(seen, int) and not isinstance(seen, bool) \
-                        and seen >= generation:
+                had = p.get("seen")
+                if p.get("to") == f"mac:{mac}" and isinstance(had, int) and not isinstance(had, bool) \
+                        and had >= generation:
                     old = generation
-                    generation = raise_generation(seen) if raise_generation else seen + 1
-                    say(f"herd: {reply.sender} had seen generation {seen} from {mac}, which claimed with {old} "
+                    generation = raise_generation(had) if raise_generation else had + 1
+                    say(f"herd: {reply.sender} had seen generation {had} from {mac}, which claimed with {old} "
                         f"(is the clock behind?): now {generation}")
                 continue
             slot, round_id, granted = p.get("slot"), p.get("round"), p.get("granted")

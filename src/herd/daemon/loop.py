@@ -33,6 +33,7 @@ from herd.daemon.wire import (
     KIND_CLAIM,
     KIND_GRANT,
     KIND_HEARTBEAT,
+    KIND_PROVE,
     KIND_RELEASE,
     KIND_STALE,
     Drop,
@@ -87,8 +88,15 @@ class ClaimServer(asyncio.DatagramProtocol):
         except Drop as drop:
             d.dropped[drop.reason] += 1
             return
-        d.guard.accept(msg)
         assert isinstance(slot, str) and isinstance(mac, str) and isinstance(round_id, str) and isinstance(role, str)
+        if not proves_fresh(msg, d.me.name, d.config.generation):
+            # It may be one captured before this node started (its replay guard is in memory): the claimer is
+            # asked to say it again with this node's generation, which the answer's header carries.
+            d.dropped["unproven"] += 1
+            of = "release" if msg.kind == KIND_RELEASE else "claim"
+            self.send(KIND_PROVE, {"to": msg.sender, "of": of, "slot": slot, "round": round_id}, addr)
+            return
+        d.guard.accept(msg)
         if msg.kind == KIND_RELEASE:
             if d.slots.release(slot, mac, round_id):
                 d.persist("slots.json", d.slots.to_json())
@@ -106,14 +114,14 @@ class ClaimServer(asyncio.DatagramProtocol):
         payload = {"slot": slot, "round": round_id, "granted": granted, "holder": holder}
         if changed:
             # On disk before the answer: a grant must survive this node's restart.
-            d.persist("slots.json", d.slots.to_json(), then=lambda: self.reply(payload, addr))
+            d.persist("slots.json", d.slots.to_json(), then=lambda: self.send(KIND_GRANT, payload, addr))
         else:
-            self.reply(payload, addr)
+            self.send(KIND_GRANT, payload, addr)
 
-    def reply(self, payload: dict[str, Any], addr: tuple[Any, ...]) -> None:
+    def send(self, kind: int, payload: dict[str, Any], addr: tuple[Any, ...]) -> None:
         d = self.daemon
         d.seq += 1
-        reply = Message(KIND_GRANT, d.me.name, d.config.generation, d.seq, payload)
+        reply = Message(kind, d.me.name, d.config.generation, d.seq, payload)
         if self.transport is not None:
             self.transport.sendto(encode(reply, d.spec.name, d.config.key), addr)
 

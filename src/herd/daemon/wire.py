@@ -17,6 +17,11 @@ before its restart would pass it. So a heartbeat also says which generation its 
 peer (`seen`), and a receiver takes the first heartbeat of a sender after its own start only if that echoes
 the receiver's current generation: proof it was sent after the receiver started (herd.daemon.loop). A
 heartbeat without `seen` is from an older herdd and taken as before.
+
+Claims and releases (from boxes with no identity yet) echo `seen` the same way, and every one that changes a
+slot must echo the receiver's current generation. A claimer cannot know it on first contact, so the receiver
+answers an unproven claim with a PROVE, whose header carries its generation; the claimer says it again with the
+echo (herd.daemon.claiming). A slot a box gave back is so never bound to it again by an old capture.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ KIND_CLAIM = 2     # a box without identity asks for a slot (IPv6 link-local mul
 KIND_GRANT = 3     # a node's answer: granted or refused
 KIND_RELEASE = 4   # a claimer gives back what one round got
 KIND_STALE = 5     # "your generation is behind one I have seen from you": {"to": sender, "seen": generation}
+KIND_PROVE = 6     # "say that again, echoing my generation": {"to": claimer, "of": "claim" | "release", slot, round}
 
 
 class Drop(Exception):
@@ -131,8 +137,9 @@ class ReplayGuard:
 
 
 def proves_fresh(msg: Message, me: str, generation: int) -> bool:
-    """Whether a heartbeat was sent after this receiver (`me`, running as `generation`) started: it echoes that
-    generation in `seen`. One without `seen` (an older herdd) cannot say, and is taken."""
+    """Whether a heartbeat, claim or release was sent after this receiver (`me`, running as `generation`)
+    started: it echoes that generation in `seen`. One without `seen` (an older herdd) cannot say, and is
+    taken."""
     seen = msg.payload.get("seen")
     if not isinstance(seen, dict):
         return "seen" not in msg.payload
