@@ -238,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"[bold]{spec.name}[/] release [bold]{release}[/] from {args.spec}, dated "
                       f"{build_date(epoch)} ({epoch_from}); working {where}")
         execute(ctx, steps_for(ctx))
+        removed, freed = cache.prune()
+        if removed:
+            reporter.info(f"[dim]cache: removed {removed} entries no recent build used ({freed / 2**20:.0f} MiB)[/]")
     except (BuildError, OverlayError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_BAD_INPUT if isinstance(exc, OverlayError) else EXIT_FAILED
