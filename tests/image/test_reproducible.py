@@ -1,7 +1,7 @@
 """Reproducible images: two clean builds of one role (every tree and herdd.pyz made again from scratch; only the
 .deb and pip download caches shared), run at the same time, give byte-identical images, one put together in RAM
 (a tmpfs) and one on disk: their directory orders differ. Where they do not, the message lists the files that
-differ in the two root filesystems and what diffoscope says about them."""
+differ in the two root filesystems and what diffoscope says about them. A build also keeps its cache bounded."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from herd.build.cache import KEEP_UNUSED
 from herd.build.disk import ROOT_X86_64
 
 from .conftest import Build, start_build
@@ -64,16 +65,29 @@ def test_two_clean_builds_of_a_role_are_byte_identical(build: Build, tmp_path: P
                 link = own / kind / path.relative_to(cache / kind)
                 link.parent.mkdir(parents=True, exist_ok=True)
                 os.link(path, link)
+    # Entries of earlier builds in b's cache, oldest first: b removes what it did not use beyond the ten most
+    # recently used of each kind, so the oldest of each goes and the rest stay.
+    planted = {kind: [own / kind / f"old-{i:02}.tar.zst" for i in range(KEEP_UNUSED + 1)]
+               for kind in ("rootfs", "zipapp")}
+    for paths in planted.values():
+        for i, path in enumerate(paths):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x")
+            os.utime(path, (1_000_000_000 + i, 1_000_000_000 + i))
     builds = {}
     for name, where, cache_dir in (("a", "ram", cache), ("b", "disk", own)):
         builds[name] = start_build(["--spec", str(build.spec_path), "--out", str(tmp_path / name), "--key",
                                     str(build.key), "--role", "director", "--no-cache", "--scratch", where,
                                     "--cache-dir", str(cache_dir)])
-    manifests = []
+    manifests, outputs = [], {}
     for name, proc in builds.items():
         output, _ = proc.communicate(timeout=1800)
+        outputs[name] = output
         assert proc.returncode == 0, f"build {name}:\n{output}"
         manifests.append(json.loads((tmp_path / name / build.spec.release / "manifest.json").read_text()))
+    for kind, paths in planted.items():
+        assert [p.exists() for p in paths] == [False] + [True] * KEEP_UNUSED, f"{kind} cache not pruned"
+    assert "cache: removed 2 entries" in outputs["b"]
     a, b = (m["images"]["director"] for m in manifests)
     assert a["herdd_sha256"] == b["herdd_sha256"], "herdd.pyz differs between two builds"
     images = [tmp_path / name / build.spec.release / a["file"] for name in ("a", "b")]

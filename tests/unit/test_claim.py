@@ -90,6 +90,27 @@ def test_claimer_releases_and_backs_off_after_a_split_vote() -> None:
     assert isinstance(retry[0], SendClaim) and retry[0].round != first.round
 
 
+def test_a_node_asking_to_hear_again_gets_the_current_claim_or_a_round_given_back_and_nothing_else() -> None:
+    """PROVE: a node that has just started takes only messages echoing its generation, and asks for them again."""
+    claimer = Claimer(spec_with_free("web1", "web2"), Role.WEB, "02:aa", random.Random(1))
+    (first,) = claimer.tick(0.0)
+    assert isinstance(first, SendClaim)
+    assert claimer.on_prove("claim", "web1", first.round) == [first]
+    assert claimer.on_prove("claim", "web1", "another round") == []
+    assert claimer.on_prove("claim", "web2", first.round) == []
+    (release, second) = claimer.on_reply("dir1", "web1", first.round, False, 0.1)  # refused: given back
+    assert isinstance(second, SendClaim)
+    assert claimer.on_prove("claim", "web1", first.round) == []  # no longer the round it is claiming
+    assert claimer.on_prove("release", "web1", first.round) == [release] == [SendRelease("web1", first.round)]
+    assert claimer.on_prove("release", "web2", second.round) == []  # not given back
+    assert claimer.on_prove("grant", "web2", second.round) == []
+    for i in range(40):  # only the last rounds given back are kept
+        claimer.tick(2.0 + 2 * i)
+        claimer.tick(3.6 + 2 * i)
+    assert claimer.on_prove("release", "web1", first.round) == []
+    assert 0 < len(claimer.released) <= 16
+
+
 def test_no_free_slot_is_reported() -> None:
     claimer = Claimer(spec_with_free(), Role.WEB, "02:aa", random.Random(1))
     assert claimer.tick(0.0) == [NoFreeSlot("web")]

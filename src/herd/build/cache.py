@@ -61,7 +61,11 @@ class Cache:
         removed = freed = 0
         for folder in sorted({path.parent for path in self.used}):
             unused = []
-            for entry in folder.iterdir():
+            try:
+                entries = list(folder.iterdir())
+            except OSError:  # the folder went since: nothing to prune there
+                continue
+            for entry in entries:
                 if entry.name.startswith(".") or entry in self.used:
                     continue
                 with contextlib.suppress(OSError):

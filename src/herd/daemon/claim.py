@@ -95,6 +95,9 @@ class NoFreeSlot:
 
 
 Effect = SendClaim | SendRelease | Claimed | NoFreeSlot
+# Rounds given back that a node which has just restarted may ask to hear again (PROVE): the last few are plenty,
+# as a claimer gives one back at most every 0.2 s and a node answers in milliseconds.
+RELEASES_KEPT = 16
 
 
 @dataclass
@@ -115,6 +118,12 @@ class Claimer:
         self.last_send = -1e9
         self.wait_until = 0.0
         self.done: str | None = None
+        self.released: list[SendRelease] = []
+
+    def _release(self, slot: str, round_id: str) -> SendRelease:
+        release = SendRelease(slot, round_id)
+        self.released = [*self.released[1 - RELEASES_KEPT:], release]
+        return release
 
     def _next_round(self, now: float) -> list[Effect]:
         candidates = [s for s in self.free if s not in self.refused]
@@ -138,7 +147,7 @@ class Claimer:
             return self._next_round(now)
         if now - self.started > ROUND_TIMEOUT:
             # Split vote or too few nodes answering: give the grants back, pause, try again.
-            effects: list[Effect] = [SendRelease(self.slot, self.round)]
+            effects: list[Effect] = [self._release(self.slot, self.round)]
             self.slot = None
             self.wait_until = now + 0.2 + self.rng.random() * 1.0
             return effects
@@ -152,7 +161,7 @@ class Claimer:
             return []
         if not granted:
             # Someone holds it for another box: that slot is not ours to win.
-            effects: list[Effect] = [SendRelease(slot, round_id)]
+            effects: list[Effect] = [self._release(slot, round_id)]
             self.refused.add(slot)
             self.slot = None
             return effects + self._next_round(now)
@@ -160,4 +169,14 @@ class Claimer:
         if len(self.grants) >= self.quorum:
             self.done = slot
             return [Claimed(slot)]
+        return []
+
+    def on_prove(self, of: object, slot: object, round_id: object) -> list[Effect]:
+        """A node asks to hear a CLAIM or RELEASE again, echoing its generation (it had just started): the
+        current round's claim, or a round given back lately; anything else is not this claimer's to repeat."""
+        current = self.done is None and self.slot is not None and (slot, round_id) == (self.slot, self.round)
+        if of == "claim" and current and self.slot is not None:
+            return [SendClaim(self.slot, self.round)]
+        if of == "release":
+            return [r for r in self.released if (r.slot, r.round) == (slot, round_id)]
         return []

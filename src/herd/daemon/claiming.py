@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from herd.daemon.claim import Claimed, Claimer, NoFreeSlot, SendClaim, SendRelease
+from herd.daemon.claim import Claimed, Claimer, Effect, NoFreeSlot, SendClaim, SendRelease
 from herd.daemon.wire import (
     KIND_CLAIM,
     KIND_GRANT,
@@ -30,9 +30,6 @@ from herd.daemon.wire import (
 from herd.spec import Role, Spec
 
 ALL_NODES = "ff02::1"
-# Rounds given back that a restarted node may ask to hear again (PROVE): the last few are plenty, as a claimer
-# gives one back at most every 0.2 s and a node answers in milliseconds.
-RELEASES_KEPT = 16
 
 
 class _Replies(asyncio.DatagramProtocol):
@@ -58,8 +55,7 @@ async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: li
     seq = 0
     port = spec.membership.port
     seen: dict[str, int] = {}  # node: the generation of its newest authentic answer
-    released: list[SendRelease] = []
-    again: list[Any] = []  # what nodes asked to hear again with their generation (PROVE)
+    again: list[Effect] = []  # what nodes asked to hear again with their generation (PROVE)
 
     def perform(effects: list[Any]) -> str | None:
         nonlocal seq
@@ -68,8 +64,6 @@ async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: li
                 case SendClaim(slot, round_id) | SendRelease(slot, round_id):
                     seq += 1
                     kind = KIND_CLAIM if isinstance(effect, SendClaim) else KIND_RELEASE
-                    if isinstance(effect, SendRelease) and effect not in released:
-                        released[:] = [*released[1 - RELEASES_KEPT:], effect]
                     msg = Message(kind, f"mac:{mac}", generation, seq,
                                   {"slot": slot, "mac": mac, "round": round_id, "role": role.value,
                                    "seen": dict(seen)})
@@ -108,11 +102,7 @@ async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: li
             p = reply.payload
             if reply.kind == KIND_PROVE:
                 if p.get("to") == f"mac:{mac}":
-                    asked = (p.get("slot"), p.get("round"))
-                    if p.get("of") == "claim" and claimer.slot is not None and asked == (claimer.slot, claimer.round):
-                        again.append(SendClaim(claimer.slot, claimer.round))
-                    elif p.get("of") == "release":
-                        again.extend(r for r in released if (r.slot, r.round) == asked)
+                    again.extend(claimer.on_prove(p.get("of"), p.get("slot"), p.get("round")))
                 continue
             if reply.kind == KIND_STALE:
                 had = p.get("seen")
