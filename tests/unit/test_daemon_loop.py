@@ -191,10 +191,27 @@ def test_a_restarted_node_binds_or_frees_a_slot_only_for_a_claim_that_echoes_its
     assert d.dropped["unproven"] == 2
 
 
+def test_a_replayed_stale_notice_does_not_vouch_for_heartbeats_captured_with_it(tmp_path: Path) -> None:
+    """A STALE needs no proof of freshness (it is about this node's generation, not the sender's liveness), so
+    one captured before this node restarted is taken; the sender's captured heartbeats still are not."""
+    d = daemon(tmp_path)  # dir2, generation 5 (it ran as 4 before)
+    source = (str(SPEC.node_named("dir1").address), SPEC.membership.port)  # type: ignore[union-attr]
+    captured = Message(KIND_HEARTBEAT, "dir1", 7, 901, {"vip": True, "quorum": True, "seen": {"dir2": 4}})
+    d.datagram_received(encode(Message(KIND_STALE, "dir1", 7, 900, {"to": "web1", "seen": 3}), SPEC.name, KEY),
+                        source)
+    d.datagram_received(encode(captured, SPEC.name, KEY), source)
+    assert d.dropped["unproven"] == 1 and not d.membership.peers["dir1"].alive
+    fresh = Message(KIND_HEARTBEAT, "dir1", 7, 950, {"vip": True, "seen": {"dir2": 5}})
+    d.datagram_received(encode(fresh, SPEC.name, KEY), source)
+    assert d.membership.peers["dir1"].alive and d.membership.peers["dir1"].holds_vip
+
+
 def test_a_stale_notice_moves_only_its_addressee_past_the_generation_seen(tmp_path: Path) -> None:
     d = daemon(tmp_path)  # dir2, generation 5
     source = (str(SPEC.node_named("dir1").address), SPEC.membership.port)  # type: ignore[union-attr]
-    for seq, (to, seen) in enumerate((("web1", 100), ("dir2", 3), ("dir2", True)), start=1):
+    # Another's; one behind or at its own generation (a peer answering a replayed heartbeat of dir2's names
+    # the generation dir2 runs as); not a number.
+    for seq, (to, seen) in enumerate((("web1", 100), ("dir2", 3), ("dir2", 5), ("dir2", True)), start=1):
         d.datagram_received(encode(Message(KIND_STALE, "dir1", 7, seq, {"to": to, "seen": seen}), SPEC.name, KEY),
                             source)
         assert d.config.generation == 5

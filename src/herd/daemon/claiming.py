@@ -107,7 +107,7 @@ async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: li
             if reply.kind == KIND_STALE:
                 had = p.get("seen")
                 if p.get("to") == f"mac:{mac}" and isinstance(had, int) and not isinstance(had, bool) \
-                        and had >= generation:
+                        and had > generation:  # equal: a claim of this box's replayed, not news
                     old = generation
                     generation = raise_generation(had) if raise_generation else had + 1
                     say(f"herd: {reply.sender} had seen generation {had} from {mac}, which claimed with {old} "

@@ -134,6 +134,7 @@ class Daemon(asyncio.DatagramProtocol):
         self.clock = clock
         self.membership = Membership(self.spec, self.me.name, clock())
         self.guard = ReplayGuard()
+        self.proven: set[str] = set()  # senders with a heartbeat taken since this node started
         self.stale_sent: dict[str, float] = {}  # sender: when it was last told its generation is behind
         self.generations: dict[str, int] = {}  # sender: the highest generation of an authentic message of its
         self.seq = 0
@@ -182,9 +183,11 @@ class Daemon(asyncio.DatagramProtocol):
             # Echoed in this node's heartbeats: the highest, so a replayed older one changes nothing.
             self.generations[msg.sender] = max(msg.generation, self.generations.get(msg.sender, 0))
             self.check_fresh(msg, addr, self.transport)
-            if msg.kind == KIND_HEARTBEAT and not self.guard.knows(msg.sender) \
+            if msg.kind == KIND_HEARTBEAT and msg.sender not in self.proven \
                     and not proves_fresh(msg, self.me.name, self.config.generation):
                 # The first heartbeat since this node started: without the proof it may be one captured before.
+                # (Only a proven heartbeat lets the guard alone judge the next: a STALE needs no proof, so one
+                # replayed must not vouch for the heartbeats captured with it.)
                 raise Drop("unproven")
         except Drop as drop:
             self.dropped[drop.reason] += 1
@@ -197,6 +200,7 @@ class Daemon(asyncio.DatagramProtocol):
         if msg.kind == KIND_STALE:
             self.stale_heard(msg)
             return
+        self.proven.add(msg.sender)
         self.counters["received"] += 1
         self.report(self.membership.heard(msg, self.clock()))
 
@@ -216,8 +220,10 @@ class Daemon(asyncio.DatagramProtocol):
 
     def stale_heard(self, msg: Message) -> None:
         seen = msg.payload.get("seen")
+        # Only a generation above this node's own is news: a peer answering one of this node's heartbeats
+        # replayed from before it restarted names the generation it runs as now.
         if msg.payload.get("to") != self.me.name or not isinstance(seen, int) or isinstance(seen, bool) \
-                or seen < self.config.generation:
+                or seen <= self.config.generation:
             return
         old, self.config.generation = self.config.generation, self.config.state.raise_generation(seen)
         print(f"herd: {msg.sender} had seen generation {seen} from this node, which started as {old} "

@@ -127,10 +127,6 @@ class ReplayGuard:
     def accept(self, msg: Message) -> None:
         self._last[msg.sender] = (msg.generation, msg.seq)
 
-    def knows(self, sender: str) -> bool:
-        """Whether a message of this sender was accepted since this guard was made."""
-        return sender in self._last
-
     def generation_of(self, sender: str) -> int | None:
         last = self._last.get(sender)
         return None if last is None else last[0]
