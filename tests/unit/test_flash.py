@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,42 @@ def test_refusals_go_through_the_command(tmp_path: Path, image: Path, capsys: py
     assert "nope.img: no such image file" in output(capsys)[1]
     assert main([str(image), str(tmp_path / "no-dir" / "vm.img")], interactive=False) == EXIT_REFUSED
     assert "cannot open" in output(capsys)[1]
+    assert main([str(image), str(image / "vm.img"), "--yes"], interactive=False) == EXIT_REFUSED  # not a folder
+    assert f"error: {image / 'vm.img'}: Not a directory" in output(capsys)[1]
+
+
+def test_a_compressed_image_is_refused(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The release's .img.zst is not the image: written as it is, the stick would hold zstd's bytes."""
+    subprocess.run(["zstd", "-q", str(image)], check=True)
+    target = tmp_path / "vm.img"
+    assert main([str(image) + ".zst", str(target), "--yes"], interactive=False) == EXIT_REFUSED
+    assert f"disk.img.zst is zstd-compressed, not a disk image: write the .img beside it, or decompress it first " \
+        f"(for example: zstd -d {image}.zst)" in output(capsys)[1]
+    assert not target.exists()
+
+
+def test_a_file_of_the_kernels_is_refused(image: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """/proc and /sys files say they are empty (so nothing would be asked) and writing one changes the system."""
+    comm = Path("/proc/self/comm")
+    before = comm.read_text()
+    assert main([str(image), str(comm), "--yes"], interactive=False) == EXIT_REFUSED
+    assert f"{comm} is on proc, one of the kernel's interfaces, not storage" in output(capsys)[1]
+    assert comm.read_text() == before
+
+
+def test_a_file_that_cannot_be_sized_fails_clearly(tmp_path: Path, image: Path) -> None:
+    """Sizing the target file fails (here a file size limit, as a FAT stick's 4 GiB would): exit 1 and why."""
+    code = ("import resource, signal, sys\n"
+            "from herd.build.flash import main\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+            "sys.exit(main(sys.argv[1:], interactive=False))\n")
+    target = tmp_path / "vm.img"
+    r = subprocess.run([sys.executable, "-c", code, str(image), str(target), "--yes"], capture_output=True,
+                       text=True, env={**os.environ, "COLUMNS": "400"})
+    assert r.returncode == EXIT_FAILED, r.stderr
+    assert f"error: preparing {target} failed: File too large" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def corrupt(path: Path, offset: int) -> None:
@@ -438,3 +475,39 @@ def test_a_mounted_loop_device_is_refused(tmp_path: Path, image: Path, loop: Cal
             flash.open_target(read_target(dev, image), dev, image, SIZE, None)
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.root
+def test_a_loop_device_over_a_disk_that_must_not_be_written_is_refused(tmp_path: Path, image: Path,
+                                                                       loop: Callable[[Path], Path],
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A loop device writes through to what backs it: one over a mounted disk (or the root disk) is that disk."""
+    backing = tmp_path / "stick.img"
+    with open(backing, "wb") as f:
+        f.truncate(16 * MiB)
+    subprocess.run(["mkfs.ext4", "-q", str(backing)], check=True)
+    disk = loop(backing)
+    over = loop(disk)  # losetup takes a block device as well as a file
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", str(disk), str(mnt)], check=True)
+    try:
+        before = backing.read_bytes()
+        assert main([str(image), str(over), "--yes"], interactive=False) == EXIT_REFUSED
+        err = output(capsys)[1]
+        assert f"{over} writes through to {disk}, which must not be written: {disk} is mounted on {mnt}" in err, err
+        assert f"{disk} is the backing store of {over}" not in err  # the loop device flashed is no reason
+        assert backing.read_bytes() == before
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    # Unmounted, the disk under it is a loop device like any test stick: written through the one over it.
+    assert main([str(image), str(over), "--yes"], interactive=False) == EXIT_OK
+
+
+@pytest.mark.root
+def test_a_loop_device_over_the_image_itself_is_refused(tmp_path: Path, image: Path, loop: Callable[[Path], Path],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    dev = loop(image)
+    assert main([str(image), str(dev), "--yes"], interactive=False) == EXIT_REFUSED
+    assert f"{dev} writes through to {image}, which must not be written: {image} is the image itself" in \
+        output(capsys)[1]

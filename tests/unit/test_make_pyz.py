@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from herd.build.make_pyz import builder_requirements, main
+from herd.build.make_pyz import builder_requirements, main, stage_data
 from herd.build.project import BUNDLE
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -79,6 +79,21 @@ def test_pyz_contents(pyz: Path) -> None:
     for package in ("herd/build/cli.py", "jinja2/__init__.py", "sh/__init__.py", "rich/__init__.py"):
         assert f"site-packages/{package}" in names, package
     assert not [n for n in names if n.endswith(".key")], "no cluster key in herd.pyz"
+
+
+def test_no_secret_made_beside_a_spec_is_packed(tmp_path: Path) -> None:
+    """A build run from the checkout leaves examples/cluster.key and examples/site-backup.tsig there."""
+    project = tmp_path / "project"
+    for name in ("image/base.toml", "overlay/common/x.j2", "examples/cluster.toml", "examples/cluster.key",
+                 "examples/site-backup.tsig", "examples/.cluster.key.tmp", "examples/site/index.html"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("x")
+    herdd = tmp_path / "herdd.pyz"
+    herdd.write_text("zip")
+    stage_data(project, tmp_path / "bundle", herdd)
+    packed = sorted(str(p.relative_to(tmp_path / "bundle")) for p in (tmp_path / "bundle").rglob("*") if p.is_file())
+    assert packed == ["examples/cluster.toml", "examples/site/index.html", "herdd.pyz", "image/base.toml",
+                      "overlay/common/x.j2"]
 
 
 def test_help_with_the_system_python(pyz: Path) -> None:

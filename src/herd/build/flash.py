@@ -69,7 +69,9 @@ what it refuses (exit 2, nothing written):
   a partition, a device that is neither removable nor on USB (loop devices are allowed, as test sticks),
   a disk with a mounted filesystem, active swap, LVM/dm-crypt/RAID on it or on any of its partitions, the
   disk holding / or /boot, a read-only device, a device smaller than the image, a disk or file backing a
-  loop device, a missing /dev node or a link to nothing. What is written is what was checked and shown: a
+  loop device, a loop device over any of these or over the image, a missing /dev node or a link to nothing,
+  a file in /proc, /sys or another kernel interface, a compressed image (.img.zst: give the .img, or
+  zstd -d it first). What is written is what was checked and shown: a
   stick swapped on the same /dev name (or a file replaced) while the question waited is refused too.
 
 examples:
@@ -275,6 +277,18 @@ def describe(bmap: Bmap, r: BlockRange) -> str:
 # The command
 
 
+# Compressed release files (.img.zst and the like) by their first bytes, and how to unpack each.
+MAGIC = {b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ\x00": "xz", b"\x1f\x8b": "gzip", b"BZh": "bzip2"}
+DECOMPRESS = {"zstd": "zstd -d", "xz": "xz -dk", "gzip": "gzip -dk", "bzip2": "bzip2 -dk"}
+
+
+def compression(image: Path) -> str:
+    """The compression the file starts with, "" for none (a disk image starts with its boot sector)."""
+    with open(image, "rb") as f:
+        head = f.read(8)
+    return next((kind for magic, kind in MAGIC.items() if head.startswith(magic)), "")
+
+
 def load_bmap(image: Path, given: Path | None, console: Console) -> Bmap:
     size = image.stat().st_size
     path = given or image.with_name(image.name + ".bmap")
@@ -330,7 +344,14 @@ def run(args: argparse.Namespace, console: Console, system: System | None,
     image, path = args.image, args.device
     if not image.is_file():
         raise Refused(f"{image}: no such image file")
-    target = read_target(path, image, system)
+    compressed = compression(image)
+    if compressed:
+        raise Refused(f"{image} is {compressed}-compressed, not a disk image: write the .img beside it, or "
+                      f"decompress it first (for example: {DECOMPRESS[compressed]} {image})")
+    try:
+        target = read_target(path, image, system)
+    except OSError as exc:
+        raise Refused(f"{path}: {exc.strerror or exc}") from None
     bmap = load_bmap(image, args.bmap, console)
     reasons = refusals(target, bmap.image_size)
     if reasons:
@@ -347,8 +368,13 @@ def run(args: argparse.Namespace, console: Console, system: System | None,
     try:
         # O_DIRECT needs aligned offsets: a bmap of smaller blocks (bmaptool's for another tool's image) has
         # ranges starting anywhere on 512 bytes, written through the page cache instead.
-        fd, tail_fd = open_target(target, path, image, bmap.image_size, system,
-                                  direct=bmap.block_size % BLOCK_SIZE == 0)
+        try:
+            fd, tail_fd = open_target(target, path, image, bmap.image_size, system,
+                                      direct=bmap.block_size % BLOCK_SIZE == 0)
+        except OSError as exc:  # sizing the file (too large for its filesystem, say)
+            console.print(f"[red]error:[/] preparing {escape(str(path))} failed: {escape(exc.strerror or str(exc))}",
+                          highlight=False)
+            return EXIT_FAILED
         # The target stays open (a stick claimed) until it is verified, read back through that same open file.
         return write_and_verify(image, image_fd, path, fd, tail_fd, isinstance(target, BlockDevice), bmap, console)
     finally:

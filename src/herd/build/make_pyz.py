@@ -30,8 +30,11 @@ def builder_requirements(project: Path) -> list[str]:
     return [req for req in extra if not req.lower().startswith("shiv")]
 
 
+SECRETS = (".key", ".tsig")  # a cluster key, a site's TSIG key (each made beside its spec by a build)
+
+
 def _ignore(directory: str, names: list[str]) -> list[str]:
-    return [n for n in names if n.endswith(".key") or n.startswith(".") or n == "__pycache__"]
+    return [n for n in names if n.endswith(SECRETS) or n.startswith(".") or n == "__pycache__"]
 
 
 def stage_data(project: Path, bundle: Path, herdd: Path) -> None:

@@ -19,6 +19,13 @@ from pathlib import Path
 SYSFS = Path("/sys")
 MOUNTINFO = Path("/proc/self/mountinfo")
 SWAPS = Path("/proc/swaps")
+# Filesystems whose files are the kernel's knobs and views, not storage: writing an image into one changes
+# the running system (/proc/sys/kernel/hostname, /sys/…), and their files say they are empty.
+KERNEL_FILESYSTEMS = frozenset({
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "configfs",
+    "bpf", "efivarfs", "pstore", "hugetlbfs", "mqueue", "fusectl", "binfmt_misc", "autofs", "rpc_pipefs",
+    "nfsd",
+})
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class BlockDevice:
     model: str = ""
     diskseq: str = ""                 # the disk's, new for every medium it sees (kernel 5.15+; else "")
     uses: tuple[Use, ...] = ()
+    backing: tuple[str, ...] = ()     # a loop device: why what backs it must not be written either
 
     @property
     def description(self) -> str:
@@ -61,6 +69,7 @@ class RegularFile:
     identity: tuple[int, int] | None = None   # (st_dev, st_ino) of an existing file
     dangling: str = ""         # the path is a symbolic link to this, which does not exist
     loops: tuple[str, ...] = ()               # the loop devices it is the backing file of
+    filesystem: str = ""       # the type of the filesystem it is on, when known
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,8 @@ def refusals(target: Target, image_size: int) -> list[str]:
             reasons.append(f"{target.path} is a symbolic link to {target.dangling}, which does not exist{hint}")
         elif target.under_dev:
             reasons.append(f"{target.path} does not exist{plugged}")
+        if target.filesystem in KERNEL_FILESYSTEMS:
+            reasons.append(f"{target.path} is on {target.filesystem}, one of the kernel's interfaces, not storage")
         if target.is_image:
             reasons.append(f"{target.path} is the image itself")
         if target.swap:
@@ -140,6 +151,7 @@ def refusals(target: Target, image_size: int) -> list[str]:
                            "it first")
     if dev.size < image_size:
         reasons.append(f"{name} is {human(dev.size)}, smaller than the image ({human(image_size)})")
+    reasons += dev.backing
     return reasons
 
 
@@ -262,6 +274,16 @@ def mounts(system: System) -> list[tuple[str, str]]:
     return found
 
 
+def filesystem_of(st_dev: int, system: System) -> str:
+    """The type of the mounted filesystem with this st_dev (mountinfo's major:minor), "" if not found."""
+    number = devnum(st_dev)
+    for line in _read(system.mountinfo).splitlines():
+        fields = line.split()
+        if " - " in line and len(fields) > 2 and fields[2] == number:
+            return line.split(" - ", 1)[1].split()[0]
+    return ""
+
+
 def swaps(system: System) -> list[str]:
     """Active swap areas: device names for devices, paths for files."""
     out = []
@@ -294,8 +316,9 @@ def _holder_label(system: System, name: str) -> str:
     return f"{name} ({dm})" if dm else name
 
 
-def read_block_device(number: str, system: System | None = None) -> BlockDevice:
-    """The facts about one block device (major:minor) and everything that uses it."""
+def read_block_device(number: str, system: System | None = None, image: Path | None = None) -> BlockDevice:
+    """The facts about one block device (major:minor) and everything that uses it; for a loop device, also
+    whether what backs it may be written (`image`: the image about to be written)."""
     system = system or System()
     path = (system.sysfs / "dev/block" / number).resolve()
     name = path.name
@@ -320,8 +343,9 @@ def read_block_device(number: str, system: System | None = None) -> BlockDevice:
         if backed in members:
             uses.append(Use(backed, "loop", loop_device))
     vendor, model = _read(disk / "device/vendor"), _read(disk / "device/model")
+    backing_file = _read(disk / "loop/backing_file").removesuffix(" (deleted)") if loop else ""
     if loop and not model:
-        vendor, model = "loop device", _read(disk / "loop/backing_file")
+        vendor, model = "loop device", backing_file
     return BlockDevice(
         name=name,
         size=int(_read(path / "size", "0") or 0) * 512,
@@ -335,7 +359,28 @@ def read_block_device(number: str, system: System | None = None) -> BlockDevice:
         model=model,
         diskseq=_read(disk / "diskseq"),
         uses=tuple(uses),
+        backing=_backing_refusals(disk.name, backing_file, system, image) if backing_file else (),
     )
+
+
+def _backing_refusals(loop: str, backing: str, system: System, image: Path | None) -> tuple[str, ...]:
+    """A loop device writes through to what backs it: a disk that must not be written (the root disk, one
+    with a mounted partition) must not be written through a loop device either."""
+    try:
+        st = os.stat(backing)
+    except OSError:
+        return ()  # the file was deleted since: nothing else can reach it
+    if stat.S_ISBLK(st.st_mode):
+        under = read_block_device(devnum(st.st_rdev), system, image)
+        # This very loop device is the one use of it that does not count.
+        under = dataclasses.replace(under, uses=tuple(u for u in under.uses
+                                                      if not (u.what == "loop" and u.detail == loop)))
+        why = refusals(under, 0)
+    elif stat.S_ISREG(st.st_mode) and image is not None and _identity(str(image)) == (st.st_dev, st.st_ino):
+        why = [f"{backing} is the image itself"]
+    else:
+        why = []
+    return tuple(f"/dev/{loop} writes through to {backing}, which must not be written: {reason}" for reason in why)
 
 
 def read_target(path: Path, image: Path, system: System | None = None) -> Target:
@@ -359,13 +404,14 @@ def read_opened(fd: int, path: Path, image: Path, system: System | None = None) 
 
 def _read_stat(path: Path, st: os.stat_result, image: Path, system: System) -> Target:
     if stat.S_ISBLK(st.st_mode):
-        return read_block_device(devnum(st.st_rdev), system)
+        return read_block_device(devnum(st.st_rdev), system, image)
     if stat.S_ISREG(st.st_mode):
         identity = (st.st_dev, st.st_ino)
         return RegularFile(path, exists=True, size=st.st_size, is_image=_identity(str(image)) == identity,
                            swap=any(_identity(p) == identity for p in swaps(system)),
                            identity=identity,
-                           loops=tuple(loop for loop, backing in system.loops() if _identity(backing) == identity))
+                           loops=tuple(loop for loop, backing in system.loops() if _identity(backing) == identity),
+                           filesystem=filesystem_of(st.st_dev, system))
     kind = ("directory" if stat.S_ISDIR(st.st_mode) else "character device" if stat.S_ISCHR(st.st_mode)
             else "special file")
     return Other(path, kind)
