@@ -92,7 +92,14 @@ def main() -> None:
     building = argv[:1] not in (["flash"], ["diff"], ["make-pyz"])
     if building and (not (set(argv) & {"-h", "--help", "--version"}) or not VENV.exists()):
         apt_install(missing(requirements("host-packages.txt", *(["test-packages.txt"] if wants_tests else []))))
-    python = ensure_venv(["build", "test"] if wants_tests else ["build"])
+    try:
+        python = ensure_venv(["build", "test"] if wants_tests else ["build"])
+    except (OSError, subprocess.CalledProcessError) as exc:
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        say(f"could not set up the builder's Python environment in {VENV}: {what}\n"
+            "  run build.py as root, or point HERD_CACHE (or HERD_VENV) at a folder you can write; pip needs "
+            "PyPI (or its cache) the first time")
+        sys.exit(3)
     if setup:
         print(python)
         return
