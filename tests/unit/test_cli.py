@@ -141,6 +141,13 @@ def test_an_out_that_is_a_file_or_a_key_that_is_a_directory_exits_2_before_build
     keydir.mkdir()
     assert run("--key", str(keydir)) == EXIT_BAD_INPUT
     assert f"--key: {keydir} is not a file (the cluster key is one file)" in stderr(capsys)
+    short = tmp_path / "short.key"
+    short.write_text("12345")
+    assert run("--key", str(short)) == EXIT_BAD_INPUT
+    assert f"--key: {short} is too short for a cluster key (at least 32 bytes)" in stderr(capsys)
+    assert main(["--spec", str(run.spec), "--out", str(run.out), "--cache-dir", str(tmp_path / "file")]) \
+        == EXIT_BAD_INPUT
+    assert f"--cache-dir: {tmp_path}/file exists and is not a directory" in stderr(capsys)
     run.assert_nothing_written()
 
 

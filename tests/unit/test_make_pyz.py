@@ -182,3 +182,10 @@ def test_the_fence_peer_handler_prefers_the_packages_the_build_unpacked(pyz: Pat
     thread.join(10)
     assert r.returncode == 1 and "does not serve" in r.stdout, r
     assert json.loads(got[0]) == {"cmd": "fence-peer"}
+
+
+def test_an_out_that_cannot_be_written_is_said_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    assert main([str(tmp_path / "file" / "herd.pyz")]) == 2
+    assert f"error: cannot write {tmp_path}/file/herd.pyz: {tmp_path}/file is not a directory" in \
+        capsys.readouterr().err

@@ -117,6 +117,9 @@ def check_writable(option: str, path: Path, directory: bool) -> None:
             raise BadPath(f"{option}: {path} is not a file (the cluster key is one file)")
         if not os.access(path, os.W_OK if directory else os.R_OK):
             raise BadPath(f"{option}: {path} is not {'writable' if directory else 'readable'} by this user")
+        if not directory and path.stat().st_size < KEY_MIN:
+            raise BadPath(f"{option}: {path} is too short for a cluster key (at least {KEY_MIN} bytes); delete it "
+                          "to make a new one (nodes built with the old key will not join)")
         return
     parent = path.parent
     while not parent.exists():
@@ -127,18 +130,29 @@ def check_writable(option: str, path: Path, directory: bool) -> None:
         raise BadPath(f"{option}: cannot make {path}: {parent} is not writable by this user")
 
 
+KEY_MIN = 32  # bytes of a cluster key
+
+
 def cluster_key(path: Path) -> Path:
     """The cluster secret: made once, kept (0600) beside the spec, reused by every later build."""
     if path.exists():
-        if path.stat().st_size < 32:
+        if path.stat().st_size < KEY_MIN:
             raise BuildError(f"{path}: cluster key is too short; delete it to make a new one "
                              "(nodes built with the old key will not join)")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(f".{path.name}.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32))  # the whole content is the key: no newline
-    os.replace(path.with_name(f".{path.name}.tmp"), path)
+    try:
+        # Two first builds at once: the one that links first makes the key, and the other uses it, so the
+        # images of both share one key (a rename would let the later one replace the key the first built in).
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
     return path
 
 
@@ -201,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         site_key = site_key_file(spec, wanted, args.site_key or args.spec.with_suffix(".tsig"))
         check_writable("--out", args.out / release, directory=True)
         check_writable("--key", args.key or args.spec.with_suffix(".key"), directory=False)
+        check_writable("--cache-dir", args.cache_dir, directory=True)
     except SpecError as exc:
         err.print("[red]error:[/] the spec is not valid:", highlight=False)
         for problem in exc.problems:

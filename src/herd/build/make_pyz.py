@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("HERD_CACHE", "/var/cache/herd")),
                    help="build cache: herdd.pyz if built already, pip's downloads; default: /var/cache/herd")
     args = p.parse_args(argv)
+    folder = args.out.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        print(f"error: cannot write {args.out}: {folder} is not a directory", file=sys.stderr)
+        return 2
     project = find()
     if not project.checkout:
         print("error: make-pyz runs from a source checkout (python3 build.py make-pyz)", file=sys.stderr)
@@ -87,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # OUT in a folder that is a file, or not writable
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     size = args.out.stat().st_size
     print(f"{args.out}: {size / 2**20:.1f} MiB; run it with: python3 {args.out} --spec SPEC [--out DIR]")
     return 0
