@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 
@@ -124,3 +126,44 @@ def test_overlay_digest_depends_on_names_and_contents() -> None:
     assert overlay_sha256(base) == overlay_sha256(dict(reversed(base.items())))
     assert overlay_sha256(base) != overlay_sha256({"/etc/a": "1" * 64, "/etc/c": "2" * 64})
     assert overlay_sha256(base) != overlay_sha256({"/etc/a": "1" * 64, "/etc/b": "3" * 64})
+
+
+def test_a_signal_while_the_release_is_renamed_in_waits_until_it_is_whole(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (as Ctrl-C) arrives at the first rename: it takes effect only once images, bmaps, zstd copies,
+    SHA256SUMS and the manifest are all in place."""
+    ctx = context(tmp_path, [Role.WEB, Role.DB])
+    real_replace = os.replace
+    sent: list[bool] = []
+
+    def replace_and_signal(src: Any, dst: Any) -> None:
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_replace(src, dst)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replace_and_signal)
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Artifacts().run(ctx)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    out = ctx.plan.out_dir
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["images"]) == ["db", "web"]
+    for result in ctx.images.values():
+        name = result.final_path.name
+        for path in (result.final_path, out / f"{name}.bmap", out / f"{name}.zst"):
+            assert path.is_file(), path
+    assert not [n for n in os.listdir(out) if n.startswith(".")], "no temporary file left"
+
+
+def test_a_previous_manifest_that_is_not_herds_is_replaced(tmp_path: Path) -> None:
+    ctx = context(tmp_path, [Role.WEB])
+    (ctx.plan.out_dir / "manifest.json").write_text('[{"images": 1}]\n')
+    Artifacts().run(ctx)
+    assert list(json.loads((ctx.plan.out_dir / "manifest.json").read_text())["images"]) == ["web"]

@@ -5,9 +5,12 @@ manifest.json. This is the commit point of a build; nothing before it is visible
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +60,10 @@ def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, An
     images: dict[str, Any] = {}
     herdd = sha256_file(ctx.zipapp) if ctx.zipapp is not None else ""
     # A build of some roles keeps the entries of the others if their images are still there.
-    if previous and previous.get("spec_sha256") == plan.spec.digest:
-        for role, entry in previous.get("images", {}).items():
-            if (plan.out_dir / entry["file"]).is_file():
+    if previous and previous.get("spec_sha256") == plan.spec.digest and isinstance(previous.get("images"), dict):
+        for role, entry in previous["images"].items():
+            if isinstance(entry, dict) and isinstance(entry.get("file"), str) \
+                    and (plan.out_dir / entry["file"]).is_file():
                 images[role] = entry
     for role, result in ctx.images.items():
         images[role.value] = {
@@ -99,6 +103,18 @@ def sha256sums(data: dict[str, Any]) -> str:
     return "".join(lines)
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C or SIGTERM while the release is renamed into place would leave a new image beside an old bmap
+    or manifest: they wait (the kernel keeps them pending) until it is whole, a few renames later."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class Artifacts(Step):
     name = "artifacts"
 
@@ -116,6 +132,8 @@ class Artifacts(Step):
                     previous = json.loads(path.read_text())
                 except json.JSONDecodeError:
                     previous = None
+            if not isinstance(previous, dict):  # not a herd manifest: nothing of it is kept
+                previous = None
             results = list(ctx.images.values())
             for done, result in enumerate(results):
                 progress.line(f"block map of {result.final_path.name}")
@@ -125,13 +143,14 @@ class Artifacts(Step):
                 result.zst_size = tmp_zst(result).stat().st_size
                 result.zst_sha256 = sha256_file(tmp_zst(result))
                 progress.fraction((done + 1) / len(results))
-            for result in results:
-                os.replace(result.tmp_path, result.final_path)
-                os.replace(tmp_bmap(result), bmap_path(result.final_path))
-                os.replace(tmp_zst(result), zst_path(result.final_path))
             data = manifest(ctx, previous)
-            write_atomic(out / "SHA256SUMS", sha256sums(data))
-            write_atomic(path, json.dumps(data, indent=2) + "\n")
+            with signals_held():
+                for result in results:
+                    os.replace(result.tmp_path, result.final_path)
+                    os.replace(tmp_bmap(result), bmap_path(result.final_path))
+                    os.replace(tmp_zst(result), zst_path(result.final_path))
+                write_atomic(out / "SHA256SUMS", sha256sums(data))
+                write_atomic(path, json.dumps(data, indent=2) + "\n")
 
     def undo(self, ctx: BuildContext) -> None:
         for result in ctx.images.values():
