@@ -39,6 +39,38 @@ def test_auto_works_on_disk_when_memory_is_short_and_says_why() -> None:
     assert choose("auto", roles=1, mem_available=6 * GiB).in_ram
 
 
+def cgroup_tree(root: Path, files: dict[str, str], membership: str) -> tuple[Path, Path, Path]:
+    """A fake /proc/meminfo (16 GiB available), /proc/self/cgroup and /sys/fs/cgroup."""
+    root.mkdir()
+    meminfo = root / "meminfo"
+    meminfo.write_text(f"MemTotal: {32 * 2**20} kB\nMemAvailable: {16 * 2**20} kB\n")
+    proc = root / "cgroup"
+    proc.write_text(membership)
+    for name, text in files.items():
+        (root / "sys" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "sys" / name).write_text(text + "\n")
+    return meminfo, proc, root / "sys"
+
+
+def test_a_containers_memory_limit_is_what_is_available(tmp_path: Path) -> None:
+    """cgroup v2: the container's 4 GiB limit (its parent has more) with 1 GiB used leaves 3 GiB, not the host's 16:
+    a tmpfs filled past the limit would get the build killed, so auto works on disk."""
+    v2 = cgroup_tree(tmp_path / "v2", {"memory.max": str(8 * GiB), "memory.current": str(2 * GiB),
+                                       "box/memory.max": str(4 * GiB), "box/memory.current": str(1 * GiB)},
+                     "0::/box\n")
+    assert scratch.mem_available(*v2) == 3 * GiB
+    assert not choose("auto", roles=4, mem_available=scratch.mem_available(*v2)).in_ram
+    # cgroup v1, as on this machine: the memory controller's own hierarchy; no limit is a number near 2**63.
+    v1 = cgroup_tree(tmp_path / "v1", {"memory/memory.limit_in_bytes": "9223372036854771712",
+                                       "memory/memory.usage_in_bytes": str(5 * GiB),
+                                       "memory/ci/job/memory.limit_in_bytes": str(6 * GiB),
+                                       "memory/ci/job/memory.usage_in_bytes": str(1 * GiB)},
+                     "4:memory:/ci/job\n1:cpu:/\n0::/\n")
+    assert scratch.mem_available(*v1) == 5 * GiB
+    unlimited = cgroup_tree(tmp_path / "none", {"memory.max": "max", "memory.current": str(GiB)}, "0::/\n")
+    assert scratch.mem_available(*unlimited) == 16 * GiB
+
+
 def test_forced_modes() -> None:
     disk = choose("disk", roles=1, mem_available=64 * GiB)
     assert not disk.in_ram and disk.forced

@@ -54,12 +54,52 @@ def choose(mode: str, roles: int, mem_available: int) -> Choice:
                          f"{(need + HEADROOM) / GiB:.0f} GiB wanted for RAM)", 0, False)
 
 
-def mem_available() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
+def mem_available(meminfo: Path = Path("/proc/meminfo"), proc_cgroup: Path = Path("/proc/self/cgroup"),
+                  cgroups: Path = Path("/sys/fs/cgroup")) -> int:
+    """Memory the build may still take: the machine's available memory, or less if this process's cgroup (a
+    container's, say) has a limit closer by: a tmpfs's pages count against it, and past it the build is killed."""
+    available = 0
+    for line in _read(meminfo).splitlines():
+        if line.startswith("MemAvailable:"):
+            available = int(line.split()[1]) * 1024
+    room = cgroup_room(proc_cgroup, cgroups)
+    return available if room is None else min(available, room)
+
+
+UNLIMITED = 2**62  # cgroup v1 says "no limit" with a number near 2**63
+
+
+def cgroup_room(proc_cgroup: Path, cgroups: Path) -> int | None:
+    """What this process's memory cgroup, and each one above it, may still take (its limit less its use; the
+    tightest); None when none of them has a limit. cgroup v2 (memory.max) and v1 (memory.limit_in_bytes)."""
+    rooms = []
+    for line in _read(proc_cgroup).splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, where = parts
+        if controllers == "":
+            top, limit_file, use_file = cgroups, "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):
+            top, limit_file, use_file = cgroups / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        folder = top / where.lstrip("/")
+        while True:
+            limit, use = _read(folder / limit_file), _read(folder / use_file)
+            if limit.isdigit() and use.isdigit() and int(limit) < UNLIMITED:
+                rooms.append(max(int(limit) - int(use), 0))
+            if folder == top or not folder.is_relative_to(top):
+                break
+            folder = folder.parent
+    return min(rooms) if rooms else None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def is_mount_point(path: Path) -> bool:
