@@ -70,6 +70,17 @@ def test_bad_spec_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.Capt
     run.assert_nothing_written()
 
 
+def test_an_error_into_a_pipe_stays_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a terminal (a log, grep) rich would wrap at 80 columns, splitting file:line from its message."""
+    monkeypatch.delenv("COLUMNS")
+    run = Run(tmp_path, edit('address = "192.168.50.22"', 'address = "192.168.51.22"'))
+    assert run() == EXIT_BAD_INPUT
+    line = next(line for line in stderr(capsys).splitlines() if "node[3].address" in line)
+    assert len(line) > 80 and line.strip().startswith(f"{run.spec}:"), line
+    assert line.endswith("use an address inside it"), line
+
+
 def test_all_problems_are_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = edit('mac = "52:54:00:50:00:22"', 'mac = "bad"', edit("deadtime_ms = 1000", "deadtime_ms = 10"))
     run = Run(tmp_path, text)

@@ -30,13 +30,16 @@ class StepProgress:
 class Reporter:
     def __init__(self, console: Console | None = None, quiet: bool = False) -> None:
         self.console = console or Console(stderr=True, highlight=False)
+        # Into a log or a pipe every line stays one line (an error's file:line with its message, a step with
+        # its time), however long: rich would wrap it at 80 columns.
+        self.console.soft_wrap = not self.console.is_terminal
         self.quiet = quiet
         self.live = self.console.is_terminal and not quiet
 
     def info(self, text: str) -> None:
         if not self.quiet:
             # Into a log or a pipe, a step's line stays one line (with its time at the end), whatever its length.
-            self.console.print(text, soft_wrap=not self.console.is_terminal)
+            self.console.print(text)
 
     @contextmanager
     def step(self, label: str, cached: bool = False) -> Iterator[StepProgress]:
