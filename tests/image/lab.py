@@ -50,13 +50,29 @@ class Lab:
     macs: dict[str, str] = field(default_factory=dict)  # boxes whose MAC is not the spec's
 
     def ssh(self, node: str, command: str, timeout: float = 60) -> str:
-        address = str(self.build.spec.node_named(node).address)  # type: ignore[union-attr]
-        r = subprocess.run(["ip", "netns", "exec", self.client, "ssh", "-i", str(self.build.ssh_key),
-                            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                            "-o", "ConnectTimeout=20", "-o", "BatchMode=yes", f"root@{address}", command],
-                           capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(self._ssh(node, command), capture_output=True, text=True, timeout=timeout)
         assert r.returncode == 0, f"ssh {node} {command!r}: {r.stderr}"
         return r.stdout
+
+    def put(self, node: str, files: list[Path], into: str, timeout: float = 300) -> None:
+        """Copy files (all in one folder) into a node's folder `into`, made if missing; sparse files stay
+        sparse on the way (tar)."""
+        (folder,) = {f.parent for f in files}
+        tar = subprocess.Popen(["tar", "-cS", "-C", str(folder), *(f.name for f in files)], stdout=subprocess.PIPE)
+        try:
+            r = subprocess.run(self._ssh(node, f"mkdir -p {into} && tar -xS -C {into}"), stdin=tar.stdout,
+                               capture_output=True, text=True, timeout=timeout)
+        finally:
+            assert tar.stdout is not None
+            tar.stdout.close()
+            tar.wait()
+        assert r.returncode == 0 and tar.returncode == 0, f"copying {files} to {node}: {r.stderr}"
+
+    def _ssh(self, node: str, command: str) -> list[str]:
+        address = str(self.build.spec.node_named(node).address)  # type: ignore[union-attr]
+        return ["ip", "netns", "exec", self.client, "ssh", "-i", str(self.build.ssh_key),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "ConnectTimeout=20", "-o", "BatchMode=yes", f"root@{address}", command]
 
     def fetch_text(self, path: str, host: str) -> str:
         code = "import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"

@@ -47,9 +47,9 @@ class VM:
             shutil.copyfile(OVMF_VARS, vars_copy)
             argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                      "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
+        argv += ["-device", "qemu-xhci,id=xhci"]  # USB ports: the boot stick, or sticks plugged in later
         if way == "usb":
-            argv += ["-device", "qemu-xhci,id=xhci",
-                     "-drive", f"if=none,id=stick,format=raw,file={image}",
+            argv += ["-drive", f"if=none,id=stick,format=raw,file={image}",
                      "-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]
         else:
             argv += ["-drive", f"if=virtio,format=raw,file={image}" + ("" if persistent else ",snapshot=on")]
@@ -80,14 +80,46 @@ class VM:
             time.sleep(1)
         return None
 
-    def monitor(self, command: str) -> None:
+    def monitor(self, command: str) -> str:
+        """Run a QEMU monitor command; its reply (empty when all went well, for most commands)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
             sock.connect(str(self.monitor_path))
+            _read_to_prompt(sock)  # the greeting
             sock.sendall(command.encode() + b"\n")
-            time.sleep(0.5)
+            reply = _read_to_prompt(sock)
+        # The monitor echoes the command line (with terminal escapes) before its reply.
+        lines = ANSI.sub("", reply).replace("\r", "").split("\n")
+        return "\n".join(line for line in lines[1:] if line.strip()).strip()
+
+    def plug_stick(self, name: str, path: Path, removable: bool, read_bps: int = 0, write_bps: int = 0) -> None:
+        """Plug a USB stick (`path`, a raw file) into the running VM, as a user does; the *_bps throttle it
+        to a slow stick's speed."""
+        throttle = "".join(f",throttling.bps-{way}={bps}" for way, bps in (("read", read_bps), ("write", write_bps))
+                           if bps)
+        for command in (f"drive_add 0 if=none,id=drive-{name},format=raw,file={path}{throttle}",
+                        f"device_add usb-storage,bus=xhci.0,drive=drive-{name},id={name},"
+                        f"removable={'on' if removable else 'off'}"):
+            reply = self.monitor(command)
+            assert reply in ("", "OK"), f"{command}: {reply}"
+
+    def unplug(self, name: str) -> None:
+        """Pull a stick out (even in the middle of a write)."""
+        reply = self.monitor(f"device_del {name}")
+        assert reply == "", reply
 
     def stop(self) -> None:
         terminate(self.proc)
+
+
+def _read_to_prompt(sock: socket.socket) -> str:
+    data = b""
+    while not data.endswith(b"(qemu) "):
+        more = sock.recv(4096)
+        if not more:
+            break
+        data += more
+    return data.decode(errors="replace").removesuffix("(qemu) ")
 
 
 def boot(image: Path, way: str, workdir: Path, wait_for: str, mac: str | None, timeout: float = 300) -> Boot:
