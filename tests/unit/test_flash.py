@@ -189,15 +189,34 @@ def test_a_file_swapped_after_the_question_is_not_written(tmp_path: Path, image:
     assert not (tmp_path / "elsewhere.img").exists()
 
 
-def test_a_bmap_for_other_data_stops_the_copy(tmp_path: Path, image: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bmap_for_other_data_is_refused_before_anything_is_written(tmp_path: Path, image: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     other = make_image(tmp_path / "other.img", seed=2)  # same size and layout, other bytes
     stale = tmp_path / "other.bmap"
     stale.write_text(bmap.to_xml(bmap.create(other)))
-    assert main([str(image), str(tmp_path / "vm.img"), "--bmap", str(stale)], interactive=False) == EXIT_FAILED
+    target = stick(tmp_path / "vm.img", 12 * MiB)
+    assert main([str(image), str(target), "--bmap", str(stale)], ask=never, interactive=True) == EXIT_REFUSED
     err = output(capsys)[1]
-    assert "the image does not match its bmap at blocks 0-1 (bytes 0-8191)" in err
-    assert "the target is incomplete" in err
+    assert f"{image} does not match its bmap at blocks 0-1 (bytes 0-8191) and 3 more ranges: give the image's own " \
+        "--bmap, or remove the stale .bmap" in err
+    assert target.read_bytes() == b"\xaa" * (12 * MiB)
+
+
+def test_an_image_changed_while_written_stops_the_copy(tmp_path: Path, image: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked against its bmap before, and again as it is written: changed in between, the copy stops."""
+    real_check = flash.check_image
+
+    def check_then_change(*args: Any) -> list[bmap.BlockRange]:
+        found = real_check(*args)
+        corrupt(image, 3 * MiB + 100)
+        return found
+
+    monkeypatch.setattr(flash, "check_image", check_then_change)
+    assert main([str(image), str(tmp_path / "vm.img"), "--yes"], interactive=False) == EXIT_FAILED
+    err = output(capsys)[1]
+    assert "the image does not match its bmap at blocks 768-768" in err and "the target is incomplete" in err
 
 
 def test_refusals_go_through_the_command(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -420,7 +439,7 @@ def test_a_bmap_of_small_blocks_and_sha1_flashes_a_4k_sector_stick(tmp_path: Pat
     with open(image, "r+b") as f:
         f.seek(3 * MiB + 100)
         f.write(b"X")
-    assert main([str(image), str(dev), "--yes", "--bmap", str(theirs)], interactive=False) == EXIT_FAILED
+    assert main([str(image), str(dev), "--yes", "--bmap", str(theirs)], interactive=False) == EXIT_REFUSED
 
 
 @pytest.mark.root

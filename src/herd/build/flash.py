@@ -71,7 +71,8 @@ what it refuses (exit 2, nothing written):
   disk holding / or /boot, a read-only device, a device smaller than the image, a disk or file backing a
   loop device, a loop device over any of these or over the image, a missing /dev node or a link to nothing,
   a file in /proc, /sys or another kernel interface, a compressed image (.img.zst: give the .img, or
-  zstd -d it first). What is written is what was checked and shown: a
+  zstd -d it first), an image that does not match its bmap (checked before anything is asked or written;
+  while written, it is checked again). What is written is what was checked and shown: a
   stick swapped on the same /dev name (or a file replaced) while the question waited is refused too.
 
 examples:
@@ -308,6 +309,16 @@ def load_bmap(image: Path, given: Path | None, console: Console) -> Bmap:
         raise Refused(str(exc)) from None
 
 
+def check_image(image: Path, bmap: Bmap, console: Console) -> list[BlockRange]:
+    """The ranges where the image does not hash to its bmap (a .bmap left from another build of the same size),
+    found before anything is written or asked; a fraction of a second from the page cache."""
+    checked = Counter(bmap.mapped_bytes)
+    with progress_bar(console) as bar:
+        task = bar.add_task(f"checking {image.name} against its bmap", total=bmap.mapped_bytes)
+        checked.on_bytes = _advance(bar, task)
+        return verify(image, bmap, checked)
+
+
 def confirm(target: Target, path: Path, image: Path, bmap: Bmap, console: Console,
             ask: Callable[[str], str], interactive: bool) -> bool:
     """Show what is about to be overwritten, and wait for "yes"."""
@@ -353,6 +364,11 @@ def run(args: argparse.Namespace, console: Console, system: System | None,
     except OSError as exc:
         raise Refused(f"{path}: {exc.strerror or exc}") from None
     bmap = load_bmap(image, args.bmap, console)
+    stale = check_image(image, bmap, console)
+    if stale:
+        more = f" and {len(stale) - 1} more ranges" if len(stale) > 1 else ""
+        raise Refused(f"{image} does not match its bmap at {describe(bmap, stale[0])}{more}: give the image's own "
+                      "--bmap, or remove the stale .bmap (without one the image's data ranges are found anew)")
     reasons = refusals(target, bmap.image_size)
     if reasons:
         console.print(f"[red]error:[/] will not write to {escape(str(path))}:", highlight=False)
