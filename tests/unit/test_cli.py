@@ -111,7 +111,7 @@ def test_role_not_in_spec_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     run = Run(tmp_path, no_db)
     assert run("--role", "web", "--role", "db") == EXIT_BAD_INPUT
     err = stderr(capsys)
-    assert "--role" in err and "no db node" in err
+    assert "--role: the spec has no db node" in err and "the spec is not valid" not in err
     assert "director, web, nfs" in err  # and what it does have
     run.assert_nothing_written()
 
@@ -130,7 +130,7 @@ def test_bad_release_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     run = Run(tmp_path, TEXT)
     assert run("--release", release) == EXIT_BAD_INPUT
     err = stderr(capsys)
-    assert "--release" in err and repr(release) in err
+    assert f"error: --release: {release!r} must be" in err and "the spec is not valid" not in err
     run.assert_nothing_written()
     assert not (tmp_path / "x").exists()
 

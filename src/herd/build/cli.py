@@ -104,7 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 class BadPath(Exception):
-    pass
+    """A command-line option that cannot be used (a path, a release name, a role)."""
 
 
 def check_writable(option: str, path: Path, directory: bool) -> None:
@@ -203,12 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         spec = load(args.spec)
         release = spec.release if args.release is None else args.release
         if not valid_release(release):
-            raise SpecError([f"--release: {release!r} must be letters, digits and . _ + - (it names files)"])
+            raise BadPath(f"--release: {release!r} must be letters, digits and . _ + - (it names files)")
         wanted = list(dict.fromkeys(Role(r) for r in args.roles)) if args.roles else list(spec.roles)
         missing = [r.value for r in wanted if r not in spec.roles]
         if missing:
-            raise SpecError([f"--role: the spec has no {', '.join(missing)} node; "
-                             f"its roles are {', '.join(r.value for r in spec.roles)}"])
+            raise BadPath(f"--role: the spec has no {', '.join(missing)} node; "
+                          f"its roles are {', '.join(r.value for r in spec.roles)}")
         base = load_base(PROJECT.root / "image")
         recipes = {r: load_role(PROJECT.root / "image", r) for r in wanted}
         epoch, epoch_from = source_date_epoch(args.spec, os.environ)
