@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,36 @@ def test_the_scratch_of_a_killed_build_is_cleared(tmp_path: Path) -> None:
     finally:
         if fs_type(dead):
             subprocess.run(["umount", dead])
+
+
+def test_a_build_holding_its_lock_is_running_whatever_its_process_id(tmp_path: Path) -> None:
+    """A build in another container (another PID namespace) sharing the cache: its process id names nothing
+    here, but it holds its folder's lock, so its scratch stays; once it is gone, the folder goes."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    other = tmp_path / f"build-{gone.pid}-abc123"
+    (other / "root").mkdir(parents=True)
+    hold = ("import fcntl, sys, time\nf = open(sys.argv[1], 'a')\nfcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(scratch.lock_path(other))], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        assert scratch.clear_stale(tmp_path) == []
+        assert (other / "root").is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert scratch.clear_stale(tmp_path) == [other]
+    assert not other.exists() and not scratch.lock_path(other).exists()
+    orphan = tmp_path / "build-1-zzz.lock"  # its folder removed, the build killed before the lock went
+    orphan.write_text("")
+    assert scratch.clear_stale(tmp_path) == [] and not orphan.exists()
+
+
+def test_a_builds_own_scratch_is_never_cleared_and_its_lock_goes_with_it(tmp_path: Path) -> None:
+    path, _ = scratch.make(tmp_path, choose("disk", roles=1, mem_available=8 * GiB))
+    assert scratch.lock_path(path).exists()
+    assert scratch.clear_stale(tmp_path) == []
+    scratch.release(path)
+    assert sorted(tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ the next build clears folders whose build is gone."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import tempfile
@@ -129,23 +130,61 @@ def unmount(path: Path) -> None:
     run(["umount", "--lazy", path])
 
 
+# The lock each build holds on its scratch folder's .lock file while it runs, by folder.
+_held: dict[Path, int] = {}
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _lock(path: Path) -> int | None:
+    """An exclusive lock on the folder's lock file, or None if a running build holds it."""
+    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def release(path: Path) -> None:
-    """Remove a scratch folder, unmounting its tmpfs first if it has one."""
+    """Remove a scratch folder, unmounting its tmpfs first if it has one; then its lock."""
     if is_mount_point(path):
         unmount(path)
         path.rmdir()
     else:
         remove_tree(path)
+    fd = _held.pop(path, None)
+    lock_path(path).unlink(missing_ok=True)
+    if fd is not None:
+        os.close(fd)
 
 
 def clear_stale(cache_dir: Path) -> list[Path]:
-    """Remove the scratch folders of builds that are no longer running; returns them."""
+    """Remove the scratch folders of builds that are no longer running; returns them. A running build holds a
+    lock on its folder's .lock file: a process id alone would not do, as builds in two containers sharing the
+    cache see each other's ids as dead. A folder with no lock file (an older herd's) is judged by its id."""
     cleared = []
     for path in sorted(cache_dir.glob("build-*")) if cache_dir.is_dir() else ():
         m = NAME.match(path.name)
-        if m and path.is_dir() and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-            release(path)
-            cleared.append(path)
+        if not m or not path.is_dir() or path in _held:
+            continue
+        if lock_path(path).exists():
+            fd = _lock(path)
+            if fd is None:
+                continue  # its build is running
+            _held[path] = fd
+        elif int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+            continue
+        release(path)
+        cleared.append(path)
+    for lock in sorted(cache_dir.glob("build-*.lock")) if cache_dir.is_dir() else ():
+        folder = lock.with_name(lock.name.removesuffix(".lock"))
+        if not folder.exists() and (fd := _lock(folder)) is not None:  # a build killed as it let go
+            lock.unlink(missing_ok=True)
+            os.close(fd)
     return cleared
 
 
@@ -153,13 +192,16 @@ def make(cache_dir: Path, choice: Choice) -> tuple[Path, str]:
     """A fresh scratch folder in cache_dir, and where it is (for the build's first lines). If a tmpfs cannot be
     mounted (a container without the right to), `auto` works on disk; `--scratch ram` is an error."""
     path = Path(tempfile.mkdtemp(prefix=f"build-{os.getpid()}-", dir=cache_dir))
+    fd = _lock(path)
+    assert fd is not None, "a lock file nobody else knows of yet"
+    _held[path] = fd
     if not choice.in_ram:
         return path, choice.why
     try:
         run(["mount", "-t", "tmpfs", "-o", f"size={choice.size},mode=0700", FS_NAME, path])
     except CommandError as exc:
         if choice.forced:
-            path.rmdir()
+            release(path)
             raise BuildError(f"--scratch ram: cannot mount a tmpfs on {path}: {' '.join(exc.tail)}") from None
         return path, f"on disk (could not mount a tmpfs: {' '.join(exc.tail)})"
     return path, choice.why
