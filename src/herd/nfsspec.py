@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # herd.spec imports this module: only names for the type chec
 
 AUTO_DISK = "auto"
 _KEYS = {"export", "options", "address", "disk", "port"}
-_DEVICE = re.compile(r"^/dev/[A-Za-z0-9._:/+-]+$")
+_DEVICE = re.compile(r"/dev/[A-Za-z0-9._:/+-]+")  # fullmatch: `$` would take a final newline
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,14 @@ def parse_nfs(r: _Reader, data: Mapping[str, Any], network: Network, nodes: list
     nfs = Nfs()
     export = r.value(data, p, "export", str, nfs.export)
     options = r.value(data, p, "options", str, nfs.options)
-    if not re.match(r"^/[A-Za-z0-9._/-]+$", export) or "/../" in export + "/":
+    if not re.fullmatch(r"/[A-Za-z0-9._/-]+", export) or "/../" in export + "/":
         r.fail(f"{p}.export", f"{export!r} must be an absolute path of plain names")
     elif _system_dir(export):
         # The nfs node seeds it, exports it read-write to the LAN and (with DRBD) mounts the replicated disk
         # over it: on a system directory that hides or hands out the node's own files.
         r.fail(f"{p}.export", f"{export!r} is a system directory of the nfs node; use a directory of its own, "
                "like /srv/herd/www")
-    if not re.match(r"^[a-z0-9_=,:]+$", options):
+    if not re.fullmatch(r"[a-z0-9_=,:]+", options):
         r.fail(f"{p}.options", f"{options!r} is not an exports(5) option list like rw,sync,no_subtree_check")
 
     servers = [n for n in nodes if n.role == Role.NFS]
@@ -79,7 +79,7 @@ def parse_nfs(r: _Reader, data: Mapping[str, Any], network: Network, nodes: list
                "moves to whichever serves: add `address = \"…\"`, a free address in network.subnet")
 
     disk = r.value(data, p, "disk", str, nfs.disk)
-    if disk != AUTO_DISK and not _DEVICE.match(disk):
+    if disk != AUTO_DISK and not _DEVICE.fullmatch(disk):
         r.fail(f"{p}.disk", f"{disk!r} must be \"auto\" or a device path such as /dev/sdb or "
                "/dev/disk/by-id/…")
     if "disk" in data and not replicated:
@@ -100,6 +100,20 @@ def drbd_timing(deadtime_ms: int) -> dict[str, int]:
     timeout = ping_timeout + 5
     ping_int = timeout // 10 + 1
     return {"ping_int": ping_int, "ping_timeout": ping_timeout, "timeout": timeout, "connect_int": ping_int}
+
+
+# The most drbdsetup takes for each of those timers (DRBD 8.4: ping-timeout and timeout in tenths of a second,
+# ping-int and connect-int in seconds).
+DRBD_LIMITS = {"ping_int": 120, "ping_timeout": 300, "timeout": 600, "connect_int": 120}
+
+
+def drbd_timing_fits(deadtime_ms: int) -> bool:
+    return all(value <= DRBD_LIMITS[key] for key, value in drbd_timing(deadtime_ms).items())
+
+
+# The longest membership.deadtime_ms two nfs nodes can have: ping-timeout (deadtime in tenths of a second,
+# rounded down) is the first timer to reach its limit. herd.spec refuses longer; the tests check both sides.
+DRBD_DEADTIME_MAX_MS = (DRBD_LIMITS["ping_timeout"] + 1) * 100 - 1
 
 
 # Top-level directories of the system itself; those meant for a site's own data (fine below them, not

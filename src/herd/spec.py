@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from herd.nfsspec import Nfs, parse_nfs
+from herd.nfsspec import DRBD_DEADTIME_MAX_MS, DRBD_LIMITS, Nfs, parse_nfs
 from herd.sitespec import Site, parse_site
 
 T = TypeVar("T")
@@ -282,13 +282,35 @@ class _Reader:
             return default
 
 
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+# All matched with fullmatch(): `$` also matches before a final newline, and "web1\n" is no host name.
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+# network.domain, written into /etc/hosts, /etc/resolv.conf and idmapd.conf: dot-separated labels of letters,
+# digits and '-' (no '_', unlike herd.sitespec's names of zones and keys), each 1-63 long, 253 in all.
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*")
+
+HOST_NAME_MAX = 64  # Linux's longest host name (sethostname(2))
+# The host names the overlay makes of the cluster's name: every image's /etc/hostname (`{cluster}-{role}`,
+# overlay/common/etc/hostname.j2) and, with two nfs nodes, the host name rpc.nfsd starts under
+# (`herd-{cluster}-nfs`, overlay/nfs/etc/systemd/system/nfs-server.service.d/herd.conf.j2).
+CLUSTER_HOST_NAMES = (*(f"{{cluster}}-{role.value}" for role in Role), "herd-{cluster}-nfs")
+CLUSTER_NAME_MAX = HOST_NAME_MAX - max(len(form.format(cluster="")) for form in CLUSTER_HOST_NAMES)
+
+# IPVS takes the persistence timeout in seconds but keeps it in kernel ticks, an unsigned 32-bit number
+# (seconds x HZ): this much fits for any HZ up to 1000 (Debian's kernels have 250). About 49 days.
+PERSISTENCE_MAX = (2**32 - 1) // 1000
+LEASE_INTERVALS = 2  # the VIP and storage leases (deadtime - 2 x interval) must last this many intervals
 
 
 def valid_release(release: str) -> bool:
-    return bool(_RELEASE.match(release))
+    return bool(_RELEASE.fullmatch(release))
+
+
+def _free_port(start: int, taken: set[int]) -> int:
+    """A port to suggest: the first from start on that nothing in taken has."""
+    return next((port for port in range(start, 65536) if port not in taken), start)
 
 
 def parse(text: str, file: str = "<spec>") -> Spec:
@@ -302,8 +324,12 @@ def parse(text: str, file: str = "<spec>") -> Spec:
 
     cluster = r.table(r.get(data, "", "cluster", dict, {}, required=True) or {}, "cluster", {"name", "release"})
     name = r.get(cluster, "cluster", "name", str, "", required=True) or ""
-    if name and not _NAME.match(name):
+    if name and not _NAME.fullmatch(name):
         r.fail("cluster.name", f"{name!r} must be lower-case letters, digits and '-' (a host name)")
+    elif len(name) > CLUSTER_NAME_MAX:
+        longest = max(CLUSTER_HOST_NAMES, key=len).format(cluster=name)
+        r.fail("cluster.name", f"{name!r} is {len(name)} characters; the nodes' host names are made of it "
+               f"({longest!r} is {len(longest)}, over Linux's {HOST_NAME_MAX}): use at most {CLUSTER_NAME_MAX}")
     release = r.value(cluster, "cluster", "release", str, "0.1.0")
     if not valid_release(release):
         r.fail("cluster.release", f"{release!r} must be letters, digits and . _ + - (it names files)")
@@ -330,12 +356,22 @@ def parse(text: str, file: str = "<spec>") -> Spec:
     )
     if not 1 <= membership.port <= 65535:
         r.fail("membership.port", f"{membership.port} is not a port number (1-65535)")
-    if not 0 <= membership.metrics_port <= 65535 or membership.metrics_port == membership.port:
-        r.fail("membership.metrics_port", f"{membership.metrics_port} must be a free TCP port (0 turns it off)")
+    metrics_ok = 0 <= membership.metrics_port <= 65535 and membership.metrics_port != membership.port
+    if not 0 <= membership.metrics_port <= 65535:
+        r.fail("membership.metrics_port", f"{membership.metrics_port} is not a port number (1-65535, or 0 to turn "
+               "it off)")
+    elif not metrics_ok:
+        r.fail("membership.metrics_port", f"{membership.metrics_port} is membership.port, herdd's heartbeats; use "
+               f"another, such as {_free_port(9694, set(TAKEN_TCP) | {membership.port})} (0 turns it off)")
     if membership.interval_ms < 10:
         r.fail("membership.interval_ms", "must be at least 10")
-    if membership.deadtime_ms < 3 * membership.interval_ms:
-        r.fail("membership.deadtime_ms", "must be at least 3 x interval_ms, or one lost packet kills a node")
+    least = (LEASE_INTERVALS + 2) * membership.interval_ms
+    if membership.deadtime_ms < least:
+        # A VIP holder's lease, and the DRBD primary's, is deadtime - 2 x interval (herd.daemon.election,
+        # storage): it must span a few heartbeats, or a single late one drops the VIP.
+        r.fail("membership.deadtime_ms", f"{membership.deadtime_ms} must be at least {LEASE_INTERVALS + 2} x "
+               f"interval_ms ({least}): the VIP's lease, deadtime - 2 x interval, must last {LEASE_INTERVALS} "
+               "intervals, or one late heartbeat drops the VIP")
 
     services = _services(r, r.get(data, "", "service", list, []) or [])
     nodes = _nodes(r, r.get(data, "", "node", list, []) or [], network)
@@ -346,16 +382,35 @@ def parse(text: str, file: str = "<spec>") -> Spec:
         if not isinstance(key, str) or not re.match(r"^(ssh-|ecdsa-|sk-)\S+ \S+", key) or "\n" in key:
             r.fail(f"access.ssh_keys[{i}]", "is not an OpenSSH public key line (`ssh-ed25519 AAAA… comment`)")
 
-    nfs = parse_nfs(r, r.get(data, "", "nfs", dict, {}) or {}, network, nodes)
-    if nfs.port in (22, 111, 2049, membership.metrics_port):
-        r.fail("nfs.port", f"{nfs.port} is taken on the nfs nodes (SSH, rpcbind, NFS or metrics_port); use "
-               "another, such as DRBD's usual 7789")
+    nfs_data = r.get(data, "", "nfs", dict, {}) or {}
+    nfs = parse_nfs(r, nfs_data, network, nodes)
+    # nfs.port is DRBD's link, which only two nfs nodes have (herd.res names it only then).
+    replicated = sum(n.role == Role.NFS for n in nodes) == 2
+    if replicated and membership.deadtime_ms > DRBD_DEADTIME_MAX_MS:
+        r.fail("membership.deadtime_ms", f"{membership.deadtime_ms} is too long for DRBD between the two nfs nodes "
+               f"(its ping-timeout follows the deadtime and may be at most {DRBD_LIMITS['ping_timeout'] / 10:g} s): "
+               f"use at most {DRBD_DEADTIME_MAX_MS}")
+    metrics = {membership.metrics_port} if metrics_ok and membership.metrics_port else set()
+    on_nfs = {22: "SSH", 111: "rpcbind", 2049: "NFS"}
+    if replicated and nfs.port in on_nfs:
+        r.fail("nfs.port", f"{nfs.port} is taken on the nfs nodes ({on_nfs[nfs.port]}); use another, such as "
+               f"{_free_port(7789, set(on_nfs) | metrics)}")
+    elif replicated and nfs.port in metrics and "port" not in nfs_data:
+        # the user moved metrics_port onto DRBD's default port: that is the key to change
+        r.fail("membership.metrics_port", f"{nfs.port} is nfs.port's default, DRBD's link between the two nfs "
+               f"nodes; use another, such as {_free_port(9694, set(TAKEN_TCP) | {nfs.port, membership.port})} "
+               "(0 turns it off), or set nfs.port to another")
+    elif replicated and nfs.port in metrics:
+        r.fail("nfs.port", f"{nfs.port} is also membership.metrics_port, herdd's metrics on every node; use "
+               f"another, such as {_free_port(7789, set(on_nfs) | metrics)}")
 
-    # (nfs.port against metrics_port is said just above, as nfs.port's problem.)
+    # (metrics_port against nfs.port is said just above.)
     taken = {**TAKEN_TCP, **{svc.port: f"service {svc.name!r}" for svc in services if svc.protocol == Protocol.TCP}}
     if membership.metrics_port in taken:
-        r.fail("membership.metrics_port", f"{membership.metrics_port} is taken by {taken[membership.metrics_port]} "
-               "on the nodes; use another, such as 9694 (0 turns it off)")
+        free = _free_port(9694, set(taken) | {membership.port} | ({nfs.port} if replicated else set()))
+        given = "" if "metrics_port" in mem else " (metrics_port's default)"
+        r.fail("membership.metrics_port", f"{membership.metrics_port}{given} is taken by "
+               f"{taken[membership.metrics_port]} on the nodes; use another, such as {free} (0 turns it off)")
 
     databases = _databases(r, r.get(data, "", "database", list, []) or [])
     site_data = r.get(data, "", "site", dict)
@@ -372,7 +427,7 @@ def parse(text: str, file: str = "<spec>") -> Spec:
 TAKEN_TCP = {22: "SSH", 80: "Apache", 111: "rpcbind", 2049: "NFS", 3306: "MariaDB", 4444: "Galera's state transfer",
              4567: "Galera", 4568: "Galera's incremental state transfer"}
 
-_SQL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_SQL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 def _databases(r: _Reader, items: list[Any]) -> list[Database]:
@@ -387,7 +442,7 @@ def _databases(r: _Reader, items: list[Any]) -> list[Database]:
         name = r.get(item, p, "name", str, required=True)
         user = r.get(item, p, "user", str, name)
         for key, value in (("name", name), ("user", user)):
-            if value is not None and not _SQL_NAME.match(value):
+            if value is not None and not _SQL_NAME.fullmatch(value):
                 r.fail(f"{p}.{key}", f"{value!r} must be lower-case letters, digits and _ (at most 32)")
         if name is not None and name in seen:
             r.fail(f"{p}.name", f"{name!r} is already database[{seen[name]}]")
@@ -436,7 +491,10 @@ def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
     vip = address(f"{p}.vip", r.get(data, p, "vip", str, required=True))
     if vip is not None and vip == gateway:
         r.fail(f"{p}.vip", f"{vip} is the gateway (network.gateway); the VIP must be an address of its own")
-    domain = r.get(data, p, "domain", str, "herd.lan") or "herd.lan"
+    domain = r.value(data, p, "domain", str, "herd.lan")
+    if not _DOMAIN.fullmatch(domain):
+        r.fail(f"{p}.domain", f"{domain!r} is not a DNS domain name: use dot-separated labels of letters, digits "
+               "and '-' (each at most 63, 253 in all), like herd.lan")
     preempt = r.get(data, p, "preempt", bool, False) or False
     return Network(subnet=subnet, gateway=gateway, dns=tuple(d for d in dns if d is not None), preempt=preempt,
                    vip=vip or ipaddress.IPv4Address(0), domain=domain)
@@ -469,8 +527,9 @@ def _services(r: _Reader, items: list[Any]) -> list[Service]:
         if port is not None:
             seen[(protocol.value, port)] = name
         persistence = r.value(item, p, "persistence", int, 0)
-        if persistence < 0:
-            r.fail(f"{p}.persistence", "must be 0 (off) or a number of seconds")
+        if not 0 <= persistence <= PERSISTENCE_MAX:
+            r.fail(f"{p}.persistence", f"{persistence} must be 0 (off) or a number of seconds up to "
+                   f"{PERSISTENCE_MAX} (IPVS keeps it in 32 bits of kernel ticks)")
         ck = r.get(item, p, "check", dict, {}) or {}
         cp = f"{p}.check"
         r.table(ck, cp, {"type", "path", "expect", "status", "interval", "timeout", "rise", "fall"})
@@ -532,7 +591,7 @@ def _nodes(r: _Reader, items: list[Any], network: Network) -> list[Node]:
             continue
         r.table(item, p, {"name", "role", "address", "mac", "priority", "weight"})
         name = r.get(item, p, "name", str, "", required=True) or ""
-        if name and not _NAME.match(name):
+        if name and not _NAME.fullmatch(name):
             r.fail(f"{p}.name", f"{name!r} must be a host name: lower-case letters, digits and '-'")
         if name and name in names:
             r.fail(f"{p}.name", f"{name!r} is already the name of node[{names[name]}]; names must be unique")
@@ -569,7 +628,7 @@ def _nodes(r: _Reader, items: list[Any], network: Network) -> list[Node]:
         mac = r.get(item, p, "mac", str)
         if mac is not None:
             mac = mac.lower().replace("-", ":")
-            if not _MAC.match(mac):
+            if not _MAC.fullmatch(mac):
                 r.fail(f"{p}.mac", f"{item['mac']!r} is not a MAC address like 52:54:00:12:34:56")
             elif mac in macs:
                 r.fail(f"{p}.mac", f"{mac} is already the MAC of node[{macs[mac]}]")

@@ -105,14 +105,15 @@ address = "10.0.0.2"
     spec = parse(text, FILE)
     assert spec.release == "0.1.0"
     assert (spec.debian.suite, spec.debian.arch) == ("bookworm", "amd64")
-    assert spec.membership.deadtime_ms >= 3 * spec.membership.interval_ms
+    assert spec.membership.deadtime_ms >= 4 * spec.membership.interval_ms
     assert spec.services == () and spec.ssh_keys == ()
     assert spec.nodes[0].mac is None
 
 
-def test_deadtime_of_exactly_three_intervals_is_accepted() -> None:
-    spec = parse(edit(TEXT, "deadtime_ms = 1000", "deadtime_ms = 600"), FILE)
-    assert spec.membership.deadtime_ms == 3 * spec.membership.interval_ms
+def test_deadtime_of_exactly_four_intervals_is_accepted() -> None:
+    """The VIP's lease, deadtime - 2 x interval, is then two intervals: one late heartbeat does not drop it."""
+    spec = parse(edit(TEXT, "deadtime_ms = 1000", "deadtime_ms = 800"), FILE)
+    assert spec.membership.deadtime_ms == 4 * spec.membership.interval_ms
 
 
 def test_load_names_the_file(tmp_path: Path) -> None:
@@ -157,6 +158,11 @@ class Bad:
 
 NFS2 = '\n[[node]]\nname = "nfs2"\nrole = "nfs"\naddress = "192.168.50.32"\n'
 NFS3 = '\n[[node]]\nname = "nfs3"\nrole = "nfs"\naddress = "192.168.50.33"\n'
+
+
+def with_nfs_address(text: str) -> str:
+    """The NFS service address two nfs nodes need (the example has it commented out)."""
+    return edit(text, '# address = "192.168.50.30"', 'address = "192.168.50.30"')
 
 
 def _bad_cases() -> dict[str, Bad]:
@@ -272,9 +278,12 @@ def _bad_cases() -> dict[str, Bad]:
         "missing-service-port": Bad(
             edit(edit(t, "port = 80\n", ""), "[[service]]", f"[[service]]  {HERE}"),
             "service[0].port", r"missing; add `port = …` here"),
-        "deadtime-under-three-intervals": Bad(
-            edit(t, "deadtime_ms = 1000", f"deadtime_ms = 599  {HERE}"), "membership.deadtime_ms",
-            r"at least 3 [x\N{MULTIPLICATION SIGN}] interval_ms"),
+        "deadtime-under-four-intervals": Bad(
+            edit(t, "deadtime_ms = 1000", f"deadtime_ms = 799  {HERE}"), "membership.deadtime_ms",
+            r"799 must be at least 4 [x\N{MULTIPLICATION SIGN}] interval_ms \(800\): .*one late heartbeat"),
+        "deadtime-of-three-intervals": Bad(
+            edit(t, "deadtime_ms = 1000", f"deadtime_ms = 600  {HERE}"), "membership.deadtime_ms",
+            r"at least 4 [x\N{MULTIPLICATION SIGN}] interval_ms"),
         "interval-zero": Bad(
             edit(t, "interval_ms = 200", f"interval_ms = 0  {HERE}"), "membership.interval_ms",
             r"must be at least 10"),
@@ -359,6 +368,81 @@ def _bad_cases() -> dict[str, Bad]:
         "nfs-port-taken": Bad(
             edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\nport = 2049  {HERE}\n'), "nfs.port",
             r"2049 is taken on the nfs nodes"),
+        # network.domain goes into /etc/hosts, /etc/resolv.conf and idmapd.conf as it is
+        "domain-with-a-newline": Bad(
+            edit(t, 'domain = "herd.lan"', f'domain = "herd.lan\\nnameserver 6.6.6.6"  {HERE}'), "network.domain",
+            r"'herd\.lan\\nnameserver 6\.6\.6\.6' is not a DNS domain name: use dot-separated labels"),
+        "domain-with-a-space": Bad(
+            edit(t, 'domain = "herd.lan"', f'domain = "my lan"  {HERE}'), "network.domain",
+            r"'my lan' is not a DNS domain name.* like herd\.lan"),
+        "domain-empty": Bad(
+            edit(t, 'domain = "herd.lan"', f'domain = ""  {HERE}'), "network.domain", r"is not a DNS domain name"),
+        "domain-a-number": Bad(
+            edit(t, 'domain = "herd.lan"', f'domain = 1  {HERE}'), "network.domain", r"must be a string"),
+        "cluster-name-too-long": Bad(
+            edit(t, 'name = "demo"', f'name = "{"c" * 56}"  {HERE}'), "cluster.name",
+            r"is 56 characters; the nodes' host names are made of it \('c{56}-director' is 65, over Linux's 64\): "
+            r"use at most 55"),
+        "cluster-name-with-a-newline": Bad(
+            edit(t, 'name = "demo"', f'name = "demo\\n"  {HERE}'), "cluster.name", r"must be lower-case letters"),
+        "node-name-with-a-newline": Bad(
+            edit(t, 'name = "web2"', f'name = "web2\\n"  {HERE}'), "node[3].name", r"must be a host name"),
+        "mac-with-a-newline": Bad(
+            edit(t, 'mac = "52:54:00:50:00:22"', f'mac = "52:54:00:50:00:22\\n"  {HERE}'), "node[3].mac",
+            r"is not a MAC address"),
+        "release-with-a-newline": Bad(
+            edit(t, 'release = "2026.11.0"', f'release = "2026.11.0\\n"  {HERE}'), "cluster.release",
+            r"must be letters, digits"),
+        "database-name-with-a-newline": Bad(
+            edit(t, 'name = "site"', f'name = "site\\n"  {HERE}'), "database[0].name", r"must be lower-case"),
+        "nfs-export-with-a-newline": Bad(
+            edit(t, 'export = "/srv/herd/www"', f'export = "/srv/herd/www\\n/ *(rw)"  {HERE}'), "nfs.export",
+            r"must be an absolute path of plain names"),
+        "nfs-export-ending-in-a-newline": Bad(
+            edit(t, 'export = "/srv/herd/www"', f'export = "/srv/herd/www\\n"  {HERE}'), "nfs.export",
+            r"must be an absolute path of plain names"),
+        "nfs-options-with-a-newline": Bad(
+            edit(t, 'options = "rw,sync,no_subtree_check,root_squash"',
+                 f'options = "rw,sync\\n"  {HERE}'), "nfs.options", r"is not an exports\(5\) option list"),
+        "nfs-disk-with-a-newline": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\ndisk = "/dev/sdb\\n"  {HERE}\n'), "nfs.disk",
+            r"must be \"auto\" or a device path"),
+        # IPVS's persistence timeout: seconds in, kernel ticks (32 bits) kept
+        "persistence-negative": Bad(
+            edit(t, "persistence = 0 ", f"persistence = -1  {HERE} "), "service[0].persistence",
+            r"-1 must be 0 \(off\) or a number of seconds up to 4294967"),
+        "persistence-over-32-bits": Bad(
+            edit(t, "persistence = 0 ", f"persistence = {2**32}  {HERE} "), "service[0].persistence",
+            r"4294967296 must be 0 \(off\) or a number of seconds up to 4294967 \(IPVS"),
+        "persistence-over-32-bits-of-ticks": Bad(
+            edit(t, "persistence = 0 ", f"persistence = 4294968  {HERE} "), "service[0].persistence",
+            r"up to 4294967"),
+        # DRBD's timers follow the deadtime, with two nfs nodes
+        "deadtime-too-long-for-drbd": Bad(
+            edit(with_nfs_address(nfs2), "deadtime_ms = 1000", f"deadtime_ms = 30100  {HERE}"),
+            "membership.deadtime_ms",
+            r"30100 is too long for DRBD between the two nfs nodes \(its ping-timeout .* at most 30 s\): "
+            r"use at most 30099"),
+        # DRBD's link (nfs.port) against herdd's metrics: the key written is the one blamed, with a free port
+        "metrics-on-drbds-default-port": Bad(
+            edit(with_nfs_address(nfs2), "metrics_port = 9694 ", f"metrics_port = 7789  {HERE} "),
+            "membership.metrics_port",
+            r"7789 is nfs.port's default, DRBD's link between the two nfs nodes; use another, such as 9694 "),
+        "nfs-port-on-default-metrics": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\nport = 9694  {HERE}\n'), "nfs.port",
+            r"9694 is also membership.metrics_port, herdd's metrics on every node; use another, such as 7789$"),
+        "nfs-port-and-metrics-both-7789": Bad(
+            edit(edit(nfs2, "metrics_port = 9694 ", "metrics_port = 7789 "), "[nfs]\n",
+                 f'[nfs]\naddress = "192.168.50.30"\nport = 7789  {HERE}\n'), "nfs.port",
+            r"7789 is also membership.metrics_port.*such as 7790$"),
+        "metrics-default-on-a-service": Bad(
+            edit(edit(t, "metrics_port = 9694 ", "# metrics_port "), "[membership]", f"[membership]  {HERE}")
+            .replace("port = 80\n", "port = 9694\n", 1),
+            "membership.metrics_port",
+            r"9694 \(metrics_port's default\) is taken by service 'http' on the nodes; use another, such as 9695 "),
+        "metrics-is-membership-port": Bad(
+            edit(t, "metrics_port = 9694 ", f"metrics_port = 694  {HERE} "), "membership.metrics_port",
+            r"694 is membership.port, herdd's heartbeats; use another, such as 9694 \(0 turns it off\)"),
         "three-nfs-nodes": Bad(
             edit(nfs2 + NFS3, node_block("dir1"), f'[[node]]  {HERE}\nname = "dir1"'), "node",
             r"3 nfs nodes \(nfs1, nfs2, nfs3\); herd replicates the docroot between two \(DRBD\): use one or two"),
@@ -481,3 +565,79 @@ def test_two_nfs_nodes_replicate_with_the_examples_commented_keys() -> None:
     assert spec.replicated_storage and [n.name for n in spec.nodes_of(Role.NFS)] == ["nfs1", "nfs2"]
     assert str(spec.nfs.address) == "192.168.50.30" and spec.nfs.disk == "auto" and spec.nfs.port == 7789
     assert not parse(TEXT, FILE).replicated_storage and parse(TEXT, FILE).nfs.address is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Limits that come from what the images do with a value
+
+
+@pytest.mark.parametrize("domain", ["herd.lan", "lan", "Example-1.Herd.LAN", "a" * 63 + ".lan",
+                                    ".".join(["a" * 62] * 4) + ".l"])
+def test_domain_names_are_accepted(domain: str) -> None:
+    assert len(domain) <= 253
+    assert parse(edit(TEXT, 'domain = "herd.lan"', f'domain = "{domain}"'), FILE).network.domain == domain
+
+
+@pytest.mark.parametrize("domain", ["herd.lan.", ".lan", "herd..lan", "-herd.lan", "herd-.lan", "herd_lan",
+                                    "a" * 64 + ".lan", ".".join(["a" * 62] * 4) + ".lx", "herd.lan\\n",
+                                    "herd.lan\\tx", "h\u00e9rd.lan"])
+def test_domain_names_are_refused(domain: str) -> None:
+    text = edit(TEXT, 'domain = "herd.lan"', f'domain = "{domain}"  {HERE}')
+    problems = problems_of(text)
+    assert len(problems) == 1 and problems[0].startswith(f"{FILE}:{marked_line(text)}: network.domain: "), problems
+
+
+def test_longest_cluster_name_makes_host_names_linux_takes() -> None:
+    """Every host name the overlay makes of cluster.name fits in 64 characters at the longest name taken: each
+    image's /etc/hostname, and rpc.nfsd's host name with two nfs nodes."""
+    import jinja2
+
+    from herd.spec import CLUSTER_NAME_MAX
+
+    name = "c" * CLUSTER_NAME_MAX
+    text = with_nfs_address(edit(TEXT, 'name = "demo"', f'name = "{name}"')) + NFS2
+    spec = parse(text, FILE)
+    assert spec.name == name and spec.replicated_storage
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(PROJECT / "overlay")),
+                             undefined=jinja2.StrictUndefined)
+    hosts = [env.get_template("common/etc/hostname.j2").render(cluster=name, role=role.value).strip()
+             for role in Role]
+    scope = env.get_template("nfs/etc/systemd/system/nfs-server.service.d/herd.conf.j2").render(
+        cluster=name, spec=spec, herd_version="test")
+    started = re.search(r"^ExecStart=/usr/bin/unshare .* (\S+)$", scope, re.MULTILINE)
+    assert started is not None
+    hosts.append(started.group(1))
+    assert all(name in host for host in hosts), hosts
+    assert max(map(len, hosts)) == 64, hosts  # the cap is as long as they allow, and no longer
+    problems = problems_of(edit(TEXT, 'name = "demo"', f'name = "{name}c"'))
+    assert len(problems) == 1 and ": cluster.name: " in problems[0]
+
+
+def test_persistence_of_the_most_ipvs_keeps_is_accepted() -> None:
+    spec = parse(edit(TEXT, "persistence = 0 ", "persistence = 4294967 "), FILE)
+    assert spec.services[0].persistence == 4294967 and 4294967 * 1000 < 2**32
+
+
+def test_drbd_bound_on_deadtime() -> None:
+    """The longest deadtime taken with two nfs nodes gives DRBD timers it accepts; one more would not; with one
+    nfs node (no DRBD) the deadtime is not bound by DRBD."""
+    from herd.nfsspec import DRBD_DEADTIME_MAX_MS, DRBD_LIMITS, drbd_timing, drbd_timing_fits
+
+    assert drbd_timing_fits(DRBD_DEADTIME_MAX_MS) and not drbd_timing_fits(DRBD_DEADTIME_MAX_MS + 1)
+    assert all(value <= DRBD_LIMITS[key] for key, value in drbd_timing(DRBD_DEADTIME_MAX_MS).items())
+    assert drbd_timing(DRBD_DEADTIME_MAX_MS + 1)["ping_timeout"] > 300
+    replicated = with_nfs_address(TEXT) + NFS2
+    at_most = parse(edit(replicated, "deadtime_ms = 1000", f"deadtime_ms = {DRBD_DEADTIME_MAX_MS}"), FILE)
+    assert at_most.replicated_storage and at_most.membership.deadtime_ms == 30099
+    one_nfs = parse(edit(TEXT, "deadtime_ms = 1000", "deadtime_ms = 60000"), FILE)
+    assert not one_nfs.replicated_storage and one_nfs.membership.deadtime_ms == 60000
+
+
+def test_drbd_port_is_only_checked_with_two_nfs_nodes() -> None:
+    """nfs.port is DRBD's link: with one nfs node there is none, and metrics_port may be 7789."""
+    spec = parse(edit(TEXT, "metrics_port = 9694 ", "metrics_port = 7789 "), FILE)
+    assert spec.membership.metrics_port == 7789 == spec.nfs.port and not spec.replicated_storage
+    replicated = with_nfs_address(TEXT) + NFS2
+    spec = parse(edit(edit(replicated, "metrics_port = 9694 ", "metrics_port = 7789 "), "[nfs]\n",
+                      "[nfs]\nport = 7790\n"), FILE)
+    assert (spec.membership.metrics_port, spec.nfs.port) == (7789, 7790)
