@@ -97,8 +97,10 @@ def test_the_largest_heartbeat_a_spec_allows_fits_the_wire() -> None:
                          "position": {"uuid": "6c6a3b8e-0000-11ef-9f7c-0242ac120002", "seqno": 2**53,
                                       "safe": False}},
               "garbd": True, "storage_term": 2**53, "hears": names[1:],
-              "drbd": {"role": "Secondary", "disk": "UpToDate", "peer_disk": "Inconsistent",
-                       "connection": "StandAlone", "sync": 99.9}}
+              "drbd": {"role": "Secondary", "connection": "StandAlone", "disk": "UpToDate",
+                       "peer_disk": "Inconsistent", "peer_role": "Secondary", "fresh": False, "serving": False,
+                       "ready": True, "sync": 99.9, "waiting": "this disk is Inconsistent, 99.9 % synced",
+                       "term": 2**53}}
     seen = dict.fromkeys(names[1:], 2**53)
     data = encode(Message(KIND_HEARTBEAT, names[0], 2**63, 2**63, m.payload(health, True, True, seen)), spec.name,
                   KEY)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import pytest
+
 from herd.daemon.drbd import Report
 from herd.daemon.membership import Peer
 from herd.daemon.storage import GRACE_BEATS, Connect, CutLink, Demote, Initialize, Outdate, Promote, Storage
@@ -75,13 +77,16 @@ class Lab:
         self.relay = {"dir1": 0, "web1": 0}  # the highest storage term the other nodes have heard of
         self.relay_seen: dict[str, dict[str, float]] = {r: {} for r in self.relay}  # whom they heard, when
         self.drbd_notice = 0.0  # seconds DRBD takes to see its link dead (its ping timeout)
+        self.paused: set[str] = set()  # whole VMs stopped: nothing runs there, nothing reaches them
+        self.announced: str | None = None  # who took the service address last: the LAN's ARP caches point there
+        self.settle_until = {n: 0.0 for n in self.boxes}  # Membership.settling, after a pause of its own
         self.down_since: float | None = None
         for box in self.boxes.values():
             box.boot(0.0)
 
     # -- the network ---------------------------------------------------------------------------------------
     def reach(self, a: str, b: str) -> bool:
-        up = all(self.boxes[n].up for n in (a, b) if n in self.boxes)
+        up = all(self.boxes[n].up and n not in self.paused for n in (a, b) if n in self.boxes)
         return up and frozenset((a, b)) not in self.cut
 
     def isolate(self, name: str) -> None:
@@ -89,6 +94,20 @@ class Lab:
 
     def heal(self) -> None:
         self.cut = set()
+
+    def pause(self, name: str) -> None:
+        self.paused.add(name)
+
+    def resume(self, name: str) -> None:
+        """The VM runs again: its herdd reads the heartbeats queued meanwhile while it settles."""
+        self.paused.discard(name)
+        self.settle_until[name] = self.now + 2 * BEAT
+
+    def settling(self, name: str) -> bool:
+        return self.now < self.settle_until[name]
+
+    def running(self, box: Box) -> bool:
+        return box.up and box.herdd and box.machine is not None and box.name not in self.paused
 
     # -- DRBD ------------------------------------------------------------------------------------------------
     def wire(self) -> bool:
@@ -150,7 +169,8 @@ class Lab:
         for box in (a, b):
             sees = self.drbd_link(box)
             if self.seen_linked[box.name] and not sees and box.up and box.machine is not None \
-                    and box.role == "Primary" and box.machine.may_fence(self.now, self.views[box.name]):
+                    and box.name not in self.paused and box.role == "Primary" \
+                    and box.machine.may_fence(self.now, self.views[box.name], self.settling(box.name)):
                 box.peer_outdated = True  # the fence-peer handler said yes
             self.seen_linked[box.name] = sees
         self.linked = linked
@@ -164,13 +184,15 @@ class Lab:
             case Initialize():
                 box.role, box.disk, box.fresh = "Primary", "UpToDate", False
                 other.fresh = False
+                self.announced = box.name
             case Promote():
                 ok = box.disk == "UpToDate" and not (linked and other.role == "Primary")
                 if ok and not linked:
-                    ok = box.machine.may_fence(self.now, self.views[box.name])
+                    ok = box.machine.may_fence(self.now, self.views[box.name], self.settling(box.name))
                     box.peer_outdated = ok
                 if ok:
                     box.role = "Primary"
+                    self.announced = box.name
                 else:
                     box.machine.failed(self.now)
             case Demote(disconnect=disconnect):
@@ -190,11 +212,12 @@ class Lab:
                     box.standalone = True
 
     def client_write(self) -> None:
-        """web1 writes through the node that serves, if it can reach one; acknowledged when on disk (on both
-        disks while DRBD is connected)."""
+        """web1 writes through the node that serves, if it can reach it (the one whose gratuitous ARPs it heard
+        last: a server back from a pause announces nothing); acknowledged when on disk (on both disks while DRBD
+        is connected)."""
         for box in self.boxes.values():
             if box.up and box.machine is not None and box.machine.serving and box.role == "Primary" \
-                    and self.reach("web1", box.name):
+                    and self.reach("web1", box.name) and box.name == self.announced:
                 if self.drbd_link(box) and not self.wire():
                     return  # protocol C: the write waits for the peer's ack until DRBD gives up on it
                 n = next(self.counter)
@@ -215,8 +238,9 @@ class Lab:
                                                                  if self.now - t <= DEAD)}
                     for name, term in self.relay.items()}
                 for name, box in self.boxes.items():
-                    if box.up and box.herdd and box.machine is not None:
-                        health[name] = {"drbd": self.report(box).to_json(),
+                    if self.running(box):
+                        assert box.machine is not None
+                        health[name] = {"drbd": {**self.report(box).to_json(), "term": box.machine.term},
                                         "storage_term": box.machine.known_term(self.views[name]),
                                         "hears": sorted(n for n, p in self.views[name].items() if p.alive)}
                 for relay in self.relay:  # dir1 and web1 pass on the highest term they hear
@@ -225,7 +249,7 @@ class Lab:
                     self.relay_seen[relay].update({sender: self.now for sender in health
                                                    if sender != relay and self.reach(relay, sender)})
                 for viewer, view in self.views.items():
-                    if not self.boxes[viewer].up:
+                    if not self.boxes[viewer].up or viewer in self.paused:
                         continue
                     for sender in NODES:
                         if sender != viewer and self.reach(viewer, sender) and sender in health:
@@ -233,17 +257,21 @@ class Lab:
                             peer.alive, peer.last_seen = True, self.now
                             peer.health = health[sender]
                 self.client_write()
-            for view in self.views.values():
+            for viewer, view in self.views.items():
+                if viewer in self.paused:
+                    continue  # its membership does not tick either
                 for peer in view.values():
                     if peer.last_seen is not None and self.now - peer.last_seen > DEAD:
                         peer.alive = False
             for box in self.boxes.values():
-                if box.up and box.herdd and box.machine is not None:
-                    for effect in box.machine.tick(self.now, self.views[box.name], self.report(box)):
+                if self.running(box):
+                    assert box.machine is not None
+                    for effect in box.machine.tick(self.now, self.views[box.name], self.report(box),
+                                                   self.settling(box.name)):
                         self.log.append((self.now, box.name, effect))
                         self.apply(box, effect)
                     box.victim, box.term = box.machine.victim, box.machine.term
-            serving = [b.name for b in self.boxes.values() if b.up and b.machine is not None and b.machine.serving]
+            serving = self.serving()
             assert len(serving) <= 1, f"two nodes serve at {self.now:.2f}: {serving}"
             self.now = round(self.now + TICK, 6)
             step += 1
@@ -259,7 +287,9 @@ class Lab:
         self.boxes[name].boot(self.now)
 
     def serving(self) -> list[str]:
-        return [b.name for b in self.boxes.values() if b.up and b.machine is not None and b.machine.serving]
+        """The nfs nodes that serve (a stopped VM serves nobody, whatever its herdd last decided)."""
+        return [b.name for b in self.boxes.values() if b.up and b.machine is not None and b.machine.serving
+                and b.name not in self.paused]
 
     def effects(self, name: str, kind: type) -> list[tuple[float, object]]:
         return [(t, e) for t, n, e in self.log if n == name and isinstance(e, kind)]
@@ -561,3 +591,122 @@ def test_the_fence_handler_is_answered_from_the_lease_at_that_moment_not_the_las
     assert machine.may_fence(lab.now, view)
     assert not machine.may_fence(lab.now + machine.lease + BEAT, view), "the lease ran out since the last tick"
     assert lab.boxes["nfs2"].machine is not None and not lab.boxes["nfs2"].machine.may_fence(lab.now, lab.views["nfs2"])
+
+
+def test_a_server_paused_longer_than_its_lease_steps_down_as_it_resumes_and_the_new_server_keeps_every_write() -> None:
+    """nfs1 serves and its whole VM stops for 5 s (no heartbeats, no ARP answers): nfs2 cuts the link, takes over
+    with a new term and takes writes. nfs1 resumes; the heartbeats queued meanwhile show it a quorum again, but its
+    lease may have run out (it did): it steps down at once, first nfs node or not, and drops what it wrote since."""
+    lab = started()
+    assert lab.serving() == ["nfs1"]
+    lab.drbd_notice = 30.0  # nfs2 cuts DRBD's link itself
+    lab.pause("nfs1")
+    lab.run(5)
+    assert lab.serving() == ["nfs2"] and lab.effects("nfs2", CutLink)
+    written = len(lab.acked)
+    nfs1, nfs2 = lab.boxes["nfs1"].machine, lab.boxes["nfs2"].machine
+    assert nfs1 is not None and nfs2 is not None and nfs1.serving and nfs2.term > nfs1.term
+    assert not nfs1.may_fence(lab.now, lab.views["nfs1"]), "its ticks stopped for longer than the lease"
+    lab.resume("nfs1")
+    lab.run(BEAT)
+    (_, demote), = lab.effects("nfs1", Demote)
+    assert isinstance(demote, Demote) and demote.disconnect and demote.reason.startswith("paused for 5")
+    assert nfs1.victim and not nfs1.may_fence(lab.now, lab.views["nfs1"], settling=True)
+    lab.run(10)
+    assert lab.serving() == ["nfs2"] and not lab.effects("nfs2", Demote)
+    assert len(lab.acked) > written
+    assert lab.effects("nfs1", Connect)[-1][1] == Connect(discard_mine=True)
+    assert lab.boxes["nfs1"].writes == lab.boxes["nfs2"].writes and not lab.boxes["nfs1"].victim
+    lab.assert_nothing_lost("nfs1")
+    lab.assert_nothing_lost("nfs2")
+
+
+def test_a_server_that_hears_of_a_newer_term_steps_down_and_the_newer_server_serves_on() -> None:
+    """Both serve (nfs1 missed that nfs2 took over: term 4 against its 3). nfs1, the first nfs node, steps down
+    for the newer term, though its link is down and it would otherwise start a term of its own (one higher than
+    any it knows, which would hide nfs2's); nfs2 does not step down for a server of an older term."""
+    nfs1 = Storage(SPEC, "nfs1", 0.0, term=3)
+    nfs2 = Storage(SPEC, "nfs2", 0.0, term=4)
+    nfs1.serving = nfs2.serving = True
+    nfs1_report = Report("Primary", "WFConnection", "UpToDate", "DUnknown", serving=True)
+    nfs2_report = Report("Primary", "StandAlone", "UpToDate", "DUnknown", serving=True, ready=True)
+
+    def view(other: str, report: Report, own: int) -> dict[str, Peer]:
+        views = {node.name: Peer(node, alive=True, last_seen=10.0) for node in SPEC.nodes}
+        views[other].health = {"drbd": {**report.to_json(), "term": own}, "storage_term": 4}
+        for relay in ("dir1", "web1"):
+            views[relay].health = {"storage_term": 4}
+        return views
+
+    assert nfs1.tick(10.0, view("nfs2", nfs2_report, 4), nfs1_report) == [
+        Demote("a newer term (4, this node's is 3) was served without this node", disconnect=True)]
+    assert not nfs1.serving and nfs1.victim and nfs1.term == 3
+    assert nfs2.tick(10.0, view("nfs1", nfs1_report, 3), nfs2_report) == [Connect()]  # no Demote
+    assert nfs2.serving and nfs2.waiting == "nfs1 serves an older term (3) too"
+
+
+def test_the_fence_handler_is_refused_after_a_pause_of_this_nodes_own_and_while_it_settles() -> None:
+    """Between a pause and the next tick (which steps down for it), the heartbeats read meanwhile may show a
+    quorum: that quorum may have let the other node take over. While it settles after a shorter pause, what it
+    sees may not be read yet either."""
+    machine = Storage(SPEC, "nfs1", 0.0, term=1)
+    machine.serving = True
+    serving = Report("Primary", "Connected", "UpToDate", "UpToDate", "Secondary", serving=True)
+
+    def view(at: float) -> dict[str, Peer]:
+        return {node.name: Peer(node, alive=True, last_seen=at) for node in SPEC.nodes}
+
+    assert machine.tick(10.0, view(10.0), serving) == []
+    assert machine.may_fence(10.3, view(10.3))
+    assert not machine.may_fence(10.3, view(10.3), settling=True)
+    assert not machine.may_fence(15.0, view(15.0)), "paused 5 s: the next tick steps down"
+    assert machine.tick(15.0, view(15.0), serving, settling=True) == [
+        Demote("paused for 5000 ms, longer than the lease", disconnect=True)]
+    assert not machine.serving and machine.victim and not machine.may_fence(15.0, view(15.0))
+
+
+def test_storage_state_is_saved_on_the_storage_thread_and_before_a_promotion(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An fsync on a busy stick can outlast a deadtime: poll (on the event loop) never saves; a promotion's new
+    term and `victim = False` are on disk before it starts."""
+    import threading
+
+    from herd.daemon import drbdctl
+    from herd.daemon.loop import Config, Daemon
+    from herd.daemon.state import StateDir
+    from herd.daemon.storagelink import StorageLink
+
+    me = SPEC.node_named("nfs1")
+    assert me is not None
+    d = Daemon(Config(SPEC, me, b"k" * 32, 5, tmp_path / "sock", None, StateDir(tmp_path / "state")))
+    d.config.state.save_json("storage.json", {"victim": True, "term": 3})
+    link = StorageLink(d)
+    assert (link.machine.victim, link.machine.term) == (True, 3)
+    steps: list[tuple[str, str]] = []
+    save_json = d.config.state.save_json
+
+    def saving(name: str, data: object) -> None:
+        steps.append((f"save {data}", threading.current_thread().name))
+        save_json(name, data)
+
+    def primary() -> None:
+        steps.append(("primary", threading.current_thread().name))
+        raise drbdctl.EngineError("not here")
+
+    monkeypatch.setattr(d.config.state, "save_json", saving)
+    monkeypatch.setattr(drbdctl, "read_report", lambda: Report("Secondary", "Connected", "UpToDate", "UpToDate"))
+    monkeypatch.setattr(drbdctl, "primary", primary)
+    monkeypatch.setattr(drbdctl, "stop_serving", lambda export: None)
+    monkeypatch.setattr(drbdctl, "secondary", lambda: None)
+
+    def promote(now: float, peers: object, local: object, settling: bool = False) -> list[object]:
+        link.machine.serving, link.machine.victim, link.machine.term = True, False, 4
+        return [Promote("test")]
+
+    monkeypatch.setattr(link.machine, "tick", promote)
+    link.up = True
+    link.poll()
+    link.worker.shutdown(wait=True)
+    assert steps[:2] == [("save {'victim': False, 'term': 4, 'initializing': False}", "storage_0"),
+                         ("primary", "storage_0")]
+    assert d.health["drbd"]["term"] == 4

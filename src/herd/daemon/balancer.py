@@ -38,8 +38,17 @@ class Balancer:
     async def check_loop(self, service: Any, node: Any) -> None:
         state = self.checks[(service.name, node.name)]
         probe = PROBES[service.check.kind]
+        failing: str | None = None  # the last unexpected error, logged once while it repeats
         while True:
-            error = await probe(str(node.address), service.port, service.check)
+            try:
+                error = await probe(str(node.address), service.port, service.check)
+                failing = None
+            except Exception as exc:  # a probe's bug or an answer it did not foresee: a failed check, not the
+                # end of this server's checks (its state would freeze, and nothing would say so)
+                error = f"check failed: {type(exc).__name__}: {str(exc)[:200]}"
+                if repr(exc) != failing:
+                    log.exception("%s check of %s for %s failed", service.check.kind.value, node.name, service.name)
+                    failing = repr(exc)
             if state.record(error):
                 print(f"herd: {node.name} is {'up' if state.up else 'down'} for {service.name}"
                       f"{'' if state.up else f' ({error})'}", flush=True)

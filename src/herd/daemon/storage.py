@@ -8,6 +8,15 @@ address. The rules, in the spirit of the director election:
   `deadtime - 2 x interval` stops serving at once, dropping the address before it cuts DRBD's link, so no
   write it takes after that can be acknowledged to anyone. Its changes since are "unacknowledged": once the
   other side serves, this node throws them away when it reconnects (`victim`), and only then.
+- A server whose own ticks stopped for longer than the lease (a stalled process or VM) stops serving the same
+  way at its first tick after, before it reads what was queued meanwhile (the heartbeats of a quorum that may
+  since have let the other node take over): it cannot know that its lease held. Until that tick, and while it
+  settles after any pause of its own, it lets no fence-peer handler count the peer as outdated.
+- A server that hears of a term newer than its own (from the other node or from anyone passing it on) steps
+  down the same way: only the other node starts terms while this one serves, so the other took over and holds
+  the newest data. This is checked before this node starts a term of its own, which would hide it. Each nfs
+  node's DRBD report says the term of its own disk (`term`), so a server that hears the other serve an older
+  term too does not step down for it, first nfs node or not: the other steps down for the newer one.
 - A standby serves when it sees a quorum (for a deadtime, as after a start or a partition), its disk is
   UpToDate and the other node does not serve: at first start (both disks blank) the first nfs node in spec
   order creates the disk; with both up to date and connected, the first nfs node serves; otherwise the one
@@ -111,6 +120,7 @@ class Storage:
         self.waiting = "starting"  # why this node does not serve, for herdctl
         self._repeat: dict[Effect, float] = {}  # housekeeping effect -> when it may be given again
         self.peers_seen: dict[str, Peer] = {}  # the view of the current tick
+        self.last_tick: float | None = None
 
     def _seen(self, peers: dict[str, Peer], now: float, window: float) -> set[str]:
         return {name for name, p in peers.items()
@@ -119,6 +129,13 @@ class Storage:
     def peer_report(self, peers: dict[str, Peer]) -> Report | None:
         peer = peers[self.peer.name]
         return Report.from_json(peer.health.get("drbd")) if peer.last_seen is not None else None
+
+    def peer_own_term(self, peer: Peer) -> int | None:
+        """The term of the data on the peer's disk, as its DRBD report in its last heartbeat says (`term`; not
+        its `storage_term`, the highest it knows of, which includes this node's own)."""
+        raw = peer.health.get("drbd")
+        term = raw.get("term") if isinstance(raw, dict) else None
+        return term if isinstance(term, int) and not isinstance(term, bool) else None
 
     def known_term(self, peers: dict[str, Peer]) -> int:
         """The highest term this node or any alive node it hears has seen: what it passes on."""
@@ -129,6 +146,14 @@ class Storage:
     def tick(self, now: float, peers: dict[str, Peer], local: Report, settling: bool = False) -> list[Effect]:
         """`settling`: this node is just back from a pause of its own (Membership.settling); the quorum it sees
         may be heartbeats not read yet, so nothing is decided until it has."""
+        paused = None if self.last_tick is None else now - self.last_tick
+        self.last_tick = now
+        if paused is not None and paused > self.lease:
+            # The other node may have taken over while this one was not running (its lease cannot be vouched
+            # for): step down now, before the heartbeats queued meanwhile make the quorum look unbroken.
+            self.quorum_since = None
+            if self.serving:
+                return [self._step_down(f"paused for {paused * 1000:.0f} ms, longer than the lease")]
         if settling:
             return []
         self.peers_seen = peers
@@ -145,6 +170,11 @@ class Storage:
                     self.term = max(self.term, peer_term)
         if self.serving:
             self.in_sync_at = now
+            newest = self.known_term(peers)
+            if newest > self.term:
+                # Read before this node starts a term of its own below, which would be higher still and hide it.
+                return [self._step_down(f"a newer term ({newest}, this node's is {self.term}) was served without "
+                                        "this node")]
             quorate = len(self._seen(peers, now, self.lease)) >= self.quorum  # else it steps down: no new term
             if not local.in_sync and local.primary and not self.alone and quorate:
                 self.alone = True  # writes from now on are on this disk only: a new term says so
@@ -171,27 +201,41 @@ class Storage:
         self._repeat[effect] = now + REPEAT_AFTER
         return True
 
+    def _step_down(self, why: str) -> Demote:
+        """Stop serving at once, for a lease that may have run out: everything this node writes from now on is
+        unacknowledged, and DRBD's link is cut so that it is dropped when this node reconnects."""
+        self.serving = False
+        self.victim = True
+        self.waiting = why
+        return Demote(why, disconnect=True)
+
     def failed(self, now: float) -> None:
         """Serving could not be set up (the effects' runner says so): stand by, try again later."""
         self.serving = False
         self.retry_at = now + RETRY_AFTER
 
-    def may_fence(self, now: float, peers: dict[str, Peer]) -> bool:
+    def may_fence(self, now: float, peers: dict[str, Peer], settling: bool = False) -> bool:
         """DRBD's fence-peer handler asks: may this node treat its unreachable peer as outdated (and so serve
         without it)? Only while it serves by these rules, its lease included: the handler may run between two
-        ticks, just after the lease ran out."""
+        ticks, just after the lease ran out, or just after a pause of this node's own that its next tick will
+        step down for. Not while it settles after a pause (`settling`, as for tick): the quorum it sees then
+        may be one that has since let the other node take over."""
+        if settling or (self.last_tick is not None and now - self.last_tick > self.lease):
+            return False
         return self.serving and len(self._seen(peers, now, self.lease)) >= self.quorum
 
     def _serving(self, now: float, peers: dict[str, Peer], local: Report, peer: Peer,
                  report: Report | None) -> list[Effect]:
         if len(self._seen(peers, now, self.lease)) < self.quorum:
-            self.serving = False
-            self.victim = True
-            self.waiting = "lost quorum"
-            return [Demote("lost quorum", disconnect=True)]
+            return [self._step_down("lost quorum")]
         if peer.alive and report is not None and report.serving and not self.first:
-            self.serving = False
-            return [Demote(f"{self.peer.name} serves too")]
+            theirs = self.peer_own_term(peer)
+            if theirs is None or theirs >= self.term:
+                self.serving = False
+                return [Demote(f"{self.peer.name} serves too")]
+            # Its term is older: it took no part in this one (it was paused, say), and it steps down for it
+            # (a newer term than its own) once it reads this node's heartbeats. This node holds the newest data.
+            self.waiting = f"{self.peer.name} serves an older term ({theirs}) too"
         if local.connection == "StandAlone" and peer.alive and report is not None:
             return [Connect()]
         return []

@@ -57,7 +57,11 @@ class StorageLink:
         term = saved.get("term")
         self.machine = Storage(spec, daemon.me.name, daemon.clock(), victim=saved.get("victim") is True,
                                term=term if isinstance(term, int) else 0)
-        self.saved_victim, self.saved_term = self.machine.victim, self.machine.term
+        # What storage.json is to say (victim, term), as last decided on the event loop; written on the storage
+        # thread, which alone writes that file, so the latest values are always the last written.
+        self.state: tuple[bool, int] = (self.machine.victim, self.machine.term)
+        self.queued: tuple[bool, int] | None = self.state  # the state the last save job queued will write
+        self.save_retry_at = 0.0
         # Between forcing the blank disk primary and its filesystem made: a power cut there leaves a disk that is
         # no longer "fresh" to DRBD but holds nothing, and this mark says so.
         self.initializing = saved.get("initializing") is True
@@ -114,17 +118,25 @@ class StorageLink:
             # still running are about to change: dropped, the machine asks again in a few seconds. Left
             # queued, a stale one could run after a promotion and undo it.
             effects = []
+        # On disk, and on the storage thread (an fsync under the state directory's lock can take longer than a
+        # deadtime on a busy stick: not on the event loop). After a reboot this node must still know whether
+        # its changes since it stepped down were never acknowledged, and which term its data belongs to. A
+        # promotion saves first, in its own job: its term and `victim = False` are on disk before it takes a
+        # write, and if they cannot be saved it does not serve. Anything else is saved after its effects:
+        # stepping down (dropping the address) must not wait for a disk.
+        self.state = (self.machine.victim, self.machine.term)
         for effect in effects:
-            self.running.append(self.worker.submit(self._carry_out, effect))
-        if (self.machine.victim, self.machine.term) != (self.saved_victim, self.saved_term):
-            # On disk: after a reboot this node must still know whether its changes since it stepped down were
-            # never acknowledged, and which term its data belongs to.
-            self.saved_victim, self.saved_term = self.machine.victim, self.machine.term
-            self.save()
+            serves = isinstance(effect, Initialize | Promote)
+            self.running.append(self.worker.submit(self._carry_out, effect, serves))
+            if serves:
+                self.queued = self.state
+        if self.state != self.queued and now >= self.save_retry_at:
+            self.queued = self.state
+            self.worker.submit(self._save_state)
         self.ready = self.ready and self.machine.serving
         self.local = self.local.with_(serving=self.machine.serving, ready=self.ready,
                                       waiting="" if self.machine.serving else self.machine.waiting)
-        self.daemon.health["drbd"] = self.local.to_json()
+        self._publish()
         self.daemon.storage_term = self.machine.known_term(self.daemon.membership.peers)
         if self.fresh and self.up and now - self.fresh_checked >= FRESH_EVERY:
             self.fresh_checked = now
@@ -132,17 +144,42 @@ class StorageLink:
         if self.machine.serving != was_serving:
             self.daemon.send_heartbeat()  # tell the others now, not at the next beat
 
+    def _publish(self) -> None:
+        """The DRBD report for the next heartbeats, with the term of this disk's data (Storage.peer_own_term)."""
+        self.daemon.health["drbd"] = {**self.local.to_json(), "term": self.machine.term}
+
     def save(self) -> None:
-        self.daemon.config.state.save_json("storage.json", {"victim": self.saved_victim, "term": self.saved_term,
+        """On the storage thread only: the latest state the event loop decided, and the first start's mark."""
+        victim, term = self.state
+        self.daemon.config.state.save_json("storage.json", {"victim": victim, "term": term,
                                                             "initializing": self.initializing})
+
+    def _save_state(self) -> None:
+        try:
+            self.save()
+        except Exception as exc:
+            log.error("storage: saving storage.json failed (tried again in %.0f s): %s", SETUP_RETRY, exc)
+            if self.loop is not None:
+                self.loop.call_soon_threadsafe(self._save_failed)
+
+    def _save_failed(self) -> None:
+        self.queued = None
+        self.save_retry_at = self.daemon.clock() + SETUP_RETRY
 
     def _check_fresh(self) -> None:
         self.fresh = drbdctl.fresh()
 
     # -- effects, in the storage thread ------------------------------------------------------------------------
-    def _carry_out(self, effect: Effect) -> None:
+    def _carry_out(self, effect: Effect, save_first: bool = False) -> None:
         name, started = self.daemon.me.name, time.monotonic()
         try:
+            if save_first:
+                try:
+                    self.save()
+                except Exception:
+                    if self.loop is not None:
+                        self.loop.call_soon_threadsafe(self._save_failed)
+                    raise
             match effect:
                 case Initialize(reason):
                     print(f"herd: {name} creates the replicated disk ({reason})", flush=True)
@@ -237,7 +274,7 @@ class StorageLink:
         if self.machine.serving:
             self.ready = True
             self.local = self.local.with_(ready=True)
-            self.daemon.health["drbd"] = self.local.to_json()
+            self._publish()
             self.daemon.send_heartbeat()  # the web nodes reconnect on this
 
     def _announce(self) -> None:
@@ -255,7 +292,8 @@ class StorageLink:
 
     # -- herdctl, DRBD's handler, stopping ----------------------------------------------------------------------
     def fence_peer(self) -> bool:
-        return self.machine.may_fence(self.daemon.clock(), self.daemon.membership.peers)
+        now, membership = self.daemon.clock(), self.daemon.membership
+        return self.machine.may_fence(now, membership.peers, membership.settling(now))
 
     def status(self) -> dict[str, Any]:
         return {"address": self.address, "self": self.local.to_json()}

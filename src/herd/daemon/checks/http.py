@@ -36,7 +36,9 @@ async def http_check(address: str, port: int, check: Check) -> str | None:
         writer.close()
     head, _, body = response.partition(b"\r\n\r\n")
     status_line = head.split(b"\r\n", 1)[0].split()
-    if len(status_line) < 2 or not status_line[1].isdigit():
+    # Three ASCII digits, as HTTP has them (bytes.isdigit is ASCII only): int() of any longer run of digits
+    # is no status, and past 4300 of them raises.
+    if len(status_line) < 2 or len(status_line[1]) != 3 or not status_line[1].isdigit():
         return "not an HTTP response"
     status = int(status_line[1])
     if status != check.status:
