@@ -59,11 +59,18 @@ _SITE_KEYS = {"name", "role", "names", "zone", "server", "port", "ttl", "key_nam
               "main", "backup", "interval", "down_seconds", "up_seconds", "failback"}
 
 
+def ipv4_text(value: Any) -> ipaddress.IPv4Address:
+    """An address written as one, in quotes: TOML's 3405803786 would otherwise be taken for 203.0.113.10."""
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return ipaddress.IPv4Address(value)
+
+
 def _dns_name(r: _Reader, path: str, value: str | None) -> str | None:
     if value is None:
         return None
     name = value.lower().rstrip(".")
-    if not _DNS_NAME.match(name):
+    if not _DNS_NAME.fullmatch(name):  # fullmatch: `$` would take a final newline
         r.fail(path, f"{value!r} is not a DNS name like www.example.com")
         return None
     return name
@@ -74,7 +81,7 @@ def parse_site(r: _Reader, data: Mapping[str, Any], network: Network, services: 
     r.table(data, p, _SITE_KEYS)
     before = len(r.problems)
     name = r.get(data, p, "name", str, required=True)
-    if name is not None and not _SITE_NAME.match(name):
+    if name is not None and not _SITE_NAME.fullmatch(name):
         r.fail(f"{p}.name", f"{name!r} must be lower-case letters, digits and '-'")
     role = r.enum(data, p, "role", SiteRole, None)
     if role is None and "role" not in data:
@@ -117,7 +124,7 @@ def parse_site(r: _Reader, data: Mapping[str, Any], network: Network, services: 
         r.fail(f"{p}.key_file", f"{key_file} is one of herd's own files; use another name, like /etc/herd/site.tsig")
     main: list[ipaddress.IPv4Address] = []
     for i, value in enumerate(r.get(data, p, "main", list, []) or []):
-        addr = r.convert(f"{p}.main[{i}]", value, ipaddress.IPv4Address, "an IPv4 address")
+        addr = r.convert(f"{p}.main[{i}]", value, ipv4_text, "an IPv4 address in quotes")
         if addr is not None:
             main.append(addr)
     if role == SiteRole.BACKUP and "main" not in data:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from herd.nfsspec import DRBD_DEADTIME_MAX_MS, DRBD_LIMITS, Nfs, parse_nfs
-from herd.sitespec import Site, parse_site
+from herd.sitespec import Site, ipv4_text, parse_site
 
 T = TypeVar("T")
 
@@ -342,8 +342,11 @@ def parse(text: str, file: str = "<spec>") -> Spec:
     )
     if debian.arch != "amd64":
         r.fail("debian.arch", f"{debian.arch!r} is not supported; herd builds amd64 images")
-    if not re.match(r"^(https?|file)://", debian.mirror):
+    # Written into the images' sources.list and handed to debootstrap: one URL, one word.
+    if not re.fullmatch(r"(https?|file)://[\x21-\x7e]+", debian.mirror):
         r.fail("debian.mirror", f"{debian.mirror!r} must be an http://, https:// or file:// URL")
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", debian.suite):
+        r.fail("debian.suite", f"{debian.suite!r} is not a Debian suite name like bookworm")
 
     network = _network(r, r.get(data, "", "network", dict, {}, required=True) or {})
     mem = r.table(r.get(data, "", "membership", dict, {}) or {}, "membership",
@@ -452,12 +455,6 @@ def _databases(r: _Reader, items: list[Any]) -> list[Database]:
     return out
 
 
-def _ipv4_text(value: Any) -> ipaddress.IPv4Address:
-    if not isinstance(value, str):
-        raise TypeError(value)
-    return ipaddress.IPv4Address(value)
-
-
 def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
     p = "network"
     r.table(data, p, {"subnet", "gateway", "dns", "vip", "domain", "preempt"})
@@ -487,7 +484,7 @@ def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
     gateway = address(f"{p}.gateway", gw_raw) if gw_raw is not None else None
     dns_raw = r.get(data, p, "dns", list, []) or []
     # Only strings: ipaddress takes an integer too, and dns = [1] would be 0.0.0.1.
-    dns = [r.convert(f"{p}.dns[{i}]", v, _ipv4_text, "an IPv4 address in quotes") for i, v in enumerate(dns_raw)]
+    dns = [r.convert(f"{p}.dns[{i}]", v, ipv4_text, "an IPv4 address in quotes") for i, v in enumerate(dns_raw)]
     vip = address(f"{p}.vip", r.get(data, p, "vip", str, required=True))
     if vip is not None and vip == gateway:
         r.fail(f"{p}.vip", f"{vip} is the gateway (network.gateway); the VIP must be an address of its own")
@@ -543,8 +540,12 @@ def _services(r: _Reader, items: list[Any]) -> list[Service]:
             rise=r.value(ck, cp, "rise", int, 2),
             fall=r.value(ck, cp, "fall", int, 2),
         )
-        if not check.path.startswith("/"):
-            r.fail(f"{cp}.path", f"{check.path!r} must start with '/'")
+        if not re.fullmatch(r"/[\x21-\x7e]*", check.path):  # it goes into the request line as it is
+            r.fail(f"{cp}.path", f"{check.path!r} must start with '/' and have no spaces or control characters "
+                   "(%-encode them)")
+        if protocol == Protocol.UDP and "type" not in ck:
+            r.fail(f"{cp}.type", "a UDP service has no check of its own kind: set type = \"tcp\" (or \"http\") "
+                   "if its servers also answer on TCP at that port, as DNS servers do")
         if not 100 <= check.status <= 599:
             r.fail(f"{cp}.status", f"{check.status} is not an HTTP status code (100-599)")
         for key in ("interval", "timeout"):

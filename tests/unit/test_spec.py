@@ -407,6 +407,21 @@ def _bad_cases() -> dict[str, Bad]:
         "nfs-disk-with-a-newline": Bad(
             edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\ndisk = "/dev/sdb\\n"  {HERE}\n'), "nfs.disk",
             r"must be \"auto\" or a device path"),
+        "mirror-with-a-second-line": Bad(
+            edit(t, 'mirror = "http://deb.debian.org/debian"',
+                 f'mirror = "http://deb.debian.org/debian\\ndeb http://evil.example/ x main"  {HERE}'),
+            "debian.mirror", r"must be an http://, https:// or file:// URL"),
+        "suite-not-a-name": Bad(
+            edit(t, 'suite = "bookworm"', f'suite = "bookworm main\\ndeb x"  {HERE}'), "debian.suite",
+            r"is not a Debian suite name like bookworm"),
+        "check-path-with-a-space": Bad(
+            edit(t, 'path = "/check.html"', f'path = "/check.html HTTP/1.0\\r\\nHost: x"  {HERE}'),
+            "service[0].check.path", r"must start with '/' and have no spaces or control characters"),
+        "udp-service-without-a-check-type": Bad(
+            edit(edit(t, 'protocol = "tcp"', 'protocol = "udp"'), '[service.check]\ntype = "http"\n',
+                 f"[service.check]  {HERE}\n"),
+            "service[0].check.type",
+            r"a UDP service has no check of its own kind: set type = \"tcp\""),
         # IPVS's persistence timeout: seconds in, kernel ticks (32 bits) kept
         "persistence-negative": Bad(
             edit(t, "persistence = 0 ", f"persistence = -1  {HERE} "), "service[0].persistence",
