@@ -564,7 +564,7 @@ def _services(r: _Reader, items: list[Any]) -> list[Service]:
 
 
 HEARTBEAT_LIMIT = 8192  # herd.daemon.wire.MAX_SIZE
-HEALTH_ROOM = 640  # the health sample, role and storage fields included (herd.daemon.health, roles, galera)
+HEALTH_ROOM = 768  # the health sample, role and storage fields included (herd.daemon.health, roles, galera, drbd)
 
 
 def heartbeat_bound(names: list[str]) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from herd.daemon.drbd import Report
 from herd.daemon.loop import Config, Daemon
 from herd.daemon.membership import Membership
 from herd.daemon.state import StateDir
@@ -99,8 +100,9 @@ def test_the_largest_heartbeat_a_spec_allows_fits_the_wire() -> None:
               "garbd": True, "storage_term": 2**53, "hears": names[1:],
               "drbd": {"role": "Secondary", "connection": "StandAlone", "disk": "UpToDate",
                        "peer_disk": "Inconsistent", "peer_role": "Secondary", "fresh": False, "serving": False,
-                       "ready": True, "sync": 99.9, "waiting": "this disk is Inconsistent, 99.9 % synced",
-                       "term": 2**53}}
+                       "ready": True, "sync": 99.9, "term": 2**53,
+                       **{k: v for k, v in Report(error="e" * 500, waiting="w" * 500).to_json().items()
+                          if k in ("error", "waiting")}}}
     seen = dict.fromkeys(names[1:], 2**53)
     data = encode(Message(KIND_HEARTBEAT, names[0], 2**63, 2**63, m.payload(health, True, True, seen)), spec.name,
                   KEY)

@@ -62,10 +62,12 @@ class Report:
             out["ready"] = True
         if self.sync is not None:
             out["sync"] = self.sync
+        # Every heartbeat carries this: the texts are cut so it keeps within the room herd.spec counts for it
+        # (a "waiting" that names every node still hearing the peer would grow with the cluster).
         if self.error:
-            out["error"] = self.error
+            out["error"] = _cut(self.error)
         if self.waiting:
-            out["waiting"] = self.waiting
+            out["waiting"] = _cut(self.waiting)
         return out
 
     @staticmethod
@@ -113,3 +115,10 @@ def is_fresh(get_gi: str) -> bool:
     by create-md and never promoted, on a disk that has never held data."""
     current = get_gi.strip().split(":", 1)[0].upper()
     return current in _JUST_CREATED
+
+
+TEXT_MAX = 120  # characters of a report's error or waiting text
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= TEXT_MAX else text[:TEXT_MAX - 1] + "…"
