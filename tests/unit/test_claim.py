@@ -158,3 +158,14 @@ def test_racing_claimers_never_share_a_slot(seed: int) -> None:
                             queue.append((now + rng.uniform(0.001, 0.2), v, (to, effect)))
         now += 0.05
     assert set(won) == {"web1", "web2"} and len(set(won.values())) == 2
+
+
+def test_a_flood_of_answers_is_dropped_past_the_queue_not_held() -> None:
+    """The claimer's port takes datagrams from anyone on the LAN: what it cannot read in time is dropped."""
+    from herd.daemon.claiming import _Replies
+
+    replies = _Replies(limit=3)
+    for i in range(10):
+        replies.datagram_received(bytes([i]), ("fe80::1", 9))
+    assert replies.queue.qsize() == 3 and replies.dropped == 7
+    assert replies.queue.get_nowait() == b"\x00"  # the first ones, in order

@@ -32,12 +32,21 @@ from herd.spec import Role, Spec
 ALL_NODES = "ff02::1"
 
 
+REPLIES_QUEUED = 1024  # unread answers kept: a node answers each claim once, so a full queue is a flood
+
+
 class _Replies(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+    def __init__(self, limit: int = REPLIES_QUEUED) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(limit)
+        self.dropped = 0
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.queue.put_nowait(data)
+        # Anyone on the LAN can send to this port, authentic or not: what cannot be read in time is dropped,
+        # not held in memory without end (the claim is said again, and the nodes answer again).
+        try:
+            self.queue.put_nowait(data)
+        except asyncio.QueueFull:
+            self.dropped += 1
 
 
 async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: list[int], generation: int,
