@@ -6,6 +6,7 @@ Only the VIP holder does any of it, so a director failover in the backup site ne
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,9 @@ class SiteLink:
         self.machine = SiteMachine(Policy(self.site.down_seconds, self.site.up_seconds,
                                           auto_failback=self.site.failback == Failback.AUTO))
         self.io: set[asyncio.Task[None]] = set()  # DNS requests out (at most one: the machine waits for it)
+        # One after the other, in the order given: an update still out from before the VIP left and came back
+        # reaches the server before the new term's first lookup, which so sees what it did.
+        self.dns_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dns")
 
     # -- the probe loop ------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -102,10 +106,11 @@ class SiteLink:
             print(f"herd: site: pointing {', '.join(self.site.names)} at the {effect.target} site ({addresses}): "
                   f"{effect.reason}", flush=True)
         try:
+            loop = asyncio.get_running_loop()
             if isinstance(effect, Lookup):
-                points = await asyncio.to_thread(dnsupdate.where, self.zone)
+                points = await loop.run_in_executor(self.dns_thread, dnsupdate.where, self.zone)
             else:
-                await asyncio.to_thread(dnsupdate.publish, self.zone, effect.target)
+                await loop.run_in_executor(self.dns_thread, dnsupdate.publish, self.zone, effect.target)
         except dnsupdate.DnsError as exc:
             error = str(exc)
         except Exception as exc:  # a bug here must not stop the machine waiting forever for an answer
