@@ -291,6 +291,8 @@ _RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*")
 
+# Names overlay/common/etc/hosts.j2 gives addresses of their own (loopback, the VIP).
+RESERVED_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback", "ip6-allnodes", "ip6-allrouters", "vip"})
 HOST_NAME_MAX = 64  # Linux's longest host name (sethostname(2))
 # The host names the overlay makes of the cluster's name: every image's /etc/hostname (`{cluster}-{role}`,
 # overlay/common/etc/hostname.j2) and, with two nfs nodes, the host name rpc.nfsd starts under
@@ -594,6 +596,9 @@ def _nodes(r: _Reader, items: list[Any], network: Network) -> list[Node]:
         name = r.get(item, p, "name", str, "", required=True) or ""
         if name and not _NAME.fullmatch(name):
             r.fail(f"{p}.name", f"{name!r} must be a host name: lower-case letters, digits and '-'")
+        elif name in RESERVED_NAMES:
+            r.fail(f"{p}.name", f"{name!r} is a name every node's /etc/hosts already gives another address; "
+                   "use another")
         if name and name in names:
             r.fail(f"{p}.name", f"{name!r} is already the name of node[{names[name]}]; names must be unique")
         names.setdefault(name, i)

@@ -387,6 +387,11 @@ def _bad_cases() -> dict[str, Bad]:
             edit(t, 'name = "demo"', f'name = "demo\\n"  {HERE}'), "cluster.name", r"must be lower-case letters"),
         "node-name-with-a-newline": Bad(
             edit(t, 'name = "web2"', f'name = "web2\\n"  {HERE}'), "node[3].name", r"must be a host name"),
+        "node-named-vip": Bad(
+            edit(t, 'name = "web2"', f'name = "vip"  {HERE}'), "node[3].name",
+            r"'vip' is a name every node's /etc/hosts already gives another address"),
+        "node-named-localhost": Bad(
+            edit(t, 'name = "web2"', f'name = "localhost"  {HERE}'), "node[3].name", r"already gives another"),
         "mac-with-a-newline": Bad(
             edit(t, 'mac = "52:54:00:50:00:22"', f'mac = "52:54:00:50:00:22\\n"  {HERE}'), "node[3].mac",
             r"is not a MAC address"),
