@@ -21,6 +21,7 @@ from pathlib import Path
 from herd.build.fs import mounts_under, remove_tree
 from herd.build.run import CommandError, run
 from herd.build.steps import BuildError
+from herd.build.target import read_text
 
 GiB = 2**30
 MODES = ("auto", "ram", "disk")
@@ -60,7 +61,7 @@ def mem_available(meminfo: Path = Path("/proc/meminfo"), proc_cgroup: Path = Pat
     """Memory the build may still take: the machine's available memory, or less if this process's cgroup (a
     container's, say) has a limit closer by: a tmpfs's pages count against it, and past it the build is killed."""
     available = 0
-    for line in _read(meminfo).splitlines():
+    for line in read_text(meminfo).splitlines():
         if line.startswith("MemAvailable:"):
             available = int(line.split()[1]) * 1024
     room = cgroup_room(proc_cgroup, cgroups)
@@ -74,7 +75,7 @@ def cgroup_room(proc_cgroup: Path, cgroups: Path) -> int | None:
     """What this process's memory cgroup, and each one above it, may still take (its limit less its use; the
     tightest); None when none of them has a limit. cgroup v2 (memory.max) and v1 (memory.limit_in_bytes)."""
     rooms = []
-    for line in _read(proc_cgroup).splitlines():
+    for line in read_text(proc_cgroup).splitlines():
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
@@ -87,20 +88,13 @@ def cgroup_room(proc_cgroup: Path, cgroups: Path) -> int | None:
             continue
         folder = top / where.lstrip("/")
         while True:
-            limit, use = _read(folder / limit_file), _read(folder / use_file)
+            limit, use = read_text(folder / limit_file), read_text(folder / use_file)
             if limit.isdigit() and use.isdigit() and int(limit) < UNLIMITED:
                 rooms.append(max(int(limit) - int(use), 0))
             if folder == top or not folder.is_relative_to(top):
                 break
             folder = folder.parent
     return min(rooms) if rooms else None
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
 
 
 def is_mount_point(path: Path) -> bool:

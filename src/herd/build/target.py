@@ -236,7 +236,7 @@ class System:
         to a backing file since unlinked: the path is still where it was, so it is kept as a match."""
         found = []
         for entry in sorted((self.sysfs / "class/block").glob("loop*")):
-            backing = _read(self.block(entry.name) / "loop/backing_file")
+            backing = read_text(self.block(entry.name) / "loop/backing_file")
             if backing:
                 found.append((entry.name, backing.removesuffix(" (deleted)")))
         return found
@@ -246,7 +246,8 @@ def devnum(rdev: int) -> str:
     return f"{os.major(rdev)}:{os.minor(rdev)}"
 
 
-def _read(path: Path, default: str = "") -> str:
+def read_text(path: Path, default: str = "") -> str:
+    """A sysfs, proc or cgroup file's value, stripped; `default` if it cannot be read."""
     try:
         return path.read_text().strip()
     except OSError:
@@ -261,7 +262,7 @@ def unescape(field: str) -> str:
 def mounts(system: System) -> list[tuple[str, str]]:
     """(device name, mount point) of every mount backed by a block device."""
     found = []
-    for line in _read(system.mountinfo).splitlines():
+    for line in read_text(system.mountinfo).splitlines():
         fields = line.split()
         if " - " not in line or len(fields) < 5:
             continue
@@ -277,7 +278,7 @@ def mounts(system: System) -> list[tuple[str, str]]:
 def filesystem_of(st_dev: int, system: System) -> str:
     """The type of the mounted filesystem with this st_dev (mountinfo's major:minor), "" if not found."""
     number = devnum(st_dev)
-    for line in _read(system.mountinfo).splitlines():
+    for line in read_text(system.mountinfo).splitlines():
         fields = line.split()
         if " - " in line and len(fields) > 2 and fields[2] == number:
             return line.split(" - ", 1)[1].split()[0]
@@ -287,7 +288,7 @@ def filesystem_of(st_dev: int, system: System) -> str:
 def swaps(system: System) -> list[str]:
     """Active swap areas: device names for devices, paths for files."""
     out = []
-    for line in _read(system.swaps).splitlines()[1:]:
+    for line in read_text(system.swaps).splitlines()[1:]:
         fields = line.split()
         if len(fields) >= 2:
             path = unescape(fields[0])
@@ -312,7 +313,7 @@ def _stack(system: System, disk: Path) -> list[str]:
 
 
 def _holder_label(system: System, name: str) -> str:
-    dm = _read(system.block(name) / "dm/name")
+    dm = read_text(system.block(name) / "dm/name")
     return f"{name} ({dm})" if dm else name
 
 
@@ -342,22 +343,22 @@ def read_block_device(number: str, system: System | None = None, image: Path | N
         backed = system.device_name(backing)
         if backed in members:
             uses.append(Use(backed, "loop", loop_device))
-    vendor, model = _read(disk / "device/vendor"), _read(disk / "device/model")
-    backing_file = _read(disk / "loop/backing_file").removesuffix(" (deleted)") if loop else ""
+    vendor, model = read_text(disk / "device/vendor"), read_text(disk / "device/model")
+    backing_file = read_text(disk / "loop/backing_file").removesuffix(" (deleted)") if loop else ""
     if loop and not model:
         vendor, model = "loop device", backing_file
     return BlockDevice(
         name=name,
-        size=int(_read(path / "size", "0") or 0) * 512,
-        removable=_read(disk / "removable") == "1",
+        size=int(read_text(path / "size", "0") or 0) * 512,
+        removable=read_text(disk / "removable") == "1",
         usb=any(part.startswith("usb") for part in relative),
         loop=loop,
-        read_only=_read(path / "ro") == "1",
+        read_only=read_text(path / "ro") == "1",
         partition_of=partition_of,
         kind="dm" if (path / "dm").is_dir() else "md" if (path / "md").is_dir() else "disk",
         vendor=vendor,
         model=model,
-        diskseq=_read(disk / "diskseq"),
+        diskseq=read_text(disk / "diskseq"),
         uses=tuple(uses),
         backing=_backing_refusals(disk.name, backing_file, system, image) if backing_file else (),
     )
