@@ -62,6 +62,11 @@ class Debian:
 
 
 @dataclass(frozen=True)
+class Image:
+    min_size: int = 0  # bytes; 0: as small as the tree allows (its root still grows to fill the stick)
+
+
+@dataclass(frozen=True)
 class Network:
     subnet: ipaddress.IPv4Network
     gateway: ipaddress.IPv4Address | None
@@ -132,6 +137,7 @@ class Spec:
     nfs: Nfs = field(default_factory=Nfs)
     databases: tuple[Database, ...] = ()
     site: Site | None = None  # [site]: off-site failover through DNS; absent, herdd never touches DNS
+    image: Image = field(default_factory=Image)
 
     @property
     def digest(self) -> str:
@@ -322,7 +328,7 @@ def parse(text: str, file: str = "<spec>") -> Spec:
         raise SpecError([f"{file}: not valid TOML: {exc}"]) from None
     r = _Reader(file, text)
     r.table(data, "", {"cluster", "debian", "network", "membership", "service", "node", "access", "nfs",
-                       "database", "site"})
+                       "database", "site", "image"})
 
     cluster = r.table(r.get(data, "", "cluster", dict, {}, required=True) or {}, "cluster", {"name", "release"})
     name = r.get(cluster, "cluster", "name", str, "", required=True) or ""
@@ -350,6 +356,7 @@ def parse(text: str, file: str = "<spec>") -> Spec:
     if not re.fullmatch(r"[a-z][a-z0-9-]*", debian.suite):
         r.fail("debian.suite", f"{debian.suite!r} is not a Debian suite name like bookworm")
 
+    image = _image(r, r.get(data, "", "image", dict, {}) or {})
     network = _network(r, r.get(data, "", "network", dict, {}, required=True) or {})
     mem = r.table(r.get(data, "", "membership", dict, {}) or {}, "membership",
                   {"port", "interval_ms", "deadtime_ms", "metrics_port"})
@@ -425,7 +432,31 @@ def parse(text: str, file: str = "<spec>") -> Spec:
         raise SpecError(r.problems)
     return Spec(name=name, release=release, debian=debian, network=network, membership=membership,
                 services=tuple(services), nodes=tuple(nodes), ssh_keys=tuple(keys), source=text, nfs=nfs,
-                databases=tuple(databases), site=site)
+                databases=tuple(databases), site=site, image=image)
+
+
+MiB = 2**20
+GiB = 2**30
+IMAGE_SIZE_MAX = 64 * GiB  # sparse, but hashed and compressed whole at every build
+_SIZE = re.compile(r"([1-9][0-9]{0,6}|0)\s*(MiB|GiB)")
+
+
+def _image(r: _Reader, data: Mapping[str, Any]) -> Image:
+    r.table(data, "image", {"min_size"})
+    raw = r.get(data, "image", "min_size", str)
+    if raw is None:
+        return Image()
+    size = _SIZE.fullmatch(raw.strip())
+    if size is None:
+        r.fail("image.min_size", f"{raw!r} is not a size: write whole MiB or GiB, such as \"1800MiB\" or \"4GiB\" "
+               "(\"0MiB\": as small as the tree allows)")
+        return Image()
+    value = int(size.group(1)) * (GiB if size.group(2) == "GiB" else MiB)
+    if value > IMAGE_SIZE_MAX:
+        r.fail("image.min_size", f"{raw!r} is over {IMAGE_SIZE_MAX // GiB} GiB; the root grows to fill the stick at "
+               "first boot anyway: use a smaller size")
+        return Image()
+    return Image(min_size=value)
 
 
 # TCP ports the images' own servers listen on: herdd's metrics endpoint must not be one of them.

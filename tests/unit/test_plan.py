@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from herd.build import disk
-from herd.build.disk import BIOS_BOOT, ESP, ROOT_X86_64, SECTOR, MiB, layout, root_size
+from herd.build.disk import BIOS_BOOT, ESP, ROOT_X86_64, SECTOR, MiB, layout, oversize_warning, root_size
 from herd.build.plan import BuildPlan, DiskIds, disk_ids, make_plan, tree_digest
 from herd.build.recipes import BaseRecipe, RoleRecipe, load_base, load_role
 from herd.spec import Role, Spec, parse
@@ -194,6 +194,38 @@ def test_layout_partitions_are_aligned_ordered_and_fit(tree_bytes: int) -> None:
     assert (lay.disk_guid, lay.bios.uuid, lay.esp.uuid, lay.root.uuid) == (
         ids.disk_guid, ids.bios_guid, ids.esp_guid, ids.root_partuuid)
     assert lay.esp.size >= 32 * MiB  # FAT32 needs at least ~32 MiB
+
+
+@pytest.mark.parametrize("tree_bytes", [0, 300 * MiB, 1234567891])
+def test_layout_pads_the_root_to_the_minimum_image_size(tree_bytes: int) -> None:
+    ids = disk_ids("demo", Role.WEB, "2026.11.0")
+    root_bytes = root_size(tree_bytes, tree_bytes // 4096)
+    lay = layout(ids, root_bytes, 1800 * MiB)
+    assert lay.size == 1800 * MiB  # exactly: sticks of that size take it
+    assert lay.root.size > root_bytes and lay.root.size % MiB == 0
+    assert lay.root.start + lay.root.size + GPT_BACKUP <= lay.size
+    assert (lay.bios, lay.esp, lay.root.start) == (layout(ids, root_bytes).bios, layout(ids, root_bytes).esp,
+                                                   layout(ids, root_bytes).root.start)
+
+
+def test_layout_is_never_smaller_than_the_tree_needs() -> None:
+    ids = disk_ids("demo", Role.DB, "2026.11.0")
+    root_bytes = root_size(3 * 1024 * MiB, 100_000)
+    assert layout(ids, root_bytes, 1800 * MiB) == layout(ids, root_bytes)
+    assert layout(ids, root_bytes, 1800 * MiB).root.size == root_bytes
+
+
+def test_an_image_over_its_minimum_size_is_warned_of() -> None:
+    ids = disk_ids("demo", Role.DB, "2026.11.0")
+    big = layout(ids, root_size(3 * 1024 * MiB, 100_000), 1800 * MiB)
+    warning = oversize_warning(Role.DB, big, 1800 * MiB)
+    assert warning is not None
+    assert warning.startswith(f"the db image is {big.size // MiB} MiB, over image.min_size (1800 MiB)")
+    suggested = int(re.search(r"raise image.min_size to (\d+)MiB", warning).group(1))  # type: ignore[union-attr]
+    assert big.size <= suggested * MiB < big.size + 100 * MiB
+    fits = layout(ids, root_size(300 * MiB, 10_000), 1800 * MiB)
+    assert oversize_warning(Role.DB, fits, 1800 * MiB) is None
+    assert oversize_warning(Role.DB, big, 0) is None  # no minimum asked for
 
 
 _PART_LINE = re.compile(r'^start=(\d+), size=(\d+), type=([0-9A-F-]{36}), uuid=([0-9a-f-]{36}), name="(\w+)"$')

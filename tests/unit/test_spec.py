@@ -463,6 +463,24 @@ def _bad_cases() -> dict[str, Bad]:
         "metrics-is-membership-port": Bad(
             edit(t, "metrics_port = 9694 ", f"metrics_port = 694  {HERE} "), "membership.metrics_port",
             r"694 is membership.port, herdd's heartbeats; use another, such as 9694 \(0 turns it off\)"),
+        # image.min_size: whole MiB or GiB, in a string, and not absurd
+        "image-size-without-unit": Bad(
+            edit(t, 'min_size = "1800MiB"', f'min_size = "1800"  {HERE}'), "image.min_size",
+            r"'1800' is not a size: write whole MiB or GiB, such as \"1800MiB\""),
+        "image-size-in-decimal-units": Bad(
+            edit(t, 'min_size = "1800MiB"', f'min_size = "2GB"  {HERE}'), "image.min_size", r"'2GB' is not a size"),
+        "image-size-fraction": Bad(
+            edit(t, 'min_size = "1800MiB"', f'min_size = "1.5GiB"  {HERE}'), "image.min_size",
+            r"'1.5GiB' is not a size"),
+        "image-size-a-number": Bad(
+            edit(t, 'min_size = "1800MiB"', f'min_size = 1800  {HERE}'), "image.min_size",
+            r"must be a string, got int 1800"),
+        "image-size-too-big": Bad(
+            edit(t, 'min_size = "1800MiB"', f'min_size = "65GiB"  {HERE}'), "image.min_size",
+            r"'65GiB' is over 64 GiB"),
+        "image-unknown-key": Bad(
+            edit(t, 'min_size = "1800MiB"', f'size = "1800MiB"  {HERE}'), "image.size",
+            r"unknown key; expected one of: min_size"),
         "three-nfs-nodes": Bad(
             edit(nfs2 + NFS3, node_block("dir1"), f'[[node]]  {HERE}\nname = "dir1"'), "node",
             r"3 nfs nodes \(nfs1, nfs2, nfs3\); herd replicates the docroot between two \(DRBD\): use one or two"),
@@ -661,3 +679,16 @@ def test_drbd_port_is_only_checked_with_two_nfs_nodes() -> None:
     spec = parse(edit(edit(replicated, "metrics_port = 9694 ", "metrics_port = 7789 "), "[nfs]\n",
                       "[nfs]\nport = 7790\n"), FILE)
     assert (spec.membership.metrics_port, spec.nfs.port) == (7789, 7790)
+
+
+@pytest.mark.parametrize(("written", "size"), [("1800MiB", 1800 * 2**20), ("4GiB", 4 * 2**30), ("4 GiB", 4 * 2**30),
+                                               ("0MiB", 0), ("64GiB", 64 * 2**30)])
+def test_image_min_size(written: str, size: int) -> None:
+    spec = parse(edit(TEXT, 'min_size = "1800MiB"', f'min_size = "{written}"'), FILE)
+    assert spec.image.min_size == size
+
+
+def test_image_min_size_is_optional() -> None:
+    text = edit(TEXT, 'min_size = "1800MiB"\n', "")
+    assert parse(text, FILE).image.min_size == 0
+    assert parse(text.replace("[image]\n", ""), FILE).image.min_size == 0

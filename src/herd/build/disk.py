@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from herd.build.plan import DiskIds
+from herd.spec import Role
 
 MiB = 1024 * 1024
 SECTOR = 512
@@ -50,8 +51,25 @@ def root_size(tree_bytes: int, inodes: int) -> int:
     return -(-needed // (4 * MiB)) * 4 * MiB
 
 
-def layout(ids: DiskIds, root_bytes: int) -> Layout:
+ROOT_START = 66 * MiB
+TAIL = 1 * MiB  # after the root: the backup GPT
+
+
+def layout(ids: DiskIds, root_bytes: int, min_size: int = 0) -> Layout:
+    """The image's partitions, the root root_bytes long, or longer if the image must be at least min_size
+    (spec image.min_size, whole MiB): the root then ends where the image of exactly min_size needs it to."""
     bios = Partition("bios", BIOS_BOOT, ids.bios_guid, 1 * MiB, 1 * MiB)
     esp = Partition("esp", ESP, ids.esp_guid, 2 * MiB, 64 * MiB)
-    root = Partition("root", ROOT_X86_64, ids.root_partuuid, 66 * MiB, root_bytes)
-    return Layout(ids.disk_guid, bios, esp, root, root.start + root.size + 1 * MiB)
+    root = Partition("root", ROOT_X86_64, ids.root_partuuid, ROOT_START,
+                     max(root_bytes, min_size - ROOT_START - TAIL))
+    return Layout(ids.disk_guid, bios, esp, root, root.start + root.size + TAIL)
+
+
+def oversize_warning(role: Role, disk: Layout, min_size: int) -> str | None:
+    """An image larger than the spec's image.min_size is still built (its root grows at first boot anyway), but
+    sticks of that size no longer take it: say so."""
+    if not min_size or disk.size <= min_size:
+        return None
+    return (f"the {role} image is {disk.size // MiB} MiB, over image.min_size ({min_size // MiB} MiB): its files "
+            f"need that much, and a stick of {min_size // MiB} MiB is too small for it; raise image.min_size to "
+            f"{-(-disk.size // (100 * MiB)) * 100}MiB or more to keep every image one size")

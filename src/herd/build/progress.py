@@ -36,6 +36,10 @@ class Reporter:
         self.quiet = quiet
         self.live = self.console.is_terminal and not quiet
 
+    def warn(self, text: str) -> None:
+        """Shown even when quiet: something the user should change, though the build goes on."""
+        self.console.print(f"[yellow]warning:[/] {escape(text)}")
+
     def info(self, text: str) -> None:
         if not self.quiet:
             # Into a log or a pipe, a step's line stays one line (with its time at the end), whatever its length.

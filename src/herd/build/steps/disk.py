@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from herd.build.context import BuildContext
-from herd.build.disk import Layout, layout, root_size
+from herd.build.disk import Layout, layout, oversize_warning, root_size
 from herd.build.fs import remove_tree, tree_bytes
 from herd.build.plan import ROOT_LABEL, RolePlan
 from herd.build.reproducible import set_inode_times
@@ -52,7 +52,11 @@ class Disk(Step):
         ids = self.role_plan.ids
         with ctx.reporter.step(self.label()) as progress:
             used, inodes = tree_bytes(tree)
-            disk = layout(ids, root_size(used, inodes))
+            needed = root_size(used, inodes)
+            min_size = ctx.plan.spec.image.min_size
+            disk = layout(ids, needed, min_size)
+            if warning := oversize_warning(role, disk, min_size):
+                ctx.reporter.warn(warning)
             image = result.tmp_path
             image.parent.mkdir(parents=True, exist_ok=True)
             image.unlink(missing_ok=True)
