@@ -17,6 +17,7 @@ from herd.build.overlay import (
     disable_unit,
     enable_unit,
     install,
+    keepalive_timeout,
     render,
     safe_path,
     template_context,
@@ -150,6 +151,7 @@ ROLE_FILES = {
     "etc/nfs.conf.d/herd.conf": Role.NFS,
     "etc/herd/growroot.conf": Role.NFS,
     "etc/systemd/system/nfs-server.service.d/herd.conf": Role.NFS,
+    "etc/apache2/conf-enabled/herd-keepalive.conf": Role.WEB,
 }
 
 
@@ -174,6 +176,23 @@ def test_role_file_contents() -> None:
     assert "ip_vs" in modules
     scheduler = SPEC.services[0].scheduler.value
     assert f"ip_vs_{scheduler}" in modules  # the module of the scheduler the spec uses is loaded
+
+
+def keepalive_of(spec: Spec) -> int:
+    conf = text_of(rendered(spec, Role.WEB), "etc/apache2/conf-enabled/herd-keepalive.conf")
+    lines = [line.split() for line in conf.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(lines) == 1 and lines[0][0] == "KeepAliveTimeout", conf
+    return int(lines[0][1])
+
+
+def test_apache_keeps_an_idle_connection_through_a_failover() -> None:
+    # The example's takeover (1 s deadtime, 2 x 200 ms grace) doubled by TCP's backoff fits Apache's own 5 s.
+    assert keepalive_of(SPEC) == 5
+    # The image tests' lab (500 ms heartbeats, 3 s deadtime): a takeover of about 4 s, doubled, plus a margin.
+    slow = parse(TEXT.replace("interval_ms = 200\ndeadtime_ms = 1000", "interval_ms = 500\ndeadtime_ms = 3000"),
+                 "cluster.toml")
+    assert keepalive_of(slow) == 10 == keepalive_timeout(slow.membership)
+    assert keepalive_timeout(slow.membership) > 2 * (3 + 2 * 0.5) + 1
 
 
 def test_one_db_node_has_no_galera() -> None:

@@ -19,7 +19,19 @@ from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
 from herd.nfsspec import drbd_timing
 from herd.release import build_date
 from herd.secrets import derive
-from herd.spec import Role
+from herd.spec import LEASE_INTERVALS, Membership, Role
+
+APACHE_KEEPALIVE = 5  # s, Apache's own KeepAliveTimeout (Debian's apache2.conf)
+
+
+def keepalive_timeout(membership: Membership) -> int:
+    """Apache's KeepAliveTimeout on web nodes, in seconds. A client's request sent as the VIP's director dies
+    reaches Apache only after the takeover (deadtime, then the lease's grace of LEASE_INTERVALS intervals) and
+    TCP's retransmission backoff, which doubles at each try and so can double that wait. Apache must keep the
+    connection idle that long, plus the client's pause before the request, or it closes a connection the
+    failover would have kept."""
+    takeover_ms = membership.deadtime_ms + LEASE_INTERVALS * membership.interval_ms
+    return max(APACHE_KEEPALIVE, -(-2 * takeover_ms // 1000) + 2)
 
 
 class OverlayError(Exception):
@@ -58,6 +70,7 @@ def template_context(plan: BuildPlan, role_plan: RolePlan, kernel_version: str,
         "build_date": build_date(plan.source_date_epoch),
         "drbd_secret": derive(key, "drbd-shared-secret", 32) if key else "checking-templates-only",
         "drbd": drbd_timing(spec.membership.deadtime_ms),
+        "keepalive_timeout": keepalive_timeout(spec.membership),
     }
 
 
