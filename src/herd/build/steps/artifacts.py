@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,13 +107,32 @@ def sha256sums(data: dict[str, Any]) -> str:
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """Ctrl-C or SIGTERM while the release is renamed into place would leave a new image beside an old bmap
-    or manifest: they wait (the kernel keeps them pending) until it is whole, a few renames later."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    or manifest: they wait until it is whole, a few renames later, and then take effect.
+
+    The handlers are swapped, not only the signals blocked: a signal for the process goes to any thread that
+    does not block it (rich's refresh thread, a worker), and Python then runs the handler in the main thread
+    anyway."""
+    held = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        return
+    arrived: list[int] = []
+
+    def record(signum: int, frame: object) -> None:
+        arrived.append(signum)
+
+    old = {signum: signal.signal(signum, record) for signum in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])
 
 
 class Artifacts(Step):
