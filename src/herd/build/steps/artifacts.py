@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,15 +110,8 @@ def signals_held() -> Iterator[None]:
 
     The handlers are swapped, not only the signals blocked: a signal for the process goes to any thread that
     does not block it (rich's refresh thread, a worker), and Python then runs the handler in the main thread
-    anyway."""
+    anyway. (Build steps run in the main thread, the only one signal.signal may be called from.)"""
     held = (signal.SIGINT, signal.SIGTERM)
-    if threading.current_thread() is not threading.main_thread():
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        return
     arrived: list[int] = []
 
     def record(signum: int, frame: object) -> None:

@@ -52,9 +52,8 @@ class Disk(Step):
         ids = self.role_plan.ids
         with ctx.reporter.step(self.label()) as progress:
             used, inodes = tree_bytes(tree)
-            needed = root_size(used, inodes)
             min_size = ctx.plan.spec.image.min_size
-            disk = layout(ids, needed, min_size)
+            disk = layout(ids, root_size(used, inodes), min_size)
             if warning := oversize_warning(role, disk, min_size):
                 ctx.reporter.warn(warning)
             image = result.tmp_path
