@@ -69,9 +69,10 @@ class Bmap:
 
 
 def data_extents(fd: int) -> list[tuple[int, int]]:
-    """(offset, length) of every data extent of an open file, from SEEK_DATA/SEEK_HOLE. A filesystem without
-    them has the rest of the file reported as data, which is correct, only slower to write. Any other error
-    is raised: taking it for "no more data" would map an image as (partly) empty."""
+    """(offset, length) of every data extent of an open file, from SEEK_DATA/SEEK_HOLE. A file without them
+    has the rest of it reported as data, which is correct, only slower to write: so has one whose lseek
+    ignores them and answers with a position that does not move on (noop_llseek), which would loop forever.
+    Any other error is raised: taking it for "no more data" would map an image as (partly) empty."""
     size = os.fstat(fd).st_size
     extents: list[tuple[int, int]] = []
     pos = 0
@@ -84,7 +85,9 @@ def data_extents(fd: int) -> list[tuple[int, int]]:
                 break
             if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                 raise
-            extents.append((pos, size - pos))  # no SEEK_DATA here: holes cannot be told from data
+            start = end = -1
+        if start < pos or end <= start:  # no SEEK_DATA here: holes cannot be told from data
+            extents.append((pos, size - pos))
             break
         extents.append((start, end - start))
         pos = end
