@@ -240,7 +240,8 @@ class Lab:
                 for name, box in self.boxes.items():
                     if self.running(box):
                         assert box.machine is not None
-                        health[name] = {"drbd": {**self.report(box).to_json(), "term": box.machine.term},
+                        drbd = box.machine.heartbeat_report(self.report(box).to_json(), self.now)
+                        health[name] = {"drbd": {**drbd, "term": box.machine.term},
                                         "storage_term": box.machine.known_term(self.views[name]),
                                         "hears": sorted(n for n, p in self.views[name].items() if p.alive)}
                 for relay in self.relay:  # dir1 and web1 pass on the highest term they hear
@@ -607,7 +608,11 @@ def test_a_server_paused_longer_than_its_lease_steps_down_as_it_resumes_and_the_
     nfs1, nfs2 = lab.boxes["nfs1"].machine, lab.boxes["nfs2"].machine
     assert nfs1 is not None and nfs2 is not None and nfs1.serving and nfs2.term > nfs1.term
     assert not nfs1.may_fence(lab.now, lab.views["nfs1"]), "its ticks stopped for longer than the lease"
+    assert not nfs1.claims(lab.now), "its next tick steps down"
     lab.resume("nfs1")
+    lab.run(TICK)  # the heartbeat goes out before that tick
+    said = lab.views["nfs2"]["nfs1"].health["drbd"]
+    assert isinstance(said, dict) and said["serving"] is False and said["role"] == "Primary"
     lab.run(BEAT)
     (_, demote), = lab.effects("nfs1", Demote)
     assert isinstance(demote, Demote) and demote.disconnect and demote.reason.startswith("paused for 5")
@@ -710,3 +715,38 @@ def test_storage_state_is_saved_on_the_storage_thread_and_before_a_promotion(
     assert steps[:2] == [("save {'victim': False, 'term': 4, 'initializing': False}", "storage_0"),
                          ("primary", "storage_0")]
     assert d.health["drbd"]["term"] == 4
+
+
+def test_the_heartbeats_a_server_sends_before_its_first_tick_after_a_pause_do_not_say_it_serves(
+        tmp_path: Path) -> None:
+    """herdd's heartbeat task may run before the storage poll that steps down for a pause: those heartbeats say
+    the node does not serve (the other may have taken over meanwhile); its DRBD report is otherwise unchanged."""
+    from herd.daemon.loop import Config, Daemon
+    from herd.daemon.state import StateDir
+    from herd.daemon.storagelink import StorageLink
+    from herd.daemon.wire import Message, decode
+
+    key = b"k" * 32
+    me = SPEC.node_named("nfs1")
+    assert me is not None
+    d = Daemon(Config(SPEC, me, key, 5, tmp_path / "sock", None, StateDir(tmp_path / "state")))
+    d.storage = StorageLink(d)
+    sent: list[Message] = []
+
+    class Transport:
+        def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+            sent.append(decode(data, SPEC.name, key))
+
+    d.transport = Transport()  # type: ignore[assignment]
+    machine = d.storage.machine
+    machine.serving, machine.last_tick = True, d.clock()
+    report = Report("Primary", "Connected", "UpToDate", "UpToDate", "Secondary", serving=True, ready=True)
+    d.health["drbd"] = {**report.to_json(), "term": 3}
+    d.send_heartbeat()
+    machine.last_tick = d.clock() - machine.lease - 0.5  # its ticks stopped for longer than the lease
+    d.send_heartbeat()
+    before, after = (m.payload["health"]["drbd"] for m in sent[:: len(d.peers)])
+    assert (before["serving"], before["ready"]) == (True, True)
+    assert after == {**before, "serving": False, "ready": False}
+    assert d.health["drbd"]["serving"] is True, "the report itself is left to the next poll"
+    d.storage.worker.shutdown(wait=True)

@@ -240,10 +240,13 @@ class Daemon(asyncio.DatagramProtocol):
             self.pass_on_storage_term()
             # Whom this node hears: a standby nfs node takes over from a silent server only once no one does.
             self.health["hears"] = sorted(self.membership.alive() - {self.me.name})
+        now, health = self.clock(), self.health
+        if self.storage is not None and isinstance(drbd := health.get("drbd"), dict):
+            health = {**health, "drbd": self.storage.machine.heartbeat_report(drbd, now)}
         self.seq += 1
         msg = Message(KIND_HEARTBEAT, self.me.name, self.config.generation, self.seq,
-                      self.membership.payload(self.health, self.election.claims(self.clock()),
-                                              self.election.quorate, self.generations))
+                      self.membership.payload(health, self.election.claims(now), self.election.quorate,
+                                              self.generations))
         data = encode(msg, self.spec.name, self.config.key)
         for peer in self.peers:
             self.transport.sendto(data, peer)

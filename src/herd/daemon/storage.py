@@ -11,7 +11,8 @@ address. The rules, in the spirit of the director election:
 - A server whose own ticks stopped for longer than the lease (a stalled process or VM) stops serving the same
   way at its first tick after, before it reads what was queued meanwhile (the heartbeats of a quorum that may
   since have let the other node take over): it cannot know that its lease held. Until that tick, and while it
-  settles after any pause of its own, it lets no fence-peer handler count the peer as outdated.
+  settles after any pause of its own, it lets no fence-peer handler count the peer as outdated, and the
+  heartbeats it sends before that tick do not say it serves (`claims`).
 - A server that hears of a term newer than its own (from the other node or from anyone passing it on) steps
   down the same way: only the other node starts terms while this one serves, so the other took over and holds
   the newest data. This is checked before this node starts a term of its own, which would hide it. Each nfs
@@ -44,6 +45,7 @@ DRBD's own split-brain policies are all "disconnect": it never throws data away 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from herd.daemon.drbd import Report
 from herd.daemon.membership import Peer
@@ -208,6 +210,19 @@ class Storage:
         self.victim = True
         self.waiting = why
         return Demote(why, disconnect=True)
+
+    def claims(self, now: float) -> bool:
+        """Whether this node's heartbeats may say it serves: not once its own ticks stopped for longer than the
+        lease (its next tick steps down for that, see tick). The heartbeat task may run before that tick after
+        a pause, and the other node, which may have taken over meanwhile, must not hear it claim to serve."""
+        return self.serving and (self.last_tick is None or now - self.last_tick <= self.lease)
+
+    def heartbeat_report(self, report: dict[str, Any], now: float) -> dict[str, Any]:
+        """This node's DRBD report (Report.to_json) as a heartbeat sent now is to say it: not serving (nor
+        ready) if it is about to step down for a pause that its next tick has not seen yet."""
+        if self.claims(now) or not report.get("serving"):
+            return report
+        return {**report, "serving": False, "ready": False}
 
     def failed(self, now: float) -> None:
         """Serving could not be set up (the effects' runner says so): stand by, try again later."""
