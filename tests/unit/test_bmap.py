@@ -68,6 +68,33 @@ def test_data_extents_of_a_file_without_seek_data_is_the_whole_file() -> None:
     pytest.skip(f"none of {NO_SEEK_DATA[:3]}... has a size and refuses SEEK_DATA on this kernel")
 
 
+def test_data_extents_of_a_file_whose_lseek_ignores_seek_data_is_the_whole_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver with noop_llseek answers every lseek with the current position and moves nowhere. No file
+    here does that and has a size, so its lseek is played by a fake; the file and its size are real."""
+    image = make_image(tmp_path / "disk.img")
+    real_lseek = os.lseek
+    calls = 0
+
+    def noop_llseek(fd: int, pos: int, whence: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 100:
+            raise AssertionError("data_extents kept seeking: it would loop forever")
+        if whence in (os.SEEK_DATA, os.SEEK_HOLE):
+            return real_lseek(fd, 0, os.SEEK_CUR)
+        return real_lseek(fd, pos, whence)
+
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        real_lseek(fd, 0, os.SEEK_SET)
+        monkeypatch.setattr(os, "lseek", noop_llseek)
+        assert data_extents(fd) == [(0, SIZE)]
+    finally:
+        monkeypatch.undo()
+        os.close(fd)
+
+
 def test_create_checksums_each_range(tmp_path: Path) -> None:
     image = make_image(tmp_path / "disk.img")
     data = image.read_bytes()
