@@ -60,7 +60,7 @@ def main() -> None:
         template.write_text(original + f"\n(bench {time.time()})\n")
         warm_s, _ = build(cold, work / "out", key)
         template.write_text(original + f"\n(bench {time.time()})\n")
-        warm_role_s, _ = build(cold, work / "out", key, "--role", "web")
+        warm_role_s, warm_role_steps = build(cold, work / "out", key, "--role", "web")
     finally:
         template.write_text(original)
     base = sum(v for k, v in cold_steps.items() if k.startswith("base system"))
@@ -70,6 +70,8 @@ def main() -> None:
         print(f"    {seconds:7.1f} s  {name}")
     print(f"debootstrap + role installs:  {base + installs:7.1f} s  (cold / that = {cold_s / (base + installs):.2f})")
     print(f"warm rebuild after a template change: {warm_s:.1f} s; one role (web): {warm_role_s:.1f} s")
+    for name, seconds in warm_role_steps.items():
+        print(f"    {seconds:7.1f} s  {name}")
     release = next((work / "out").iterdir())
     manifest = json.loads((release / "manifest.json").read_text())
     print("images:")
