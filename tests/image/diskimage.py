@@ -1,5 +1,5 @@
 """Looking inside a built image without mounting or booting it: sfdisk for the partition table, debugfs for
-the ext4 root (at its offset in the image), mtools for the ESP."""
+the ext4 root and unsquashfs for /usr (each at its offset in the image), mtools for the ESP."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from herd.build.disk import ROOT_X86_64, USR_X86_64
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,111 @@ class Ext4:
         label = re.search(r"Filesystem volume name:\s+(\S*)", out)
         uuid = re.search(r"Filesystem UUID:\s+(\S+)", out)
         return (label.group(1) if label else "", uuid.group(1) if uuid else "")
+
+
+_LISTED = re.compile(r"^(\S{10}) (\d+)/(\d+)\s+(\S+) \d{4}-\d\d-\d\d \d\d:\d\d (.*)$")
+_TYPES = {"-": "regular", "d": "directory", "l": "symlink", "c": "character", "b": "block", "p": "FIFO",
+          "s": "socket"}
+
+
+def _mode(perms: str) -> int:
+    """The permission bits of an `ls -l` mode string such as rwsr-xr-x."""
+    mode = 0
+    for i, (char, bit) in enumerate(zip(perms, "rwxrwxrwx", strict=True)):
+        if char.lower() in (bit, "s", "t") and char not in "ST":
+            mode |= 1 << (8 - i)
+    for i, special in ((2, 0o4000), (5, 0o2000), (8, 0o1000)):
+        if perms[i] in "sStT":
+            mode |= special
+    return mode
+
+
+class Squashfs:
+    """The same questions as Ext4, of a squashfs (the image's /usr), through unsquashfs."""
+
+    def __init__(self, image: Path, offset: int) -> None:
+        self.image, self.offset = image, offset
+
+    def _entries(self, path: str) -> list[tuple[str, dict[str, int | str], str]]:
+        """(path, stat, link target) of path, its parents and, for a directory, everything under it."""
+        r = subprocess.run(["unsquashfs", "-o", str(self.offset), "-lln", "-d", "", str(self.image),
+                            path.strip("/")], capture_output=True, check=True)
+        out = []
+        for line in r.stdout.decode("utf-8", "replace").splitlines():
+            m = _LISTED.match(line)
+            if not m:
+                continue
+            perms, uid, gid, size, name = m.groups()
+            name, _, target = name.partition(" -> ") if perms[0] == "l" else (name, "", "")
+            out.append((name or "/", {"type": _TYPES[perms[0]], "mode": _mode(perms[1:]), "uid": int(uid),
+                                      "gid": int(gid), "size": int(size) if size.isdigit() else -1}, target))
+        return out
+
+    def read(self, path: str) -> bytes:
+        return subprocess.run(["unsquashfs", "-o", str(self.offset), "-cat", str(self.image), path.strip("/")],
+                              capture_output=True, check=True).stdout
+
+    def text(self, path: str) -> str:
+        return self.read(path).decode()
+
+    def stat(self, path: str) -> dict[str, int | str] | None:
+        want = "/" + path.strip("/")
+        return next((st for name, st, _ in self._entries(path) if name == want), None)
+
+    def exists(self, path: str) -> bool:
+        return self.stat(path) is not None
+
+    def listdir(self, path: str) -> list[str]:
+        want = "/" + path.strip("/")
+        prefix = want.rstrip("/") + "/"
+        return [name[len(prefix):] for name, _, _ in self._entries(path)
+                if name.startswith(prefix) and "/" not in name[len(prefix):]]
+
+    def readlink(self, path: str) -> str:
+        want = "/" + path.strip("/")
+        return next((target for name, _, target in self._entries(path) if name == want), "")
+
+
+class RootFs:
+    """The node's file system as it boots: the ext4 root with the squashfs mounted on /usr (and the merged-/usr
+    links, /lib -> usr/lib and the like, followed into it)."""
+
+    def __init__(self, image: Path) -> None:
+        _, parts = partitions(image)
+        (root,) = [p for p in parts if p.type == ROOT_X86_64]
+        (usr,) = [p for p in parts if p.type == USR_X86_64]
+        self.root, self.usr = Ext4(image, root.start), Squashfs(image, usr.start)
+
+    def _where(self, path: str) -> tuple[Ext4 | Squashfs, str]:
+        first, _, rest = path.strip("/").partition("/")
+        if first == "usr":
+            return self.usr, "/" + rest
+        link = self.root.readlink("/" + first) if first else ""
+        if link.removeprefix("/").startswith("usr/"):
+            return self.usr, "/" + link.removeprefix("/").removeprefix("usr/") + ("/" + rest if rest else "")
+        return self.root, path
+
+    def read(self, path: str) -> bytes:
+        fs, inner = self._where(path)
+        return fs.read(inner)
+
+    def text(self, path: str) -> str:
+        return self.read(path).decode()
+
+    def stat(self, path: str) -> dict[str, int | str] | None:
+        fs, inner = self._where(path)
+        return fs.stat(inner)
+
+    def exists(self, path: str) -> bool:
+        return self.stat(path) is not None
+
+    def listdir(self, path: str) -> list[str]:
+        fs, inner = self._where(path)
+        return fs.listdir(inner)
+
+    def readlink(self, path: str) -> str:
+        fs, inner = self._where(path)
+        return fs.readlink(inner)
 
 
 def esp_listing(image: Path, offset: int, path: str) -> str:

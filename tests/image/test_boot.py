@@ -36,12 +36,12 @@ def test_firmware_and_bus(role: Role, boots: dict[tuple[Role, str], Boot]) -> No
     result = boots[(role, BOOTS[role])]
     if BOOTS[role] == "uefi":
         assert result.lines(r"efi: EFI v\d")
-        assert result.lines(r"herd-growroot: /dev/vda3 ")
+        assert result.lines(r"herd-growroot: /dev/vda4 ")
     else:
         assert not result.lines(r"efi: EFI v\d")
         assert result.lines(r"DMI: .*BIOS \d+\.\d+")  # SeaBIOS's version (OVMF reports 0.0.0)
         assert result.lines(r"usb-storage .*USB Mass Storage device detected")
-        assert result.lines(r"herd-growroot: /dev/sd[a-z]3 ")
+        assert result.lines(r"herd-growroot: /dev/sd[a-z]4 ")
 
 
 @USB

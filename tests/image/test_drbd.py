@@ -157,9 +157,9 @@ def test_first_start_one_node_creates_the_disk_both_sync_and_the_web_node_mounts
     # The data disk was found by itself (nfs.disk = "auto"): nfs1's second disk; nfs2 has none, so growroot
     # kept the rest of its stick (root grew by 1 GiB only) and DRBD is on that partition.
     assert lab.ssh("nfs1", "readlink /dev/herd-data").strip() == "/dev/vdb"
-    assert lab.ssh("nfs2", "readlink -f /dev/herd-data").strip() == "/dev/vda4"
-    assert lab.ssh("nfs2", "lsblk -no PARTLABEL /dev/vda4").strip() == "herd-data"
-    assert "herd-growroot: the rest of the stick is /dev/vda4 (herd-data)" in lab.vms["nfs2"].console()
+    assert lab.ssh("nfs2", "readlink -f /dev/herd-data").strip() == "/dev/vda5"
+    assert lab.ssh("nfs2", "lsblk -no PARTLABEL /dev/vda5").strip() == "herd-data"
+    assert "herd-growroot: the rest of the stick is /dev/vda5 (herd-data)" in lab.vms["nfs2"].console()
     # herdctl shows the storage on every node.
     table = lab.ssh("web1", "herdctl status")
     assert "served by nfs1" in table and "nfs2: secondary, Connected, disk UpToDate/UpToDate" in table

@@ -23,3 +23,15 @@ def test_each_box_made_its_own_name_keys_and_machine_id(lab: Lab) -> None:
         assert [u for u in unpacked if u.startswith("herdd.pyz_")] and "shiv" not in unpacked, unpacked
     assert seen["web1"][0] != seen["web2"][0], "same machine-id on two boxes of one image"
     assert seen["web1"][1] != seen["web2"][1], "same SSH host key on two boxes of one image"
+
+
+def test_usr_is_the_read_only_squashfs_and_nothing_failed_for_it(lab: Lab) -> None:
+    """The initramfs mounted /usr (its own partition, a squashfs) before init ran; nothing on a running node
+    writes there, and no unit failed because it could not."""
+    for name in ("db1", "web1", "nfs1", "dir1"):
+        fstype, options, source = lab.ssh(name, "findmnt -no FSTYPE,OPTIONS,SOURCE /usr").split()
+        assert fstype == "squashfs" and "ro" in options.split(","), (name, fstype, options)
+        assert lab.ssh(name, f"lsblk -no PARTLABEL {source}").strip() == "usr"
+        assert "Read-only file system" in lab.ssh(name, "touch /usr/x 2>&1 || true")
+        failed = lab.ssh(name, "systemctl list-units --failed --plain --no-legend").strip()
+        assert not failed, f"{name}: failed units: {failed}"

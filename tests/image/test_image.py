@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from herd.build.disk import BIOS_BOOT, ESP, ROOT_X86_64
+from herd.build.disk import BIOS_BOOT, ESP, ROOT_X86_64, USR_X86_64
 from herd.build.plan import disk_ids
 from herd.spec import Role
 
 from .conftest import Build, run_build
-from .diskimage import Ext4, cpio_names, esp_listing, partitions
+from .diskimage import RootFs, Squashfs, cpio_names, esp_listing, partitions
 
 ROLES = list(Role)
 IDS = [r.value for r in Role]
@@ -23,9 +23,8 @@ ROLE_PACKAGES = {Role.DIRECTOR: ["ipvsadm", "galera-arbitrator-4"], Role.WEB: ["
                  Role.NFS: ["nfs-kernel-server"], Role.DB: ["mariadb-server", "galera-4", "rsync"]}
 
 
-def root_fs(build: Build, role: Role) -> Ext4:
-    _, parts = partitions(build.images[role])
-    return Ext4(build.images[role], parts[-1].start)
+def root_fs(build: Build, role: Role) -> RootFs:
+    return RootFs(build.images[role])
 
 
 def test_release_directory(build: Build) -> None:
@@ -63,15 +62,15 @@ def test_partition_table(build: Build, role: Role) -> None:
     ids = disk_ids(build.spec.name, role, build.spec.release)
     label, parts = partitions(image)
     assert label == "gpt"
-    assert [p.type for p in parts] == [BIOS_BOOT, ESP, ROOT_X86_64]
-    assert parts[2].uuid == ids.root_partuuid.upper()
+    assert [p.type for p in parts] == [BIOS_BOOT, ESP, USR_X86_64, ROOT_X86_64]
+    assert (parts[2].uuid, parts[3].uuid) == (ids.usr_partuuid.upper(), ids.root_partuuid.upper())
     assert all(p.start % (1024 * 1024) == 0 for p in parts)
-    assert parts[2].start + parts[2].size <= image.stat().st_size - 33 * 512
+    assert parts[3].start + parts[3].size <= image.stat().st_size - 33 * 512
     # Sparse: far fewer bytes on disk than the file's size.
     assert os.stat(image).st_blocks * 512 < image.stat().st_size
     # Every role of the example fits its image.min_size, so every image is that size, the root padded to it.
     assert image.stat().st_size == build.spec.image.min_size > 0
-    assert parts[2].start + parts[2].size == image.stat().st_size - 1024 * 1024
+    assert parts[3].start + parts[3].size == image.stat().st_size - 1024 * 1024
 
 
 @pytest.mark.parametrize("role", ROLES, ids=IDS)
@@ -88,7 +87,7 @@ def test_boot_loaders(build: Build, role: Role) -> None:
     listing = esp_listing(image, parts[1].start, "/EFI/BOOT")
     assert "BOOTX64.EFI" in listing.upper()
     fs = root_fs(build, role)
-    assert fs.label_and_uuid() == ("herd-root", ids.root_fs_uuid)
+    assert fs.root.label_and_uuid() == ("herd-root", ids.root_fs_uuid)
     grub = fs.text("/boot/grub/grub.cfg")
     kernel = build.manifest["images"][role.value]["kernel"]
     assert f"root=PARTUUID={ids.root_partuuid}" in grub
@@ -97,6 +96,31 @@ def test_boot_loaders(build: Build, role: Role) -> None:
     assert fs.exists(f"/boot/vmlinuz-{kernel}") and fs.exists(f"/boot/initrd.img-{kernel}")
     assert fs.exists("/boot/grub/i386-pc/normal.mod") and fs.exists("/boot/grub/x86_64-efi/normal.mod")
     assert f"PARTUUID={ids.root_partuuid}" in fs.text("/etc/fstab")
+    assert f"PARTUUID={ids.usr_partuuid}\t/usr\tsquashfs\tro" in fs.text("/etc/fstab")
+
+
+@pytest.mark.parametrize("role", ROLES, ids=IDS)
+def test_usr_is_a_read_only_squashfs_and_the_root_has_only_its_mount_point(build: Build, role: Role) -> None:
+    """Everything the packages installed is in the squashfs: the ext4 root keeps an empty /usr (where the
+    initramfs mounts it) and what a node writes (/etc, /var)."""
+    image = build.images[role]
+    _, parts = partitions(image)
+    with open(image, "rb") as f:
+        f.seek(parts[2].start)
+        head = f.read(96)
+    assert head[:4] == b"hsqs", "no squashfs at the start of the usr partition"
+    assert int.from_bytes(head[20:22], "little") == 6, "not zstd-compressed"  # squashfs compression id 6
+    used = int.from_bytes(head[40:48], "little")
+    assert used <= parts[2].size
+    fs = root_fs(build, role)
+    assert fs.root.listdir("/usr") == []
+    assert fs.root.stat("/usr")["mode"] == 0o755  # type: ignore[index]
+    assert fs.root.readlink("/lib") == "usr/lib" and fs.root.readlink("/bin") == "usr/bin"
+    usr = Squashfs(image, parts[2].start)
+    assert usr.stat("/bin/python3.11")["type"] == "regular"  # type: ignore[index]
+    assert "systemd" in usr.listdir("/lib")
+    kernel = build.manifest["images"][role.value]["kernel"]
+    assert usr.exists(f"/lib/modules/{kernel}/modules.dep")
 
 
 @pytest.mark.parametrize("role", [Role.WEB], ids=["web"])
@@ -104,7 +128,7 @@ def test_initramfs_boots_from_usb(build: Build, role: Role) -> None:
     fs = root_fs(build, role)
     kernel = build.manifest["images"][role.value]["kernel"]
     names = cpio_names(fs.read(f"/boot/initrd.img-{kernel}"))
-    for module in ("usb-storage", "uas", "xhci-pci", "ehci-pci", "sd_mod", "ext4", "virtio_blk"):
+    for module in ("usb-storage", "uas", "xhci-pci", "ehci-pci", "sd_mod", "ext4", "virtio_blk", "squashfs"):
         assert any(re.search(rf"/{module}\.ko(\.xz)?$", n) for n in names), f"{module} not in the initramfs"
 
 

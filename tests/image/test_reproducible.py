@@ -1,7 +1,8 @@
 """Reproducible images: two clean builds of one role (every tree and herdd.pyz made again from scratch; only the
 .deb and pip download caches shared), run at the same time, give byte-identical images, one put together in RAM
 (a tmpfs) and one on disk: their directory orders differ. Where they do not, the message lists the files that
-differ in the two root filesystems and what diffoscope says about them. A build also keeps its cache bounded."""
+differ in the two root filesystems (/usr included) and what diffoscope says about them. A build also keeps its
+cache bounded."""
 
 from __future__ import annotations
 
@@ -12,19 +13,22 @@ import subprocess
 from pathlib import Path
 
 from herd.build.cache import KEEP_UNUSED
-from herd.build.disk import ROOT_X86_64
+from herd.build.disk import ROOT_X86_64, USR_X86_64
 
 from .conftest import Build, start_build
 from .diskimage import partitions
 
 
 def root_tree(image: Path, dest: Path) -> Path:
-    """The image's root filesystem, copied out with debugfs (nothing mounted)."""
+    """The image's root filesystem, copied out with debugfs, and its /usr with unsquashfs (nothing mounted)."""
     _, parts = partitions(image)
     (root,) = [p for p in parts if p.type == ROOT_X86_64]
+    (usr,) = [p for p in parts if p.type == USR_X86_64]
     dest.mkdir()
     subprocess.run(["debugfs", "-R", f"rdump / {dest}", f"{image}?offset={root.start}"], check=True,
                    capture_output=True)
+    subprocess.run(["unsquashfs", "-o", str(usr.start), "-f", "-no-progress", "-d", str(dest / "usr"), str(image)],
+                   check=True, capture_output=True)
     return dest
 
 

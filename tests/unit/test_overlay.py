@@ -116,7 +116,9 @@ def test_common_files(role: Role) -> None:
     ids = role_plan(PLAN, role).ids
 
     fstab = [line.split() for line in text_of(files, "etc/fstab").splitlines() if line and not line.startswith("#")]
-    assert [f[:3] for f in fstab] == [[f"PARTUUID={ids.root_partuuid}", "/", "ext4"]]
+    assert [f[:3] for f in fstab] == [[f"PARTUUID={ids.root_partuuid}", "/", "ext4"],
+                                      [f"PARTUUID={ids.usr_partuuid}", "/usr", "squashfs"]]
+    assert "ro" in fstab[1][3].split(",") and fstab[1][5] == "0"  # read-only, never fsck'd
 
     hosts = [line.split() for line in text_of(files, "etc/hosts").splitlines() if line and not line.startswith("#")]
     by_address = {fields[0]: fields[1:] for fields in hosts}

@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 
 from herd.build import disk
-from herd.build.disk import BIOS_BOOT, ESP, ROOT_X86_64, SECTOR, MiB, layout, oversize_warning, root_size
+from herd.build.disk import (
+    BIOS_BOOT,
+    ESP,
+    ROOT_X86_64,
+    SECTOR,
+    USR_X86_64,
+    MiB,
+    layout,
+    oversize_warning,
+    root_size,
+    usr_size,
+)
 from herd.build.plan import BuildPlan, DiskIds, disk_ids, make_plan, tree_digest
 from herd.build.recipes import BaseRecipe, RoleRecipe, load_base, load_role
 from herd.spec import Role, Spec, parse
@@ -178,8 +189,10 @@ def all_ids() -> list[DiskIds]:
 def test_layout_partitions_are_aligned_ordered_and_fit(tree_bytes: int) -> None:
     ids = disk_ids("demo", Role.DB, "2026.11.0")
     root_bytes = root_size(tree_bytes, tree_bytes // 4096)
-    lay = layout(ids, root_bytes)
-    parts = [lay.bios, lay.esp, lay.root]
+    usr_bytes = usr_size(tree_bytes // 3)
+    lay = layout(ids, usr_bytes, root_bytes)
+    parts = list(lay.partitions())
+    assert parts == [lay.bios, lay.esp, lay.usr, lay.root]
     assert parts[0].start >= 1 * MiB  # room for the protective MBR and the primary GPT
     for p in parts:
         assert p.start % MiB == 0 and p.size % MiB == 0, p
@@ -187,43 +200,47 @@ def test_layout_partitions_are_aligned_ordered_and_fit(tree_bytes: int) -> None:
     for a, b in itertools.pairwise(parts):
         assert a.start + a.size <= b.start, (a, b)
     assert max(parts, key=lambda p: p.start) is lay.root  # last, so it can grow
-    assert lay.root.size == root_bytes
+    assert lay.root.size == root_bytes and lay.usr.size == usr_bytes
     assert lay.size >= lay.root.start + lay.root.size + GPT_BACKUP
     assert lay.size % MiB == 0
-    assert (lay.bios.type_guid, lay.esp.type_guid, lay.root.type_guid) == (BIOS_BOOT, ESP, ROOT_X86_64)
-    assert (lay.disk_guid, lay.bios.uuid, lay.esp.uuid, lay.root.uuid) == (
-        ids.disk_guid, ids.bios_guid, ids.esp_guid, ids.root_partuuid)
+    assert [p.type_guid for p in parts] == [BIOS_BOOT, ESP, USR_X86_64, ROOT_X86_64]
+    assert (lay.disk_guid, lay.bios.uuid, lay.esp.uuid, lay.usr.uuid, lay.root.uuid) == (
+        ids.disk_guid, ids.bios_guid, ids.esp_guid, ids.usr_partuuid, ids.root_partuuid)
     assert lay.esp.size >= 32 * MiB  # FAT32 needs at least ~32 MiB
 
 
-@pytest.mark.parametrize("tree_bytes", [0, 300 * MiB, 1234567891])
+@pytest.mark.parametrize("tree_bytes", [0, 300 * MiB, 1034567891])
 def test_layout_pads_the_root_to_the_minimum_image_size(tree_bytes: int) -> None:
     ids = disk_ids("demo", Role.WEB, "2026.11.0")
     root_bytes = root_size(tree_bytes, tree_bytes // 4096)
-    lay = layout(ids, root_bytes, 1800 * MiB)
+    lay = layout(ids, 200 * MiB, root_bytes, 1800 * MiB)
     assert lay.size == 1800 * MiB  # exactly: sticks of that size take it
     assert lay.root.size > root_bytes and lay.root.size % MiB == 0
     assert lay.root.start + lay.root.size + GPT_BACKUP <= lay.size
-    assert (lay.bios, lay.esp, lay.root.start) == (layout(ids, root_bytes).bios, layout(ids, root_bytes).esp,
-                                                   layout(ids, root_bytes).root.start)
+    unpadded = layout(ids, 200 * MiB, root_bytes)
+    assert (lay.bios, lay.esp, lay.usr, lay.root.start) == (unpadded.bios, unpadded.esp, unpadded.usr,
+                                                            unpadded.root.start)
 
 
 def test_layout_is_never_smaller_than_the_tree_needs() -> None:
     ids = disk_ids("demo", Role.DB, "2026.11.0")
     root_bytes = root_size(3 * 1024 * MiB, 100_000)
-    assert layout(ids, root_bytes, 1800 * MiB) == layout(ids, root_bytes)
-    assert layout(ids, root_bytes, 1800 * MiB).root.size == root_bytes
+    assert layout(ids, 300 * MiB, root_bytes, 1800 * MiB) == layout(ids, 300 * MiB, root_bytes)
+    assert layout(ids, 300 * MiB, root_bytes, 1800 * MiB).root.size == root_bytes
+    # /usr counts too: a root that alone would fit, but not with this /usr
+    small_root = root_size(300 * MiB, 10_000)
+    assert layout(ids, 1700 * MiB, small_root, 1800 * MiB).size > 1800 * MiB
 
 
 def test_an_image_over_its_minimum_size_is_warned_of() -> None:
     ids = disk_ids("demo", Role.DB, "2026.11.0")
-    big = layout(ids, root_size(3 * 1024 * MiB, 100_000), 1800 * MiB)
+    big = layout(ids, 200 * MiB, root_size(3 * 1024 * MiB, 100_000), 1800 * MiB)
     warning = oversize_warning(Role.DB, big, 1800 * MiB)
     assert warning is not None
     assert warning.startswith(f"the db image is {big.size // MiB} MiB, over image.min_size (1800 MiB)")
     suggested = int(re.search(r"raise image.min_size to (\d+)MiB", warning).group(1))  # type: ignore[union-attr]
     assert big.size <= suggested * MiB < big.size + 100 * MiB
-    fits = layout(ids, root_size(300 * MiB, 10_000), 1800 * MiB)
+    fits = layout(ids, 200 * MiB, root_size(300 * MiB, 10_000), 1800 * MiB)
     assert oversize_warning(Role.DB, fits, 1800 * MiB) is None
     assert oversize_warning(Role.DB, big, 0) is None  # no minimum asked for
 
@@ -233,7 +250,7 @@ _PART_LINE = re.compile(r'^start=(\d+), size=(\d+), type=([0-9A-F-]{36}), uuid=(
 
 @pytest.mark.parametrize("ids", all_ids(), ids=[r.value for r in Role])
 def test_sfdisk_script(ids: DiskIds) -> None:
-    lay = layout(ids, root_size(900 * MiB, 40000))
+    lay = layout(ids, 250 * MiB, root_size(900 * MiB, 40000))
     script = lay.sfdisk_script()
     lines = script.splitlines()
     assert script.endswith("\n")
@@ -242,13 +259,21 @@ def test_sfdisk_script(ids: DiskIds) -> None:
     assert "unit: sectors" in lines
     first_lba = next(int(line.split(":")[1]) for line in lines if line.startswith("first-lba:"))
     parts = [m.groups() for m in map(_PART_LINE.match, lines) if m]
-    assert len(parts) == 3, script
-    expected = [lay.bios, lay.esp, lay.root]
+    assert len(parts) == 4, script
+    expected = [lay.bios, lay.esp, lay.usr, lay.root]
     for (start, size, type_guid, part_uuid, name), p in zip(parts, expected, strict=True):
         assert (int(start) * SECTOR, int(size) * SECTOR) == (p.start, p.size)
         assert (type_guid, part_uuid, name) == (p.type_guid, p.uuid, p.name)
     assert int(parts[0][0]) >= first_lba
-    assert [t for _, _, t, _, _ in parts] == [BIOS_BOOT, ESP, ROOT_X86_64]
+    assert [t for _, _, t, _, _ in parts] == [BIOS_BOOT, ESP, USR_X86_64, ROOT_X86_64]
+
+
+def test_usr_size_is_the_squashfs_in_whole_mib() -> None:
+    assert usr_size(0) == MiB
+    assert usr_size(1) == MiB
+    assert usr_size(MiB) == MiB
+    assert usr_size(MiB + 1) == 2 * MiB
+    assert usr_size(200 * MiB - 4096) == 200 * MiB
 
 
 def test_root_size_grows_with_the_tree_in_4_mib_steps() -> None:

@@ -38,13 +38,15 @@ class DiskIds:
     root_partuuid: str
     root_fs_uuid: str
     esp_serial: str  # FAT volume id, 8 hex digits
+    usr_partuuid: str
 
 
 def disk_ids(cluster: str, role: Role, release: str) -> DiskIds:
     def make(what: str) -> str:
         return str(uuid.uuid5(_NAMESPACE, f"{cluster}/{role.value}/{release}/{what}"))
 
-    return DiskIds(make("disk"), make("bios"), make("esp"), make("root"), make("rootfs"), make("esp-id")[:8])
+    return DiskIds(make("disk"), make("bios"), make("esp"), make("root"), make("rootfs"), make("esp-id")[:8],
+                   make("usr"))
 
 
 @dataclass(frozen=True)

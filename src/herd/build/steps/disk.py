@@ -1,4 +1,5 @@
-"""The raw disk image, built without mounting anything: a sparse file partitioned by sfdisk, the root made by
+"""The raw disk image, built without mounting anything: a sparse file partitioned by sfdisk, /usr made by
+mksquashfs and copied to its partition, the root (the rest of the tree, /usr an empty mount point) by
 `mkfs.ext4 -d` straight into its partition's offset, the ESP by `mkfs.fat --offset` + mtools, GRUB's BIOS
 core.img written by grub-bios-setup and its EFI image copied to the removable path."""
 
@@ -6,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from herd.build.context import BuildContext
-from herd.build.disk import Layout, layout, oversize_warning, root_size
+from herd.build.disk import Layout, layout, oversize_warning, root_size, usr_size
 from herd.build.fs import remove_tree, tree_bytes
 from herd.build.plan import ROOT_LABEL, RolePlan
 from herd.build.reproducible import set_inode_times
@@ -21,6 +24,9 @@ GRUB_COMMON = ["part_gpt", "part_msdos", "ext2", "fat", "search", "search_fs_uui
 GRUB_BIOS = ["biosdisk", *GRUB_COMMON]
 GRUB_EFI = [*GRUB_COMMON, "efi_gop", "efi_uga", "all_video"]
 ESP_LABEL = "HERD-ESP"
+# zstd's default level: a third of ext4's bytes for /usr in about a second; level 15 saves 7 % more in 15 s.
+SQUASHFS_OPTIONS = ["-comp", "zstd", "-Xcompression-level", "3", "-reproducible", "-noappend", "-no-progress",
+                    "-quiet"]
 
 
 def early_config(fs_uuid: str) -> str:
@@ -36,6 +42,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def copy_into(source: Path, image: Path, offset: int) -> None:
+    """source's bytes into image at offset, every one of them: unlike a file in ext4, a run of zeros in a
+    squashfs is read from the disk, so it must be written to it (and be in the bmap) too."""
+    with open(source, "rb") as src, open(image, "r+b") as dst:
+        dst.seek(offset)
+        shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
+
+
 class Disk(Step):
     name = "disk"
 
@@ -43,17 +57,20 @@ class Disk(Step):
         self.role_plan = role_plan
 
     def label(self) -> str:
-        return f"[{self.role_plan.role}] disk image: GPT, ext4, ESP, GRUB (BIOS + UEFI)"
+        return f"[{self.role_plan.role}] disk image: GPT, squashfs /usr, ext4 root, ESP, GRUB (BIOS + UEFI)"
 
     def run(self, ctx: BuildContext) -> None:
         role = self.role_plan.role
         result = ctx.images[role]
         tree = ctx.trees[role]
         ids = self.role_plan.ids
+        epoch = ctx.plan.source_date_epoch
         with ctx.reporter.step(self.label()) as progress:
+            progress.line("squashfs /usr (zstd)")
+            squashfs = self._squash_usr(ctx, tree, epoch, progress.line)
             used, inodes = tree_bytes(tree)
             min_size = ctx.plan.spec.image.min_size
-            disk = layout(ids, root_size(used, inodes), min_size)
+            disk = layout(ids, usr_size(squashfs.stat().st_size), root_size(used, inodes), min_size)
             if warning := oversize_warning(role, disk, min_size):
                 ctx.reporter.warn(warning)
             image = result.tmp_path
@@ -63,8 +80,9 @@ class Disk(Step):
                 f.truncate(disk.size)
             progress.line("partitioning")
             run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", image], input=disk.sfdisk_script())
+            progress.line(f"/usr ({disk.usr.size // 2**20} MiB)")
+            copy_into(squashfs, image, disk.usr.start)
             progress.line(f"ext4 root ({disk.root.size // 2**20} MiB)")
-            epoch = ctx.plan.source_date_epoch
             run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-U", ids.root_fs_uuid, "-J", "size=16",
                  "-E", f"offset={disk.root.start},nodiscard,lazy_itable_init=1,lazy_journal_init=1,"
                        f"root_owner=0:0,hash_seed={ids.root_fs_uuid}",
@@ -83,6 +101,22 @@ class Disk(Step):
             # The tree is in the image now; free its space before the next role.
             remove_tree(ctx.work / role.value)
             ctx.trees.pop(role, None)
+
+    def _squash_usr(self, ctx: BuildContext, tree: Path, epoch: int, on_line: Callable[[str], None]) -> Path:
+        """/usr as a squashfs; the tree's /usr is then moved out of the tree, leaving an empty directory with the
+        same mode and times for the root filesystem (the mount point)."""
+        work = ctx.work / self.role_plan.role.value
+        usr, moved, squashfs = tree / "usr", work / "usr", work / "usr.squashfs"
+        squashfs.unlink(missing_ok=True)
+        run(["mksquashfs", usr, squashfs, *SQUASHFS_OPTIONS, "-mkfs-time", str(epoch)], on_line=on_line)
+        st = usr.stat()
+        remove_tree(moved)
+        usr.rename(moved)
+        usr.mkdir()
+        os.chown(usr, st.st_uid, st.st_gid)
+        os.chmod(usr, st.st_mode & 0o7777)
+        os.utime(usr, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return squashfs
 
     def _grub_dir(self, ctx: BuildContext) -> Path:
         path = ctx.work / self.role_plan.role.value / "grub"
