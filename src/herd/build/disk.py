@@ -2,7 +2,7 @@
 
 GPT with a BIOS-boot partition (GRUB's core.img for SeaBIOS/legacy boot), an EFI system partition (GRUB as
 EFI/BOOT/BOOTX64.EFI, the removable path every UEFI firmware looks at), /usr as a read-only squashfs (what the
-packages installed, compressed: a stick is flashed and verified in a third of the time an ext4 /usr takes) and
+packages installed, compressed: a stick is flashed and verified in about half the time an ext4 /usr took) and
 the ext4 root (/etc, /var, /boot: what a node writes), which is last so it can grow to fill the stick at first
 boot."""
 
