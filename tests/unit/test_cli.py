@@ -10,11 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
+from rich.console import Console
 
 from herd.build.chroot import AptProgress
-from herd.build.cli import EXIT_BAD_INPUT, cluster_key, main
+from herd.build.cli import EXIT_BAD_INPUT, cluster_key, main, summary
 from herd.build.dpkg import installed_packages
 from herd.build.steps import BuildError
+from herd.spec import Role
+
+from .test_artifacts import context
 
 PROJECT = Path(__file__).resolve().parents[2]
 TEXT = (PROJECT / "examples" / "cluster.toml").read_text(encoding="utf-8")
@@ -380,3 +384,14 @@ def test_a_long_step_stays_one_line_in_a_log() -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 2, lines  # "… label" and "✓ label N s"
     assert re.fullmatch(r"✓ " + re.escape(label) + r" \d+\.\d s", lines[1]), lines[1]
+
+
+def test_the_summary_names_every_image_whole_however_deep_the_output(tmp_path: Path) -> None:
+    deep = tmp_path / ("a-rather-long-folder-name/" * 6)
+    ctx = context(deep, [Role.DIRECTOR, Role.WEB])
+    console = Console(width=80, record=True)  # a narrow terminal, as a CI log is
+    console.print(summary(ctx))
+    text = console.export_text()
+    for result in ctx.images.values():
+        assert result.final_path.name in text, text
+    assert "a-rather-long-folder-name" in text

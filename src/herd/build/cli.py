@@ -168,11 +168,13 @@ def site_key_file(spec: Spec, roles: list[Role], path: Path) -> Path | None:
 
 
 def summary(ctx: BuildContext) -> Table:
-    table = Table(title=f"{ctx.plan.spec.name} release {ctx.plan.release}", title_justify="left")
+    # The directory goes in the title, which wraps, so a long --out never cuts the image names short.
+    table = Table(title=f"{ctx.plan.spec.name} release {ctx.plan.release} in {os.path.relpath(ctx.plan.out_dir)}/",
+                  title_justify="left")
     for col in ("role", "image", "size", "on disk", "sha256"):
-        table.add_column(col, no_wrap=col != "image")
+        table.add_column(col, no_wrap=True)
     for role, r in ctx.images.items():
-        table.add_row(role.value, os.path.relpath(r.final_path), f"{r.size / 2**20:.0f} MiB",
+        table.add_row(role.value, r.final_path.name, f"{r.size / 2**20:.0f} MiB",
                       f"{r.allocated / 2**20:.0f} MiB", r.sha256[:16] + "…")
     return table
 
