@@ -4,6 +4,8 @@ the same image never share them; herdd runs from the packages the build unpacked
 
 from __future__ import annotations
 
+from herd.release import parse
+
 from .lab import Lab
 
 
@@ -35,3 +37,17 @@ def test_usr_is_the_read_only_squashfs_and_nothing_failed_for_it(lab: Lab) -> No
         assert "Read-only file system" in lab.ssh(name, "touch /usr/x 2>&1 || true")
         failed = lab.ssh(name, "systemctl list-units --failed --plain --no-legend").strip()
         assert not failed, f"{name}: failed units: {failed}"
+
+
+def test_every_node_reports_the_release_its_image_was_built_as(lab: Lab) -> None:
+    """`--release` (here the spec's) is in /etc/herd/release and in what herdd says, so an operator can tell
+    which boxes still run an older stick."""
+    release = lab.build.spec.release
+    for name in ("dir1", "web1", "nfs1", "db1"):
+        fields = parse(lab.ssh(name, "cat /etc/herd/release"))
+        assert fields["RELEASE"] == release and fields["CLUSTER"] == lab.build.spec.name, (name, fields)
+        node = lab.build.spec.node_named(name)
+        assert node is not None and fields["ROLE"] == node.role.value, (name, fields)
+        assert lab.status(name)["release"] == release, name
+        title = lab.ssh(name, "herdctl status").splitlines()[0]
+        assert f"release {release}" in title, (name, title)

@@ -12,6 +12,7 @@ import pytest
 
 from herd.build.disk import BIOS_BOOT, ESP, ROOT_X86_64, USR_X86_64
 from herd.build.plan import disk_ids
+from herd.release import parse as parse_release
 from herd.spec import Role
 
 from .conftest import Build, run_build
@@ -144,6 +145,9 @@ def test_files(build: Build, role: Role) -> None:
     # /etc/herd: the spec verbatim, the role, the key (root-only).
     assert fs.text("/etc/herd/cluster.toml") == build.spec.source
     assert fs.text("/etc/herd/role").strip() == role.value
+    fields = parse_release(fs.text("/etc/herd/release"))
+    assert (fields["RELEASE"], fields["CLUSTER"], fields["ROLE"]) == (build.spec.release, build.spec.name, role.value)
+    assert fields["SOURCE_DATE_EPOCH"].isdigit()
     key = fs.stat("/etc/herd/cluster.key")
     assert key is not None and key["mode"] & 0o777 == 0o600 and key["uid"] == 0 and key["gid"] == 0
     assert fs.read("/etc/herd/cluster.key") == build.key.read_bytes()
