@@ -32,6 +32,13 @@ def processes_inside(path: Path) -> list[str]:
     return found
 
 
+def default_sigint() -> None:
+    """In the child, before exec: SIGINT does what it does in a terminal's foreground job. A test run started in
+    the background of a shell has SIGINT ignored, and exec keeps an ignored signal ignored (the builder is right
+    to respect that), so without this the Ctrl-C below would not reach the build at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_debootstrap(build: Build, tmp_path: Path) -> None:
     out = tmp_path / "out"
     before = set(CACHE.glob("**/.*.tmp"))
@@ -41,7 +48,7 @@ def test_ctrl_c_during_debootstrap(build: Build, tmp_path: Path) -> None:
         [sys.executable, "-m", "herd.build.cli", "--spec", str(EXAMPLE), "--out", str(out),
          "--key", str(build.key), "--role", "director", "--no-cache", "--scratch", "ram"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(PROJECT / "src")})
+        preexec_fn=default_sigint, env={**os.environ, "PYTHONPATH": str(PROJECT / "src")})
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:
