@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import subprocess
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def test_release_directory(build: Build) -> None:
     expected = sorted([p.name + suffix for p in build.images.values() for suffix in ("", ".bmap", ".zst")]
                       + ["SHA256SUMS", "manifest.json"])
     assert files == expected, "only finished artifacts, no temporary files, in the release directory"
+    # The images hold the cluster key: the folder and all that holds an image are the owner's alone.
+    assert stat.S_IMODE(build.out.stat().st_mode) == 0o700
+    for name in files:
+        if ".img" in name:
+            assert stat.S_IMODE((build.out / name).stat().st_mode) == 0o600, name
     sums = dict(reversed(line.split("  ")) for line in (build.out / "SHA256SUMS").read_text().splitlines())
     for image in build.images.values():
         h = hashlib.sha256(image.read_bytes()).hexdigest()

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -62,6 +63,26 @@ def test_release_has_a_bmap_per_image(tmp_path: Path) -> None:
         entry = manifest["images"][role.value]
         assert entry["bmap"] == result.final_path.name + ".bmap"
         assert bmap.load(out / entry["bmap"]) == bmap.create(result.final_path)
+
+
+def test_the_release_is_its_owners_alone(tmp_path: Path) -> None:
+    """Every image holds the cluster key: the folder 0700, images, zstd copies and block maps 0600, whatever the
+    umask and whatever mode the images were made with."""
+    ctx = context(tmp_path, [Role.WEB, Role.DB])
+    out = ctx.plan.out_dir
+    os.chmod(out, 0o755)
+    for result in ctx.images.values():
+        os.chmod(result.tmp_path, 0o644)
+    old = os.umask(0o002)
+    try:
+        Artifacts().run(ctx)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    for result in ctx.images.values():
+        for path in (result.final_path, out / (result.final_path.name + ".bmap"),
+                     out / (result.final_path.name + ".zst")):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
 def test_undo_removes_unrenamed_bmaps_and_zst(tmp_path: Path) -> None:

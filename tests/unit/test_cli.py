@@ -326,6 +326,51 @@ def test_apt_progress_other_lines() -> None:
     assert progress.fraction == before
 
 
+def test_a_key_open_to_other_users_exits_2_before_building(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A key others can read is no secret (heartbeats forged, database passwords derived); one they can write
+    could be swapped for theirs. Refused with the command that mends it, and nothing is written."""
+    run = Run(tmp_path, TEXT)
+    key = tmp_path / "open.key"
+    key.write_text("k" * 64)
+    for mode in (0o644, 0o640, 0o620, 0o604):
+        os.chmod(key, mode)
+        assert run("--key", str(key)) == EXIT_BAD_INPUT
+        assert f"--key: {key} is open to other users (mode {mode:04o}); make it private with `chmod 600 {key}`" \
+            in stderr(capsys)
+    run.assert_nothing_written()
+
+
+@pytest.mark.root
+def test_a_key_of_another_user_is_refused(tmp_path: Path) -> None:
+    """Even 0600: its owner could swap it for a key of theirs between releases. Root's own is fine."""
+    from herd.build.private import key_problem
+
+    if os.geteuid() != 0:
+        pytest.fail("gives a file to another user: run as root")
+    key = tmp_path / "theirs.key"
+    key.write_text("k" * 64)
+    os.chmod(key, 0o600)
+    assert key_problem("--key", key) is None  # root's
+    assert key_problem("--key", key, uid=1234) is None  # root's, for another user's build
+    os.chown(key, 1234, -1)
+    assert key_problem("--key", key) == \
+        f"--key: {key} belongs to another user (uid 1234); a key must be yours or root's"
+    assert key_problem("--key", key, uid=1234) is None
+
+
+def test_a_tsig_secret_open_to_other_users_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = Run(tmp_path, (PROJECT / "examples" / "site-backup.toml").read_text(encoding="utf-8"))
+    secret = run.spec.with_suffix(".tsig")
+    secret.write_text('key "herd-site" { algorithm hmac-sha256; secret "c2VjcmV0"; };\n')
+    os.chmod(secret, 0o644)
+    assert run() == EXIT_BAD_INPUT
+    assert f"--site-key: {secret} is open to other users (mode 0644); make it private with `chmod 600 {secret}`" \
+        in stderr(capsys)
+    assert not run.out.exists() and not run.cache.exists()
+    assert not run.spec.with_suffix(".key").exists()
+
+
 def test_site_without_its_tsig_secret_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = Run(tmp_path, (PROJECT / "examples" / "site-backup.toml").read_text(encoding="utf-8"))
     assert run() == EXIT_BAD_INPUT

@@ -20,6 +20,7 @@ from herd.build.context import BuildContext, ImageResult
 from herd.build.epoch import EpochError, source_date_epoch
 from herd.build.overlay import OverlayError
 from herd.build.plan import make_plan
+from herd.build.private import key_problem
 from herd.build.progress import Reporter, plain_console
 from herd.build.project import find as find_project
 from herd.build.recipes import RecipeError, load_base, load_role
@@ -120,6 +121,8 @@ def check_writable(option: str, path: Path, directory: bool) -> None:
         if not directory and path.stat().st_size < KEY_MIN:
             raise BadPath(f"{option}: {path} is too short for a cluster key (at least {KEY_MIN} bytes); delete it "
                           "to make a new one (nodes built with the old key will not join)")
+        if not directory and (problem := key_problem(option, path)):
+            raise BadPath(problem)
         return
     parent = path.parent
     while not parent.exists():
@@ -164,6 +167,8 @@ def site_key_file(spec: Spec, roles: list[Role], path: Path) -> Path | None:
         raise SpecError([f"[site] needs its TSIG secret for the directors, and {path} is missing; "
                          f"make it with `tsig-keygen -a {spec.site.key_algorithm} {spec.site.key_name} > {path}` "
                          f"(chmod 600), give the same key to the DNS server, or name another file with --site-key"])
+    if problem := key_problem("--site-key", path):
+        raise BadPath(problem)
     return path
 
 

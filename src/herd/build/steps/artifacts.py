@@ -17,6 +17,7 @@ from typing import Any
 from herd import __version__
 from herd.build import bmap
 from herd.build.context import BuildContext, ImageResult
+from herd.build.private import FILE_MODE, create_private, private_dir
 from herd.build.run import OnLine, run
 from herd.build.steps import Step
 from herd.build.steps.disk import sha256_file
@@ -149,13 +150,18 @@ class Artifacts(Step):
             results = list(ctx.images.values())
             for done, result in enumerate(results):
                 progress.line(f"block map of {result.final_path.name}")
-                tmp_bmap(result).write_text(bmap.to_xml(bmap.create(result.tmp_path)))  # renamed below
+                with os.fdopen(create_private(tmp_bmap(result)), "w") as f:  # renamed below
+                    f.write(bmap.to_xml(bmap.create(result.tmp_path)))
                 progress.line(f"compressing {result.final_path.name} (zstd)")
                 compress(result.tmp_path, tmp_zst(result), on_line=progress.line)
+                os.chmod(tmp_zst(result), FILE_MODE)  # zstd copies the image's mode; made sure, as it holds the key
                 result.zst_size = tmp_zst(result).stat().st_size
                 result.zst_sha256 = sha256_file(tmp_zst(result))
                 progress.fraction((done + 1) / len(results))
             data = manifest(ctx, previous)
+            private_dir(out)  # every image holds the cluster key: only its owner may read the release
+            for result in results:
+                os.chmod(result.tmp_path, FILE_MODE)
             with signals_held():
                 for result in results:
                     os.replace(result.tmp_path, result.final_path)

@@ -15,6 +15,7 @@ from herd.build.context import BuildContext
 from herd.build.disk import Layout, layout, oversize_warning, root_size, usr_size
 from herd.build.fs import remove_tree, tree_bytes
 from herd.build.plan import ROOT_LABEL, RolePlan
+from herd.build.private import create_private, private_dir
 from herd.build.reproducible import set_inode_times
 from herd.build.run import in_private_namespace, run
 from herd.build.steps import Step
@@ -74,9 +75,9 @@ class Disk(Step):
             if warning := oversize_warning(role, disk, min_size):
                 ctx.reporter.warn(warning)
             image = result.tmp_path
-            image.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(image.parent)  # the release folder: the images hold the cluster key
             image.unlink(missing_ok=True)
-            with open(image, "wb") as f:
+            with os.fdopen(create_private(image), "wb") as f:
                 f.truncate(disk.size)
             progress.line("partitioning")
             run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", image], input=disk.sfdisk_script())

@@ -1,0 +1,39 @@
+"""What carries the cluster's secrets stays its owner's: every image holds the cluster key (a director's also the
+TSIG secret), so the release folder is 0700 and its images, compressed copies and block maps 0600, and a key file
+others could read or replace is refused before a build uses it."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def private_dir(path: Path) -> None:
+    """Make `path` (and any missing parent) a folder only its owner can enter; an existing one is closed too."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, DIR_MODE)
+
+
+def create_private(path: Path) -> int:
+    """Open `path` for writing, made empty and 0600 whatever the umask (an existing file's mode is set too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    return fd
+
+
+def key_problem(option: str, path: Path, uid: int | None = None) -> str | None:
+    """Why an existing secret (`--key`, `--site-key`) must not be used as it is, or None. Readable by others, it
+    is no secret (anyone could forge heartbeats, derive the database passwords, repoint the public names);
+    writable by another user, or owned by one, it could be swapped for a key of theirs."""
+    uid = os.geteuid() if uid is None else uid
+    st = path.stat()
+    if st.st_uid not in (uid, 0):
+        return f"{option}: {path} belongs to another user (uid {st.st_uid}); a key must be yours or root's"
+    if st.st_mode & 0o077:
+        return (f"{option}: {path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}); "
+                f"make it private with `chmod 600 {path}` (and keep a copy only where you trust every user)")
+    return None
