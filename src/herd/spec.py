@@ -82,6 +82,8 @@ class Membership:
     interval_ms: int = 200
     deadtime_ms: int = 1000
     metrics_port: int = 9694  # Prometheus text endpoint; 0 turns it off
+    # Who may read it (besides the node itself); empty: network.subnet
+    metrics_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -312,6 +314,13 @@ PERSISTENCE_MAX = (2**32 - 1) // 1000
 LEASE_INTERVALS = 2  # the VIP and storage leases (deadtime - 2 x interval) must last this many intervals
 
 
+def network_text(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A network or a single address, from a string only (ipaddress would take 1 for 0.0.0.1/32)."""
+    if not isinstance(value, str):
+        raise ValueError(value)
+    return ipaddress.ip_network(value, strict=False)
+
+
 def valid_release(release: str) -> bool:
     return bool(_RELEASE.fullmatch(release))
 
@@ -359,13 +368,20 @@ def parse(text: str, file: str = "<spec>") -> Spec:
     image = _image(r, r.get(data, "", "image", dict, {}) or {})
     network = _network(r, r.get(data, "", "network", dict, {}, required=True) or {})
     mem = r.table(r.get(data, "", "membership", dict, {}) or {}, "membership",
-                  {"port", "interval_ms", "deadtime_ms", "metrics_port"})
+                  {"port", "interval_ms", "deadtime_ms", "metrics_port", "metrics_allow"})
+    allow_raw = r.get(mem, "membership", "metrics_allow", list, None)
+    allow = [r.convert(f"membership.metrics_allow[{i}]", v, network_text, "a network (\"192.168.50.0/24\") or "
+                       "address in quotes") for i, v in enumerate(allow_raw or [])]
     membership = Membership(
         port=r.value(mem, "membership", "port", int, 694),
         interval_ms=r.value(mem, "membership", "interval_ms", int, 200),
         deadtime_ms=r.value(mem, "membership", "deadtime_ms", int, 1000),
         metrics_port=r.value(mem, "membership", "metrics_port", int, 9694),
+        metrics_allow=tuple(a for a in allow if a is not None) if allow_raw is not None else (network.subnet,),
     )
+    if allow_raw == []:
+        r.fail("membership.metrics_allow", "[] lets nobody in; to turn the endpoint off, set metrics_port = 0 "
+               "(left out, the allowed network is network.subnet)")
     if not 1 <= membership.port <= 65535:
         r.fail("membership.port", f"{membership.port} is not a port number (1-65535)")
     metrics_ok = 0 <= membership.metrics_port <= 65535 and membership.metrics_port != membership.port

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import secrets
 import signal
 import subprocess
@@ -103,6 +104,12 @@ def python_in(ns: str, code: str, *args: str) -> subprocess.CompletedProcess[str
                           text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(PROJECT / "src")})
 
 
+def systemd_fd_limit() -> None:
+    """In herdd's process, before exec: the descriptor limit systemd gives a service unless its unit raises it
+    (1024), not whatever the test run's shell had, so running out of descriptors shows as it would on a node."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
 class Herdd:
     def __init__(self, name: str, ns: str, spec_path: Path, key: Path, work: Path,
                  args: list[str] | None = None) -> None:
@@ -124,7 +131,8 @@ class Herdd:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.ns, sys.executable, "-m", "herd.daemon.main", "--spec",
                  str(self.spec_path), "--key", str(self.key), "--state-dir", str(self.state), "--socket",
-                 str(self.socket), *self.args], stdout=log, stderr=subprocess.STDOUT, env=env)
+                 str(self.socket), *self.args], stdout=log, stderr=subprocess.STDOUT, env=env,
+                preexec_fn=systemd_fd_limit)
 
     def kill(self, signum: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -110,7 +110,8 @@ def values(samples: list[Sample], name: str) -> list[tuple[dict[str, str], float
 
 
 def test_example_is_valid_exposition_format() -> None:
-    samples, types = parse(render(example_status(), {"sent": 10, "received": 8}, {"bad-mac": 2}))
+    samples, types = parse(render(example_status(), {"sent": 10, "received": 8, "metrics_busy": 3}, {"bad-mac": 2}))
+    assert values(samples, "herd_metrics_refused_total") == [({"reason": "busy"}, 3.0), ({"reason": "source"}, 0.0)]
     assert types == {
         "herd_node_state": "gauge",
         "herd_node_last_seen_seconds": "gauge",
@@ -118,6 +119,7 @@ def test_example_is_valid_exposition_format() -> None:
         "herd_heartbeats_received_total": "counter",
         "herd_task_errors_total": "counter",
         "herd_packets_dropped_total": "counter",
+        "herd_metrics_refused_total": "counter",
         "herd_load1": "gauge",
         "herd_memory_used_percent": "gauge",
         "herd_disk_used_percent": "gauge",

@@ -327,6 +327,15 @@ def _bad_cases() -> dict[str, Bad]:
                               "membership.metrics_port", r"22 is taken by SSH on the nodes"),
         "metrics-on-a-service": Bad(edit(t, "metrics_port = 9694 ", f"metrics_port = 80  {HERE} "),
                                     "membership.metrics_port", r"80 is taken by service 'http'"),
+        "metrics-allow-a-number": Bad(
+            edit(t, "metrics_port = 9694 ", f"metrics_allow = [10]  {HERE}\nmetrics_port = 9694 "),
+            "membership.metrics_allow[0]", r"10 is not a network"),
+        "metrics-allow-nobody": Bad(
+            edit(t, "metrics_port = 9694 ", f"metrics_allow = []  {HERE}\nmetrics_port = 9694 "),
+            "membership.metrics_allow", r"lets nobody in; to turn the endpoint off, set metrics_port = 0"),
+        "metrics-allow-bad-cidr": Bad(
+            edit(t, "metrics_port = 9694 ", f'metrics_allow = ["10.0.0.0/33"]  {HERE}\nmetrics_port = 9694 '),
+            "membership.metrics_allow[0]", r"'10.0.0.0/33' is not a network"),
         "service-name-twice": Bad(
             edit(t, "[nfs]\n", '[[service]]\nname = "http"  ' + HERE + '\nport = 8080\n\n[nfs]\n'), "service[1].name",
             r"'http' is already service\[0\]"),
@@ -692,3 +701,11 @@ def test_image_min_size_is_optional() -> None:
     text = edit(TEXT, 'min_size = "1800MiB"\n', "")
     assert parse(text, FILE).image.min_size == 0
     assert parse(text.replace("[image]\n", ""), FILE).image.min_size == 0
+
+
+def test_metrics_are_for_the_subnet_unless_the_spec_says_whom() -> None:
+    assert parse(TEXT).membership.metrics_allow == (ipaddress.ip_network("192.168.50.0/24"),)
+    spec = parse(edit(TEXT, "metrics_port = 9694 ",
+                      'metrics_allow = ["10.9.8.7", "192.168.50.0/28", "fd00::/64"]\nmetrics_port = 9694 '))
+    assert spec.membership.metrics_allow == (ipaddress.ip_network("10.9.8.7/32"), ipaddress.ip_network(
+        "192.168.50.0/28"), ipaddress.ip_network("fd00::/64"))

@@ -24,6 +24,7 @@ from herd.daemon.balancer import Balancer
 from herd.daemon.claim import SlotTable
 from herd.daemon.election import AcquireVip, AnnounceVip, Effect, Election, ReleaseVip
 from herd.daemon.membership import DrainChanged, Event, Membership, Paused, PeerDown, PeerUp
+from herd.daemon.metricsserver import MetricsServer
 from herd.daemon.notify import sd_notify
 from herd.daemon.rolelink import RoleLink
 from herd.daemon.sitelink import SiteLink
@@ -485,21 +486,8 @@ class Daemon(asyncio.DatagramProtocol):
         finally:
             writer.close()
 
-    async def handle_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
-            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
-            if path in (b"/metrics", b"/"):
-                body = metrics.render(self.status(), dict(self.counters), dict(self.dropped)).encode()
-                head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-            else:
-                body, head = b"not found\n", b"HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
-            writer.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
+    def metrics_refused(self, reason: str) -> None:
+        self.counters[reason] += 1
 
     # -- main -------------------------------------------------------------------------------------------
     def setup_vip(self, ipr: Any) -> None:
@@ -528,8 +516,11 @@ class Daemon(asyncio.DatagramProtocol):
         control = await asyncio.start_unix_server(self.handle_control, path=str(path), limit=CONTROL_LIMIT)
         os.chmod(path, 0o600)
         servers: list[asyncio.AbstractServer] = [control]
+        metrics_server = MetricsServer(
+            lambda: metrics.render(self.status(), dict(self.counters), dict(self.dropped)),
+            self.spec.membership.metrics_allow or (self.spec.network.subnet,), self.metrics_refused)
         if self.config.metrics_port:
-            servers.append(await asyncio.start_server(self.handle_metrics, host=bind, port=self.config.metrics_port))
+            await metrics_server.start(bind, self.config.metrics_port)
         interval = self.spec.membership.interval_ms / 1000
         tasks = [
             asyncio.create_task(self.every(interval, self.send_heartbeat)),
@@ -560,6 +551,7 @@ class Daemon(asyncio.DatagramProtocol):
                 await self.storage.close()
             for server in servers:
                 server.close()
+            metrics_server.close()
             if self.transport is not None:
                 self.transport.close()
             if self.claims.transport is not None:

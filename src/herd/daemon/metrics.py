@@ -42,6 +42,10 @@ def render(status: dict[str, Any], counters: dict[str, int], dropped: dict[str, 
            [({}, float(counters.get("task_errors", 0)))])
     metric("herd_packets_dropped_total", "counter", "Packets dropped, by reason.",
            [({"reason": r}, float(c)) for r, c in sorted(dropped.items())])
+    metric("herd_metrics_refused_total", "counter",
+           "Connections to this endpoint closed unanswered: too many at once (busy) or from outside the allowed "
+           "networks (source).",
+           [({"reason": r}, float(counters.get(f"metrics_{r}", 0))) for r in ("busy", "source")])
     health: dict[str, Any] = next((n["health"] for n in status["nodes"] if n["name"] == me), {})
     for key, name, help_text in (("load1", "herd_load1", "1-minute load average."),
                                  ("mem_pct", "herd_memory_used_percent", "Memory in use, percent."),
