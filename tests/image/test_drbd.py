@@ -20,7 +20,7 @@ import pytest
 from herd.spec import Role
 
 from ..netns.harness import wait_for
-from .conftest import EXAMPLE, make_build
+from .conftest import EXAMPLE, lab_timing, make_build
 from .lab import Lab, start_lab
 
 NODES = ("dir1", "web1", "nfs1", "nfs2")
@@ -56,7 +56,7 @@ def spec_text() -> str:
     head = re.sub(r"\[\[database\]\]\n(.*\n)*?\n", "", head)  # no db node here
     # Four TCG-emulated VMs on two cores, busy with mkfs, resyncs and NFS restarts, miss 200 ms beats now and
     # then: a slower heartbeat, so a failover here is one the test asked for, not a starved one.
-    head = head.replace("interval_ms = 200", "interval_ms = 500").replace("deadtime_ms = 1000", "deadtime_ms = 3000")
+    head = lab_timing(head)
     return head + "[[node]]".join(["", *keep, nfs2]) + access
 
 
