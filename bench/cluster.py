@@ -60,7 +60,7 @@ def failover(lab: Lab, stop_file: Path) -> dict[str, float]:
     failed = sum(1 for r in results if r["code"] != 200)
     tags = {r["path"].split("tag=")[1] for r in results if r["code"] == 200 and "tag=" in r["path"]}
     lost = len(tags - db_tags(lab))
-    lab.power_on(holder)
+    lab.power_on(holder, background=True)
     lab.wait_ready([holder])
     return {"outage_s": round(gap, 2), "failed": failed, "lost": lost}
 

@@ -85,9 +85,11 @@ class Lab:
                            capture_output=True, text=True, timeout=120)
         return r.stdout.split("\n")[:-1]
 
-    def power_on(self, name: str) -> None:
-        """Boot a VM again from its own disk, on the same tap (after `vms[name].stop()`, a power cut)."""
-        self.vms[name] = self.cluster_vm(name)
+    def power_on(self, name: str, background: bool = False) -> None:
+        """Boot a VM again from its own disk, on the same tap (after `vms[name].stop()`, a power cut).
+        background: at the lowest CPU priority until `wait_ready` has seen it ready (call it), so that the VMs
+        serving meanwhile keep their CPU."""
+        self.vms[name] = self.cluster_vm(name, background)
 
     def cable(self, name: str, plugged: bool) -> None:
         """Pull (or put back) a VM's cable at the switch: a partition, the VM itself running on."""
@@ -107,6 +109,8 @@ class Lab:
         # (A box with a MAC of its own may have claimed another slot's address: not looked for here.)
         for name in (n for n in names if n not in self.macs):
             wait_for(lambda node=name: self.answers(node), timeout, every=2, what=f"{name}'s sshd answering")
+        for name in names:
+            self.vms[name].foreground()
 
     def answers(self, node: str) -> bool:
         try:
@@ -140,13 +144,14 @@ class Lab:
         result: dict[str, Any] = json.loads(self.ssh(node, "herdctl status --json"))
         return result
 
-    def cluster_vm(self, name: str) -> VM:
-        return _vm(self.build, self.cluster, self.work, name, self.persistent, self.macs.get(name))
+    def cluster_vm(self, name: str, background: bool = False) -> VM:
+        return _vm(self.build, self.cluster, self.work, name, self.persistent, self.macs.get(name), background)
 
 
-def _vm(build: Build, cluster: Cluster, work: Path, name: str, persistent: bool, mac: str | None = None) -> VM:
+def _vm(build: Build, cluster: Cluster, work: Path, name: str, persistent: bool, mac: str | None = None,
+        background: bool = False) -> VM:
     """The VM for spec node `name`; with `mac`, a box with that MAC instead of the spec's (a MAC the spec does
-    not list: the box claims a slot of its role)."""
+    not list: the box claims a slot of its role). background: see VM."""
     node = build.spec.node_named(name)
     assert node is not None and (mac or node.mac) is not None
     tap = f"{cluster.lan.tag}{name}"
@@ -171,7 +176,7 @@ def _vm(build: Build, cluster: Cluster, work: Path, name: str, persistent: bool,
                 f.truncate(DATA_DISK)
         disks.append(data)
     vm = VM(image, "bios", work / name, [mac or node.mac or ""], taps=[tap], netns=cluster.lan.switch,
-            persistent=persistent, disks=disks)
+            persistent=persistent, disks=disks, background=background)
     wait_for(lambda: subprocess.run(["ip", "-n", cluster.lan.switch, "link", "show", tap],
                                     capture_output=True).returncode == 0, 30, what=f"{tap}")
     subprocess.run(["ip", "-n", cluster.lan.switch, "link", "set", tap, "master", "br0", "up"], check=True)
@@ -189,9 +194,11 @@ def start_lab(build: Build, work: Path, nodes: tuple[str, ...] = VM_NODES, vip_a
         client = cluster.lan.host("client", address="192.168.50.99/24")
         if vip_after is None:
             cluster.start()
+        serving = False  # once the first nodes serve, the later ones boot in the background
         for name in nodes:
-            vms[name] = _vm(build, cluster, work, name, persistent, (macs or {}).get(name))
+            vms[name] = _vm(build, cluster, work, name, persistent, (macs or {}).get(name), background=serving)
             if name == vip_after:
+                serving = True
                 cluster.start()
                 assert vms["dir1"].wait_for(r"herd: dir1 takes the VIP", 400), vms["dir1"].console()[-3000:]
         lab = Lab(build, cluster, client, vms, work, persistent, macs or {})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import socket
@@ -33,9 +35,14 @@ class VM:
     Each MAC in `macs` is a virtio NIC on QEMU's user network with restrict=on: it reaches nothing outside."""
 
     def __init__(self, image: Path, way: str, workdir: Path, macs: list[str], taps: list[str] | None = None,
-                 netns: str | None = None, persistent: bool = False, disks: list[Path] | None = None) -> None:
+                 netns: str | None = None, persistent: bool = False, disks: list[Path] | None = None,
+                 background: bool = False) -> None:
         """persistent: the VM writes to `image` itself (a stick of its own, kept across power cycles);
-        otherwise its writes go to a throw-away overlay. disks: more disks (virtio: /dev/vdb, …), kept."""
+        otherwise its writes go to a throw-away overlay. disks: more disks (virtio: /dev/vdb, …), kept.
+        background: the VM runs at the lowest CPU priority (nice 19) until `foreground()`: a box booting beside
+        VMs that serve gets what CPU they leave. Two guests booting under TCG otherwise starve the serving ones
+        on two cores (a survivor paused for up to a second, again and again): a test's timing would measure the
+        emulation, not herd."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.log = workdir / "serial.log"
         self.log.unlink(missing_ok=True)
@@ -64,8 +71,23 @@ class VM:
         if not macs:
             argv += ["-nic", "none"]
         self.start = time.monotonic()
+        self.background = background
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=(workdir / "qemu.err").open("w"))
+                                     stderr=(workdir / "qemu.err").open("w"),
+                                     preexec_fn=_lowest_priority if background else None)
+
+    def foreground(self) -> None:
+        """Back to the CPU priority of every other VM (all of QEMU's threads: the vCPU's, the I/O ones)."""
+        if not self.background:
+            return
+        self.background = False
+        try:
+            tasks = os.listdir(f"/proc/{self.proc.pid}/task")
+        except FileNotFoundError:
+            return  # already gone
+        for tid in tasks:
+            with contextlib.suppress(ProcessLookupError):
+                os.setpriority(os.PRIO_PROCESS, int(tid), 0)
 
     def console(self) -> str:
         return ANSI.sub("", self.log.read_text(errors="replace")) if self.log.exists() else ""
@@ -110,6 +132,11 @@ class VM:
 
     def stop(self) -> None:
         terminate(self.proc)
+
+
+def _lowest_priority() -> None:
+    """In QEMU's process, before exec: nice 19, which every thread it starts inherits."""
+    os.setpriority(os.PRIO_PROCESS, 0, 19)
 
 
 def _read_to_prompt(sock: socket.socket) -> str:

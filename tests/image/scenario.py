@@ -33,7 +33,7 @@ while not os.path.exists(stop):
 def bring_everyone_up(lab: Lab) -> None:
     off = [name for name in VM_NODES if not lab.running(name)]
     for name in off:
-        lab.power_on(name)
+        lab.power_on(name, background=True)
     lab.wait_ready(off)
 
 

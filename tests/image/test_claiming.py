@@ -58,7 +58,7 @@ def test_a_power_cut_keeps_the_claimed_identity(claiming: Lab) -> None:
     lab = claiming
     before = identity_of(lab, "web2")
     lab.vms["web2"].stop()
-    lab.power_on("web2")
+    lab.power_on("web2", background=True)
     lab.wait_ready(["web2"])
     assert identity_of(lab, "web2") == before
     assert not re.search(r"herd: claimed slot", lab.vms["web2"].console())  # no new claim: it knew who it was

@@ -61,8 +61,8 @@ def test_the_service_rides_out_a_dying_director_and_web_node(lab: Lab, tmp_path:
         time.sleep(5)
         ups = lab.vms[other].console().count("herd: web1 is up for http")
         t_back = time.time()
-        lab.power_on(holder)
-        lab.power_on("web1")
+        lab.power_on(holder, background=True)  # the four serving VMs keep the CPU while these two boot
+        lab.power_on("web1", background=True)
         lab.wait_ready([holder, "web1"])
         wait_for(lambda: lab.vms[other].console().count("herd: web1 is up for http") > ups, 300, every=1,
                  what="web1 back in rotation")
@@ -94,9 +94,17 @@ def test_the_service_rides_out_a_dying_director_and_web_node(lab: Lab, tmp_path:
     assert not missing, f"answered PHP requests whose row is not in the database: {sorted(missing)[:10]}"
     answered = [r["t"] for r in results if r["code"] == 200]
     gaps = [b - a for a, b in itertools.pairwise(answered) if t_director - 1 <= a <= t_took + GRACE]
+    gap = max(gaps, default=0.0)
     print(f"director failover: {len([r for r in failed if r['t'] < t_web])} failed requests, longest gap between "
-          f"answers {max(gaps, default=0):.1f} s; web node loss: {len([r for r in failed if r['t'] >= t_web])} "
+          f"answers {gap:.1f} s; web node loss: {len([r for r in failed if r['t'] >= t_web])} "
           f"failed; {len(php_ok)} PHP rows all present")
+    # The outage is bounded by the timing: the standby takes over a deadtime after the holder's last heartbeat
+    # (at most an interval before the cut), announces the VIP at once; a request whose SYN went to the dead
+    # holder meanwhile is sent again after TCP's first retransmission timeout (1 s); then a fraction of a
+    # second to answer.
+    timing = lab.build.spec.membership
+    bound = (timing.deadtime_ms + timing.interval_ms) / 1000 + 1.5
+    assert gap <= bound, f"the director failover left a {gap:.1f} s gap between answers (at most {bound:.1f} s)"
     # No preemption: the director that came back stays standby.
     assert lab.status(holder)["vip"]["holder"] == other
     assert lab.status(other)["vip"]["holder"] == other
