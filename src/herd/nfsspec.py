@@ -5,6 +5,7 @@ so the spec module stays a readable size."""
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,6 +83,12 @@ def parse_nfs(r: _Reader, data: Mapping[str, Any], network: Network, nodes: list
     if disk != AUTO_DISK and not _DEVICE.fullmatch(disk):
         r.fail(f"{p}.disk", f"{disk!r} must be \"auto\" or a device path such as /dev/sdb or "
                "/dev/disk/by-id/…")
+    elif disk != AUTO_DISK and posixpath.normpath(disk) != disk:
+        # DRBD takes the whole device and writes over it: `/dev/../etc/…` is a file outside /dev. One spelling per
+        # device (no `//`, `.` or trailing `/`), so that the path says plainly which disk is given away.
+        plain = posixpath.normpath(disk)
+        hint = f"write {plain!r}" if plain.startswith("/dev/") else "name a device under /dev, such as /dev/sdb"
+        r.fail(f"{p}.disk", f"{disk!r} is not a plain path under /dev (no `..`, `.`, `//` or final `/`): {hint}")
     if "disk" in data and not replicated:
         r.fail(f"{p}.disk", "is the DRBD disk of two nfs nodes; one nfs node keeps the docroot on its stick: "
                "remove it, or add a second nfs node")

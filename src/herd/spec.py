@@ -480,6 +480,9 @@ TAKEN_TCP = {22: "SSH", 80: "Apache", 111: "rpcbind", 2049: "NFS", 3306: "MariaD
              4567: "Galera", 4568: "Galera's incremental state transfer"}
 
 _SQL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+# MariaDB's own schemas: the app user gets ALL on `name`.*, which on one of these makes it the server's superuser
+# (any SQL injection in a page could then grant itself anything).
+RESERVED_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 
 
 def _databases(r: _Reader, items: list[Any]) -> list[Database]:
@@ -496,6 +499,10 @@ def _databases(r: _Reader, items: list[Any]) -> list[Database]:
         for key, value in (("name", name), ("user", user)):
             if value is not None and not _SQL_NAME.fullmatch(value):
                 r.fail(f"{p}.{key}", f"{value!r} must be lower-case letters, digits and _ (at most 32)")
+        if name in RESERVED_DATABASES:
+            r.fail(f"{p}.name", f"{name!r} is MariaDB's own schema (the app user would get ALL on it, and so "
+                   "the whole server): use a name of the site's own, like \"site\"")
+            name = None
         if name is not None and name in seen:
             r.fail(f"{p}.name", f"{name!r} is already database[{seen[name]}]")
         if name is not None and user is not None:

@@ -374,6 +374,22 @@ def _bad_cases() -> dict[str, Bad]:
         "nfs-disk-not-a-device": Bad(
             edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\ndisk = "sdb"  {HERE}\n'), "nfs.disk",
             r"must be \"auto\" or a device path such as /dev/sdb"),
+        # DRBD writes over the whole device: a path that leaves /dev, or another spelling of a device, is refused
+        "nfs-disk-leaving-dev": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\ndisk = "/dev/../etc/shadow"  {HERE}\n'),
+            "nfs.disk", r"'/dev/\.\./etc/shadow' is not a plain path under /dev .*: name a device under /dev"),
+        "nfs-disk-double-slash": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\ndisk = "/dev//sda"  {HERE}\n'), "nfs.disk",
+            r"'/dev//sda' is not a plain path under /dev \(no `\.\.`, `\.`, `//` or final `/`\): write '/dev/sda'$"),
+        "nfs-disk-dot": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\ndisk = "/dev/./sda"  {HERE}\n'), "nfs.disk",
+            r"is not a plain path under /dev .*: write '/dev/sda'$"),
+        "nfs-disk-final-slash": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\ndisk = "/dev/sdb/"  {HERE}\n'), "nfs.disk",
+            r"is not a plain path under /dev .*: write '/dev/sdb'$"),
+        "nfs-disk-relative": Bad(
+            edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\ndisk = "../dev/sdb"  {HERE}\n'), "nfs.disk",
+            r"must be \"auto\" or a device path such as /dev/sdb"),
         "nfs-port-taken": Bad(
             edit(nfs2, "[nfs]\n", f'[nfs]\naddress = "192.168.50.30"\nport = 2049  {HERE}\n'), "nfs.port",
             r"2049 is taken on the nfs nodes"),
@@ -409,6 +425,19 @@ def _bad_cases() -> dict[str, Bad]:
             r"must be letters, digits"),
         "database-name-with-a-newline": Bad(
             edit(t, 'name = "site"', f'name = "site\\n"  {HERE}'), "database[0].name", r"must be lower-case"),
+        # the app user gets ALL on `name`.*: on one of MariaDB's own schemas that is the whole server
+        "database-name-mysql": Bad(
+            edit(t, 'name = "site"', f'name = "mysql"  {HERE}'), "database[0].name",
+            r"'mysql' is MariaDB's own schema \(the app user would get ALL on it, and so the whole server\): use a "
+            r"name of the site's own"),
+        "database-name-information-schema": Bad(
+            edit(t, 'name = "site"', f'name = "information_schema"  {HERE}'), "database[0].name",
+            r"MariaDB's own schema"),
+        "database-name-performance-schema": Bad(
+            edit(t, 'name = "site"', f'name = "performance_schema"  {HERE}'), "database[0].name",
+            r"MariaDB's own schema"),
+        "database-name-sys": Bad(
+            edit(t, 'name = "site"', f'name = "sys"  {HERE}'), "database[0].name", r"MariaDB's own schema"),
         "nfs-export-with-a-newline": Bad(
             edit(t, 'export = "/srv/herd/www"', f'export = "/srv/herd/www\\n/ *(rw)"  {HERE}'), "nfs.export",
             r"must be an absolute path of plain names"),
@@ -613,6 +642,13 @@ def test_two_nfs_nodes_replicate_with_the_examples_commented_keys() -> None:
     assert str(spec.nfs.address) == "192.168.50.30" and spec.nfs.disk == "auto" and spec.nfs.port == 7789
     assert not parse(TEXT, FILE).replicated_storage and parse(TEXT, FILE).nfs.address is None
 
+
+
+@pytest.mark.parametrize("disk", ["/dev/sdb", "/dev/disk/by-id/ata-QEMU_HARDDISK_QM00005", "/dev/nvme0n1p2",
+                                  "/dev/mapper/vg-drbd"])
+def test_nfs_disk_plain_device_paths_are_taken(disk: str) -> None:
+    text = edit(with_nfs_address(TEXT), '# disk = "auto"', f'disk = "{disk}"') + NFS2
+    assert parse(text, FILE).nfs.disk == disk
 
 # ---------------------------------------------------------------------------------------------------------
 # Limits that come from what the images do with a value
