@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from herd.daemon import wire
 from herd.daemon.drbd import Report
 from herd.daemon.loop import Config, Daemon
 from herd.daemon.membership import Membership
@@ -71,6 +72,35 @@ def test_the_heartbeat_port_drops_other_kinds(tmp_path: Path) -> None:
     beat = Message(KIND_HEARTBEAT, "dir1", 7, 12, {"vip": True, "seen": {"dir2": 5}})
     d.datagram_received(encode(beat, SPEC.name, KEY), source)
     assert d.membership.peers["dir1"].alive and d.membership.peers["dir1"].holds_vip
+
+
+def test_the_heartbeat_port_checks_kind_sender_and_source_before_the_hmac(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flood of packets with the cluster's (public) tag costs a parse each, not an HMAC: each is dropped for
+    its reason without one being computed; a packet that passes those checks is then verified."""
+    d = daemon(tmp_path)  # dir2
+    dir1 = str(SPEC.node_named("dir1").address)  # type: ignore[union-attr]
+    wrong_key = b"w" * 32
+    forged = {
+        "spoofed-source": (Message(KIND_HEARTBEAT, "dir1", 7, 1, {"seen": {"dir2": 5}}), "192.168.50.99"),
+        "unknown-sender": (Message(KIND_HEARTBEAT, "intruder", 7, 1), "192.168.50.99"),
+        "malformed": (Message(KIND_GRANT, "dir1", 7, 1), dir1),
+    }
+    packets = {why: encode(msg, SPEC.name, wrong_key) for why, (msg, _) in forged.items()}
+    calls: list[int] = []
+    real = wire.hmac.new
+
+    def counted(key: bytes, body: bytes, digestmod: object) -> object:
+        calls.append(1)
+        return real(key, body, digestmod)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(wire.hmac, "new", counted)
+    for why, (_, source) in forged.items():
+        d.datagram_received(packets[why], (source, SPEC.membership.port))
+        assert d.dropped[why] == 1, (why, d.dropped)
+    assert calls == [] and sum(d.dropped.values()) == 3
+    d.datagram_received(encode(forged["spoofed-source"][0], SPEC.name, wrong_key), (dir1, SPEC.membership.port))
+    assert d.dropped["bad-mac"] == 1 and len(calls) == 2  # one to encode it here, one to verify it
 
 
 def nodes_spec(names: list[str]) -> str:

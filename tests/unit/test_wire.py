@@ -6,12 +6,19 @@ import hashlib
 import hmac
 import json
 import random
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from herd.daemon import wire
 from herd.daemon.wire import (
     HEADER,
+    KIND_CLAIM,
+    KIND_GRANT,
     KIND_HEARTBEAT,
+    KIND_RELEASE,
+    KIND_STALE,
     MAC_SIZE,
     MAGIC,
     MAX_SIZE,
@@ -19,6 +26,8 @@ from herd.daemon.wire import (
     Drop,
     Message,
     ReplayGuard,
+    admit_box,
+    admit_peer,
     cluster_tag,
     decode,
     encode,
@@ -201,6 +210,91 @@ def test_deeply_nested_json_is_malformed() -> None:
     """As deep as fits in one datagram: past the default recursion limit of json's parser."""
     body = header(4) + b"web1" + b"[" * (MAX_SIZE - HEADER.size - 4 - MAC_SIZE)
     assert reason(signed(body)) == "malformed"
+
+
+# -- cheap checks before the HMAC ----------------------------------------------------------------------------
+
+ADDRESSES = {"dir1": "192.168.50.11", "web1": "192.168.50.21"}
+
+
+def hmacs_counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The HMACs wire computes from now on, counted (one entry each)."""
+    calls: list[int] = []
+
+    def new(key: bytes, body: bytes, digestmod: Any) -> Any:
+        calls.append(1)
+        return hmac.new(key, body, digestmod)
+
+    monkeypatch.setattr(wire, "hmac", SimpleNamespace(new=new, compare_digest=hmac.compare_digest))
+    return calls
+
+
+@pytest.mark.parametrize(("sender", "kind", "source", "why"), [
+    ("web1", KIND_HEARTBEAT, "192.168.50.99", "spoofed-source"),    # the right name from another address
+    ("web1", KIND_HEARTBEAT, "192.168.50.11", "spoofed-source"),    # from another node's address
+    ("nobody", KIND_HEARTBEAT, "192.168.50.21", "unknown-sender"),  # not a spec node
+    ("dir1", KIND_HEARTBEAT, "192.168.50.11", "unknown-sender"),    # the receiver itself
+    ("web1", KIND_GRANT, "192.168.50.21", "malformed"),             # a kind this port never takes
+])
+def test_kind_sender_and_source_are_checked_before_the_hmac(
+        monkeypatch: pytest.MonkeyPatch, sender: str, kind: int, source: str, why: str) -> None:
+    forged = encode(Message(kind, sender, 1, 1), CLUSTER, b"not the cluster's key")
+    calls = hmacs_counted(monkeypatch)
+    with pytest.raises(Drop) as info:
+        decode(forged, CLUSTER, KEY, admit_peer((KIND_HEARTBEAT, KIND_STALE), ADDRESSES, "dir1", source))
+    assert info.value.reason == why and calls == []
+
+
+def test_a_datagram_that_passes_the_cheap_checks_is_then_verified(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = encode(MSG, CLUSTER, KEY)
+    forged = encode(MSG, CLUSTER, b"not the cluster's key")
+    calls = hmacs_counted(monkeypatch)
+    admit = admit_peer((KIND_HEARTBEAT, KIND_STALE), ADDRESSES, "dir1", "192.168.50.21")
+    assert decode(good, CLUSTER, KEY, admit) == MSG
+    with pytest.raises(Drop, match="bad-mac"):
+        decode(forged, CLUSTER, KEY, admit)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("body", [header(2) + b"\xff\xfe", header(200) + b"web1"],
+                         ids=["name-not-utf8", "name-past-end"])
+def test_an_unreadable_name_is_admitted_as_no_one(monkeypatch: pytest.MonkeyPatch, body: bytes) -> None:
+    calls = hmacs_counted(monkeypatch)
+    names = []
+
+    def admit(kind: int, sender: str) -> None:
+        names.append(sender)
+        raise Drop("unknown-sender")
+
+    with pytest.raises(Drop, match="unknown-sender"):
+        decode(signed(body), CLUSTER, KEY, admit)
+    assert names == [""] and calls == []
+
+
+@pytest.mark.parametrize(("sender", "kind", "taken"), [
+    ("mac:52:54:00:12:34:56", KIND_CLAIM, True),
+    ("mac:02:00:00:00:0a:01", KIND_RELEASE, True),
+    ("mac:52:54:00:12:34:56", KIND_HEARTBEAT, False),  # not a claim port's kind
+    ("web1", KIND_CLAIM, False),                        # a node, not a box
+    ("mac:52:54:00:12:34:5G", KIND_CLAIM, False),
+    ("mac:52:54:00:12:34:56\n", KIND_CLAIM, False),
+    ("mac:52:54:00:12:34", KIND_CLAIM, False),
+    ("mac:52:54:00:AB:34:56", KIND_CLAIM, False),       # herdd writes MACs lower-case
+    ("mac:01:00:5e:00:00:01", KIND_CLAIM, False),       # multicast
+    ("mac:ff:ff:ff:ff:ff:ff", KIND_CLAIM, False),       # broadcast
+    ("mac:00:00:00:00:00:00", KIND_CLAIM, False),
+])
+def test_the_claim_port_admits_boxes_named_by_a_unicast_mac(
+        monkeypatch: pytest.MonkeyPatch, sender: str, kind: int, taken: bool) -> None:
+    data = encode(Message(kind, sender, 1, 1), CLUSTER, KEY)
+    calls = hmacs_counted(monkeypatch)
+    admit = admit_box((KIND_CLAIM, KIND_RELEASE))
+    if taken:
+        assert decode(data, CLUSTER, KEY, admit).sender == sender and len(calls) == 1
+    else:
+        with pytest.raises(Drop, match="unknown-sender"):
+            decode(data, CLUSTER, KEY, admit)
+        assert calls == []
 
 
 # -- fuzz ----------------------------------------------------------------------------------------------------

@@ -64,6 +64,10 @@ async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: li
     seq = 0
     port = spec.membership.port
     seen: dict[str, int] = {}  # node: the generation of its newest authentic answer
+
+    def admit(kind: int, sender: str) -> None:
+        if kind not in (KIND_GRANT, KIND_STALE, KIND_PROVE) or sender not in names:
+            raise Drop("unknown-sender")
     again: list[Effect] = []  # what nodes asked to hear again with their generation (PROVE)
 
     def perform(effects: list[Any]) -> str | None:
@@ -100,9 +104,7 @@ async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: li
             except TimeoutError:
                 continue
             try:
-                reply = decode(data, spec.name, key)
-                if reply.kind not in (KIND_GRANT, KIND_STALE, KIND_PROVE) or reply.sender not in names:
-                    raise Drop("unknown-sender")
+                reply = decode(data, spec.name, key, admit)  # kind and sender checked before the HMAC
                 guard.check(reply)
             except Drop:
                 continue

@@ -40,6 +40,8 @@ from herd.daemon.wire import (
     Drop,
     Message,
     ReplayGuard,
+    admit_box,
+    admit_peer,
     decode,
     encode,
     proves_fresh,
@@ -78,12 +80,12 @@ class ClaimServer(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         d = self.daemon
         try:
-            msg = decode(data, d.spec.name, d.config.key)
-            if msg.kind not in (KIND_CLAIM, KIND_RELEASE) or not msg.sender.startswith("mac:"):
-                raise Drop("unknown-sender")
+            msg = decode(data, d.spec.name, d.config.key, admit_box((KIND_CLAIM, KIND_RELEASE)))
             d.check_fresh(msg, addr, self.transport)
             p = msg.payload
             slot, mac, round_id, role = p.get("slot"), p.get("mac"), p.get("round"), p.get("role")
+            # The sender is `mac:` and a well-formed unicast MAC (admit_box): so is `mac`, which goes to
+            # slots.json and the console.
             if not all(isinstance(v, str) for v in (slot, mac, round_id, role)) or msg.sender != f"mac:{mac}":
                 raise Drop("malformed")
         except Drop as drop:
@@ -174,13 +176,9 @@ class Daemon(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
-            msg = decode(data, self.spec.name, self.config.key)
-            if msg.kind not in (KIND_HEARTBEAT, KIND_STALE):  # a GRANT of the claim port's, say, replayed here
-                raise Drop("malformed")
-            if msg.sender not in self.address_of or msg.sender == self.me.name:
-                raise Drop("unknown-sender")
-            if addr[0] != self.address_of[msg.sender]:
-                raise Drop("spoofed-source")
+            # Kind, sender and source address are checked before the HMAC: a flood of forgeries costs little.
+            msg = decode(data, self.spec.name, self.config.key,
+                         admit_peer((KIND_HEARTBEAT, KIND_STALE), self.address_of, self.me.name, str(addr[0])))
             # Echoed in this node's heartbeats: the highest, so a replayed older one changes nothing.
             self.generations[msg.sender] = max(msg.generation, self.generations.get(msg.sender, 0))
             self.check_fresh(msg, addr, self.transport)

@@ -30,8 +30,11 @@ import hashlib
 import hmac
 import json
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from herd.daemon.bounds import unicast_mac
 
 MAGIC = b"HRD1"
 HEADER = struct.Struct(">4sB8sQQB")
@@ -82,8 +85,13 @@ def encode(msg: Message, cluster: str, key: bytes) -> bytes:
     return data
 
 
-def decode(data: bytes, cluster: str, key: bytes) -> Message:
-    """Verify and parse one datagram; raise Drop for anything not authentic and well-formed."""
+def decode(data: bytes, cluster: str, key: bytes, admit: Callable[[int, str], None] | None = None) -> Message:
+    """Verify and parse one datagram; raise Drop for anything not authentic and well-formed.
+
+    `admit(kind, sender)` runs before the HMAC is computed, on what the datagram claims to be, and raises Drop
+    for a kind or sender the receiver never takes (or a source address that is not the sender's): the cluster
+    tag is public, and a flood of forgeries should cost a parse each, not an HMAC. A name that cannot be read
+    is given as "" (no node is named that)."""
     if len(data) > MAX_SIZE:
         raise Drop("oversized")
     if len(data) < HEADER.size + MAC_SIZE:
@@ -94,6 +102,13 @@ def decode(data: bytes, cluster: str, key: bytes) -> Message:
     if tag != cluster_tag(cluster):
         raise Drop("wrong-cluster")
     body, mac = data[:-MAC_SIZE], data[-MAC_SIZE:]
+    if admit is not None:
+        claimed = body[HEADER.size:HEADER.size + name_len] if HEADER.size + name_len <= len(body) else b""
+        try:
+            sender = claimed.decode()
+        except UnicodeDecodeError:
+            sender = ""
+        admit(kind, sender)
     if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
         raise Drop("bad-mac")
     if HEADER.size + name_len > len(body):
@@ -141,3 +156,30 @@ def proves_fresh(msg: Message, me: str, generation: int) -> bool:
         return "seen" not in msg.payload
     echoed = seen.get(me)
     return isinstance(echoed, int) and not isinstance(echoed, bool) and echoed == generation
+
+
+def admit_peer(kinds: tuple[int, ...], addresses: Mapping[str, str], me: str,
+               source: str) -> Callable[[int, str], None]:
+    """decode's `admit` for the heartbeat port: one of `kinds`, from a spec node other than this one (`me`),
+    sent from that node's address (`addresses`: name -> address; `source`: the datagram's)."""
+
+    def admit(kind: int, sender: str) -> None:
+        if kind not in kinds:  # a GRANT of the claim port's, say, replayed to the heartbeat port
+            raise Drop("malformed")
+        if sender not in addresses or sender == me:
+            raise Drop("unknown-sender")
+        if source != addresses[sender]:
+            raise Drop("spoofed-source")
+
+    return admit
+
+
+def admit_box(kinds: tuple[int, ...]) -> Callable[[int, str], None]:
+    """decode's `admit` for the claim port: one of `kinds`, from `mac:` and a well-formed unicast MAC (a box
+    without identity names itself by its NIC's)."""
+
+    def admit(kind: int, sender: str) -> None:
+        if kind not in kinds or not (sender.startswith("mac:") and unicast_mac(sender[4:])):
+            raise Drop("unknown-sender")
+
+    return admit
