@@ -24,6 +24,7 @@ from herd.daemon.wire import (
     MAX_SIZE,
     REASONS,
     Drop,
+    Echoers,
     Message,
     ReplayGuard,
     admit_box,
@@ -409,3 +410,45 @@ def test_the_guard_says_which_generation_a_sender_is_behind() -> None:
     assert guard.behind(Message(KIND_HEARTBEAT, "web1", 9, 99)) == 10   # restarted below its old self
     assert guard.behind(Message(KIND_HEARTBEAT, "web1", 10, 4)) is None  # an old packet of this life
     assert guard.behind(Message(KIND_HEARTBEAT, "web2", 1, 1)) is None   # never heard
+
+
+# -- senders that echo `seen` --------------------------------------------------------------------------------
+
+def echoing(sender: str, seen: object = None) -> Message:
+    return Message(KIND_HEARTBEAT, sender, 1, 1, {} if seen is None else {"seen": seen})
+
+
+def test_a_sender_once_heard_echoing_is_dropped_without_the_echo() -> None:
+    echoers = Echoers()
+    echoers.check(echoing("web1"))  # not known to echo: an older herdd's, taken
+    assert echoers.learn(echoing("web1", {})) is True  # an empty echo (it has heard no one) is an echo
+    assert echoers.learn(echoing("web1", {"dir1": 5})) is False  # nothing new to save
+    echoers.check(echoing("web1", {"dir1": 5}))
+    for without in (echoing("web1"), echoing("web1", 5), echoing("web1", [])):
+        with pytest.raises(Drop, match="downgrade"):
+            echoers.check(without)
+    echoers.check(echoing("web2"))
+    assert echoers.learn(echoing("web2")) is False and echoers.learn(echoing("web2", "x")) is False
+
+
+def test_echoers_outlive_a_restart_through_json() -> None:
+    echoers = Echoers()
+    echoers.learn(echoing("web1", {}))
+    echoers.learn(echoing("mac:02:00:00:00:0a:01", {}))
+    again = Echoers.from_json(json.loads(json.dumps(echoers.to_json())))
+    assert again.to_json() == ["web1", "mac:02:00:00:00:0a:01"]
+    with pytest.raises(Drop, match="downgrade"):
+        again.check(echoing("mac:02:00:00:00:0a:01"))
+    assert Echoers.from_json(None).to_json() == [] and Echoers.from_json({"web1": 1}).to_json() == []
+    assert Echoers.from_json(["web1", 3, None]).to_json() == ["web1"]
+
+
+def test_only_the_latest_boxes_are_remembered_and_every_node() -> None:
+    echoers = Echoers()
+    echoers.learn(echoing("dir1", {}))
+    boxes = [f"mac:02:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(wire.BOXES_KEPT + 10)]
+    for box in boxes:
+        assert echoers.learn(echoing(box, {}))
+    assert echoers.to_json() == ["dir1", *boxes[10:]]
+    echoers.check(echoing(boxes[0]))  # forgotten: taken as an older herdd's would be
+    assert Echoers.from_json(["dir1", *boxes]).to_json() == ["dir1", *boxes[10:]]

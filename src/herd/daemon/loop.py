@@ -38,6 +38,7 @@ from herd.daemon.wire import (
     KIND_RELEASE,
     KIND_STALE,
     Drop,
+    Echoers,
     Message,
     ReplayGuard,
     admit_box,
@@ -88,6 +89,7 @@ class ClaimServer(asyncio.DatagramProtocol):
             # slots.json and the console.
             if not all(isinstance(v, str) for v in (slot, mac, round_id, role)) or msg.sender != f"mac:{mac}":
                 raise Drop("malformed")
+            d.echoers.check(msg)  # a box that has echoed `seen` always does: one without is an old capture
         except Drop as drop:
             d.dropped[drop.reason] += 1
             return
@@ -100,6 +102,7 @@ class ClaimServer(asyncio.DatagramProtocol):
             self.send(KIND_PROVE, {"to": msg.sender, "of": of, "slot": slot, "round": round_id}, addr)
             return
         d.guard.accept(msg)
+        d.learn_echoer(msg)
         if msg.kind == KIND_RELEASE:
             if d.slots.release(slot, mac, round_id):
                 d.persist("slots.json", d.slots.to_json())
@@ -140,6 +143,7 @@ class Daemon(asyncio.DatagramProtocol):
         self.proven: set[str] = set()  # senders with a heartbeat taken since this node started
         self.stale_sent: dict[str, float] = {}  # sender: when it was last told its generation is behind
         self.generations: dict[str, int] = {}  # sender: the highest generation of an authentic message of its
+        self.echoers = Echoers.from_json(config.state.load_json("echoes.json"))  # who sends `seen` (wire.py)
         self.seq = 0
         self.counters: collections.Counter[str] = collections.Counter()
         self.dropped: collections.Counter[str] = collections.Counter()
@@ -188,6 +192,8 @@ class Daemon(asyncio.DatagramProtocol):
                 # (Only a proven heartbeat lets the guard alone judge the next: a STALE needs no proof, so one
                 # replayed must not vouch for the heartbeats captured with it.)
                 raise Drop("unproven")
+            if msg.kind == KIND_HEARTBEAT:
+                self.echoers.check(msg)  # without `seen` from a sender that sends it: captured from an older herdd
         except Drop as drop:
             self.dropped[drop.reason] += 1
             return
@@ -200,8 +206,15 @@ class Daemon(asyncio.DatagramProtocol):
             self.stale_heard(msg)
             return
         self.proven.add(msg.sender)
+        self.learn_echoer(msg)
         self.counters["received"] += 1
         self.report(self.membership.heard(msg, self.clock()))
+
+    def learn_echoer(self, msg: Message) -> None:
+        """A sender seen to echo `seen` for the first time: on disk, so that after a restart this node still
+        drops its messages without it (Echoers)."""
+        if self.echoers.learn(msg):
+            self.persist("echoes.json", self.echoers.to_json())
 
     def check_fresh(self, msg: Message, addr: tuple[Any, ...], transport: asyncio.DatagramTransport | None) -> None:
         """The replay guard; a sender behind a generation seen from it before (reflashed, its clock behind)
@@ -263,11 +276,11 @@ class Daemon(asyncio.DatagramProtocol):
     def persist(self, name: str, data: Any, then: Callable[[], None] | None = None) -> None:
         """Save state on the disk thread, then (once it is on disk) call `then` on the event loop: an fsync on
         a busy USB stick can take longer than a deadtime, and the heartbeats must not wait for it."""
-        loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop() if then is not None else None
 
         def save() -> None:
             self.config.state.save_json(name, data)
-            if then is not None:
+            if then is not None and loop is not None:
                 loop.call_soon_threadsafe(then)
 
         self.disk_thread.submit(save).add_done_callback(_log_failure(f"saving {name}"))

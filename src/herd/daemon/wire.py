@@ -16,7 +16,9 @@ The guard is in memory: a receiver that has just started knows no sender's last 
 before its restart would pass it. So a heartbeat also says which generation its sender has seen from every
 peer (`seen`), and a receiver takes the first heartbeat of a sender after its own start only if that echoes
 the receiver's current generation: proof it was sent after the receiver started (herd.daemon.loop). A
-heartbeat without `seen` is from an older herdd and taken as before.
+heartbeat without `seen` is from an older herdd and taken as before, unless its sender has sent `seen` before:
+a receiver remembers on disk which senders echo (`Echoers`), and one that does is not taken without the echo,
+so that heartbeats captured from its older herdd cannot be played to a node that has just started.
 
 Claims and releases (from boxes with no identity yet) echo `seen` the same way, and every one that changes a
 slot must echo the receiver's current generation. A claimer cannot know it on first contact, so the receiver
@@ -59,7 +61,7 @@ class Drop(Exception):
 
 
 REASONS = ("truncated", "oversized", "bad-magic", "wrong-cluster", "bad-mac", "malformed", "unknown-sender",
-           "spoofed-source", "replay", "unproven")
+           "spoofed-source", "replay", "unproven", "downgrade")
 
 
 def cluster_tag(cluster: str) -> bytes:
@@ -150,12 +152,53 @@ class ReplayGuard:
 def proves_fresh(msg: Message, me: str, generation: int) -> bool:
     """Whether a heartbeat, claim or release was sent after this receiver (`me`, running as `generation`)
     started: it echoes that generation in `seen`. One without `seen` (an older herdd) cannot say, and is
-    taken."""
+    taken (unless Echoers knows its sender echoes)."""
     seen = msg.payload.get("seen")
     if not isinstance(seen, dict):
         return "seen" not in msg.payload
     echoed = seen.get(me)
     return isinstance(echoed, int) and not isinstance(echoed, bool) and echoed == generation
+
+
+# Boxes (claimers, `mac:…`) remembered as echoing: the latest few. A box claims at its first boot, and only a
+# holder of the cluster key can make new ones, who must not be able to grow the file without end.
+BOXES_KEPT = 256
+
+
+class Echoers:
+    """The senders known to echo `seen` in their heartbeats, claims and releases; the owner keeps `to_json()`
+    on disk (after `learn` says it changed), so that this outlives a restart. A sender that has sent `seen`
+    always does (a herdd never goes back to one without it), so a message of its without `seen` is a capture
+    of an older herdd's, played back: dropped as `downgrade`."""
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        self._names: dict[str, None] = {}  # in the order learnt (boxes are forgotten oldest first)
+        for name in names or []:
+            self._learn(name)
+
+    def check(self, msg: Message) -> None:
+        if not isinstance(msg.payload.get("seen"), dict) and msg.sender in self._names:
+            raise Drop("downgrade")
+
+    def learn(self, msg: Message) -> bool:
+        """Remember msg's sender if msg echoes `seen`; True if that is news (to be saved)."""
+        if not isinstance(msg.payload.get("seen"), dict) or msg.sender in self._names:
+            return False
+        self._learn(msg.sender)
+        return True
+
+    def _learn(self, name: str) -> None:
+        self._names[name] = None
+        boxes = [n for n in self._names if n.startswith("mac:")]
+        for old in boxes[:-BOXES_KEPT]:
+            del self._names[old]
+
+    def to_json(self) -> list[str]:
+        return list(self._names)
+
+    @staticmethod
+    def from_json(data: Any) -> Echoers:
+        return Echoers([n for n in data if isinstance(n, str)] if isinstance(data, list) else [])
 
 
 def admit_peer(kinds: tuple[int, ...], addresses: Mapping[str, str], me: str,
