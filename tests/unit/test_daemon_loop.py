@@ -200,6 +200,63 @@ def test_a_restarted_node_drops_a_heartbeat_without_seen_from_a_sender_that_sent
     assert after.dropped["downgrade"] == 2 and after.counters["received"] == 2
 
 
+def test_a_storage_term_out_of_bounds_is_neither_taken_nor_passed_on_nor_saved(tmp_path: Path) -> None:
+    """Every node passes on and saves the highest storage term it hears of: one far ahead of any it knows, or
+    past 2**53, in one authentic heartbeat (a stolen stick's key) is left out, and counted."""
+    d = daemon(tmp_path)  # dir2
+    dir1 = (str(SPEC.node_named("dir1").address), SPEC.membership.port)  # type: ignore[union-attr]
+    for seq, term in enumerate((10**300, 2**53, 2**32 + 1, -1), start=1):
+        health = {"load1": 0.5, "storage_term": term, "drbd": {"role": "Primary", "term": term}}
+        d.datagram_received(encode(Message(KIND_HEARTBEAT, "dir1", 7, seq, {"health": health, "seen": {"dir2": 5}}),
+                                   SPEC.name, KEY), dir1)
+        d.pass_on_storage_term()
+        assert d.storage_term == 0 and d.health["storage_term"] == 0
+        assert d.membership.peers["dir1"].health == {"load1": 0.5, "drbd": {"role": "Primary"}}
+    assert d.counters["refused_storage_term"] == d.counters["refused_drbd.term"] == 4
+    assert d.counters["received"] == 4 and d.membership.peers["dir1"].alive  # the rest of it is taken
+    d.datagram_received(encode(Message(KIND_HEARTBEAT, "dir1", 7, 9, {"health": {"storage_term": 12}, "seen": {}}),
+                               SPEC.name, KEY), dir1)
+    d.pass_on_storage_term()
+    assert d.storage_term == 12
+    d.disk_thread.shutdown(wait=True)
+    assert StateDir(tmp_path / "state").load_json("storage_term.json") == {"term": 12}
+
+
+def test_a_drain_register_out_of_bounds_is_counted_in_the_status(tmp_path: Path) -> None:
+    d = daemon(tmp_path)
+    dir1 = (str(SPEC.node_named("dir1").address), SPEC.membership.port)  # type: ignore[union-attr]
+    admin = {"web1": [True, 1, "x" * 2000], "web2": [True, 2**60, "dir1"], "db1": [True, 1, "dir1"]}
+    d.datagram_received(encode(Message(KIND_HEARTBEAT, "dir1", 7, 1, {"admin": admin, "seen": {"dir2": 5}}),
+                               SPEC.name, KEY), dir1)
+    assert d.status()["counters"]["refused_admin"] == 2
+    assert d.membership.payload({})["admin"] == {"db1": [True, 1, "dir1"]}
+
+
+def test_a_claim_whose_mac_is_not_a_unicast_mac_is_neither_granted_nor_printed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (PROJECT / "examples/cluster.toml").read_text().replace('mac = "52:54:00:50:00:22"\n', "")
+    spec = parse(text)  # web2: a free slot
+    d = Daemon(Config(spec, spec.node_named("dir2"), KEY, 5, tmp_path / "sock", None,  # type: ignore[arg-type]
+                      StateDir(tmp_path / "state")))
+    sent = Sent()
+    d.claims.transport = sent  # type: ignore[assignment]
+    box = ("fe80::5054:ff:fe00:99", 40000, 0, 2)
+
+    async def main() -> None:
+        for seq, mac in enumerate(("02:00:00:00:0a:01\nherd: granted slot web1 to 02:00:00:00:0a:02",
+                                   "02:00:00:00:0A:01", "ff:ff:ff:ff:ff:ff", "x" * 200), start=1):
+            payload = {"slot": "web2", "mac": mac, "round": "r1", "role": "web", "seen": {"dir2": 5}}
+            d.claims.datagram_received(encode(Message(KIND_CLAIM, f"mac:{mac}", 9, seq, payload), spec.name, KEY),
+                                       box)
+        await asyncio.sleep(0.05)
+        d.disk_thread.shutdown(wait=True)
+
+    asyncio.run(main())
+    assert d.slots.bindings == {} and sent.messages == [] and d.dropped["unknown-sender"] == 4
+    assert "granted" not in capsys.readouterr().out
+    assert not (tmp_path / "state/slots.json").exists()
+
+
 class Sent:
     """A datagram transport that keeps what is sent, decoded."""
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from herd.daemon.membership import DrainChanged, Event, Membership, Paused, PeerDown, PeerUp, State
+from herd.daemon.bounds import AHEAD, COUNTER_LIMIT
+from herd.daemon.membership import Admin, DrainChanged, Event, Membership, Paused, PeerDown, PeerUp, State
 from herd.daemon.wire import KIND_HEARTBEAT, Message, ReplayGuard, decode, encode
 from herd.spec import Spec, load
 
@@ -299,11 +300,11 @@ def test_many_concurrent_drains_converge_in_any_order() -> None:
 def test_older_versions_do_not_override_newer() -> None:
     m = Membership(SPEC, "dir1", T0)
     assert m.merge_admin({"web1": [True, 5, "dir2"]}) == [DrainChanged("web1", True)]
-    assert m.merge_admin({"web1": [False, 4, "zzz"]}) == []
+    assert m.merge_admin({"web1": [False, 4, "web2"]}) == []
     assert m.merge_admin({"web1": [False, 5, "dir1"]}) == []  # same version, smaller origin
     assert m.state("web1") is State.UNKNOWN and m.admin["web1"].drained is True
-    assert m.merge_admin({"web1": [False, 5, "dir3"]}) == [DrainChanged("web1", False)]
-    assert m.merge_admin({"web1": [True, 6, "a"]}) == [DrainChanged("web1", True)]
+    assert m.merge_admin({"web1": [False, 5, "web1"]}) == [DrainChanged("web1", False)]
+    assert m.merge_admin({"web1": [True, 6, "db1"]}) == [DrainChanged("web1", True)]
     assert m.admin["web1"].version == 6
     # a local change after a merge outranks what was merged
     m.set_drained("web1", False)
@@ -336,9 +337,40 @@ def test_malformed_admin_is_ignored(admin: Any) -> None:
 
 def test_malformed_entries_do_not_stop_good_ones() -> None:
     m = Membership(SPEC, "dir1", T0)
-    events = m.merge_admin({"nope": [True, 1, "x"], "web1": [True, "1", "x"], "web2": [True, 1, "x"]})
+    events = m.merge_admin({"nope": [True, 1, "x"], "web1": [True, "1", "x"], "web2": [True, 1, "dir2"]})
     assert events == [DrainChanged("web2", True)]
 
+
+
+@pytest.mark.parametrize("entry", [
+    [True, 1, "x" * 1000],  # re-broadcast by every node, a long origin would grow every heartbeat
+    [True, 1, "dir3"],       # not a spec node
+    [True, 1, ""],
+    [True, 2**53, "dir2"],
+    [True, 10**400, "dir2"],
+    [True, -1, "dir2"],
+    [True, True, "dir2"],
+    [True, AHEAD + 1, "dir2"],  # far ahead of anything known (0 here)
+    [True, COUNTER_LIMIT - 1, "dir2"],
+])
+def test_a_drain_register_out_of_bounds_is_refused_counted_and_not_passed_on(entry: list[Any]) -> None:
+    m = Membership(SPEC, "dir1", T0)
+    assert m.heard(beat("web2", 1, {"admin": {"web1": entry}}), T0) == [PeerUp("web2")]
+    assert m.admin["web1"] == Admin() and m.state("web1") is State.UNKNOWN
+    assert m.payload({})["admin"] == {} and m.refused["admin"] == 1
+
+
+def test_a_version_climbs_at_most_ahead_per_message() -> None:
+    m = Membership(SPEC, "dir1", T0)
+    assert m.merge_admin({"web1": [True, AHEAD, "dir2"]}) == [DrainChanged("web1", True)]
+    assert m.merge_admin({"web1": [False, 2 * AHEAD + 1, "dir2"]}) == []
+    assert m.merge_admin({"web1": [False, 2 * AHEAD, "dir2"]}) == [DrainChanged("web1", False)]
+    assert m.admin["web1"] == Admin(2 * AHEAD, "dir2", False) and m.refused["admin"] == 1
+    m.set_drained("web1", True)  # the next change is within bounds for every node that took the last one
+    other = Membership(SPEC, "web2", T0)
+    other.merge_admin({"web1": [True, AHEAD, "dir2"]})
+    other.merge_admin({"web1": [False, 2 * AHEAD, "dir2"]})
+    assert other.merge_admin(m.payload({})["admin"]) == [DrainChanged("web1", True)]
 
 # -- a simulated cluster -------------------------------------------------------------------------------------
 

@@ -538,6 +538,27 @@ def test_terms_grow_with_each_server_and_everyone_passes_them_on() -> None:
                                                             "web1": lab.boxes["nfs2"].term}
 
 
+def test_a_forged_term_within_bounds_makes_the_server_step_down_but_not_for_good() -> None:
+    """One heartbeat signed with a stolen key says a term well ahead (within herd.daemon.bounds: taken, and
+    passed on by dir1 and web1). The server steps down for it, as for a real newer term; with both nfs nodes up
+    the first serves again at once, with a term above the forged one, and nothing acknowledged is lost."""
+    lab = started()
+    assert lab.serving() == ["nfs1"]
+    forged = lab.boxes["nfs1"].term + 1000
+    lab.relay["dir1"] = forged
+    lab.run(2)
+    assert lab.effects("nfs1", Demote)[0][1] == Demote(
+        f"a newer term ({forged}, this node's is {forged - 1000}) was served without this node", disconnect=True)
+    lab.run(8)
+    assert lab.serving() == ["nfs1"] and lab.boxes["nfs1"].term == forged + 1
+    assert lab.relay == {"dir1": forged + 1, "web1": forged + 1}
+    written = len(lab.acked)
+    lab.run(2)
+    assert len(lab.acked) > written
+    lab.assert_nothing_lost("nfs1")
+    lab.assert_nothing_lost("nfs2")
+
+
 def test_a_server_that_steps_down_stays_a_victim_while_drbd_still_looks_connected() -> None:
     """DRBD's timers notice a partition later than herdd: for a moment after stepping down for lost quorum the
     disk still reads Connected and UpToDate/UpToDate. That must not clear what herdd knows: this node's changes

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from herd.daemon import drbd, health, metrics, netconfig, roles, vip
+from herd.daemon import bounds, drbd, health, metrics, netconfig, roles, vip
 from herd.daemon.balancer import Balancer
 from herd.daemon.claim import SlotTable
 from herd.daemon.election import AcquireVip, AnnounceVip, Effect, Election, ReleaseVip
@@ -171,7 +172,7 @@ class Daemon(asyncio.DatagramProtocol):
         # Every node of a spec with replicated storage passes on the highest storage term it has heard of, so
         # the cluster remembers who served last even while that nfs node is away (herd.daemon.storage).
         saved = config.state.load_json("storage_term.json") or {}
-        self.storage_term = saved.get("term", 0) if isinstance(saved.get("term"), int) else 0
+        self.storage_term = saved["term"] if bounds.counter(saved.get("term")) else 0
         self.saved_storage_term = self.storage_term
 
     # -- UDP --------------------------------------------------------------------------------------------
@@ -208,7 +209,10 @@ class Daemon(asyncio.DatagramProtocol):
         self.proven.add(msg.sender)
         self.learn_echoer(msg)
         self.counters["received"] += 1
-        self.report(self.membership.heard(msg, self.clock()))
+        payload, refused = bounds.heartbeat(msg.payload, self.storage_term)
+        for field in refused:
+            self.counters[f"refused_{field}"] += 1
+        self.report(self.membership.heard(dataclasses.replace(msg, payload=payload), self.clock()))
 
     def learn_echoer(self, msg: Message) -> None:
         """A sender seen to echo `seen` for the first time: on disk, so that after a restart this node still
@@ -457,7 +461,7 @@ class Daemon(asyncio.DatagramProtocol):
             "galera": self.rolelink.galera_decision or None,
             "site": self.site_status(now),
             "storage": self.storage_status(),
-            "counters": dict(self.counters),
+            "counters": {**self.counters, **{f"refused_{k}": v for k, v in self.membership.refused.items()}},
             "dropped": dict(self.dropped),
         }
 

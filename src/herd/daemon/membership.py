@@ -14,10 +14,12 @@ nothing), so what was queued is read first and only real silence counts.
 
 from __future__ import annotations
 
+import collections
 import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from herd.daemon import bounds
 from herd.daemon.wire import Message
 from herd.spec import Node, Spec
 
@@ -88,6 +90,7 @@ class Membership:
         self.peers[me].alive = True
         self.peers[me].last_seen = now
         self.admin: dict[str, Admin] = {n.name: Admin() for n in spec.nodes}
+        self.refused: collections.Counter[str] = collections.Counter()  # entries out of bounds, by field
 
     # -- input -------------------------------------------------------------------------------------------
     def heard(self, msg: Message, now: float) -> list[Event]:
@@ -137,17 +140,22 @@ class Membership:
         return [DrainChanged(name, drained)] if current.drained != drained else []
 
     def merge_admin(self, remote: Any) -> list[Event]:
+        """Every node passes on every register it holds, so an entry is taken only within bounds (origin a
+        spec node, version a bounded counter: herd.daemon.bounds); the rest are counted in `refused`."""
         if not isinstance(remote, dict):
             return []
         events: list[Event] = []
         for name, value in remote.items():
             if name not in self.admin or not (isinstance(value, list) and len(value) == 3):
+                self.refused["admin"] += 1
                 continue
             drained, version, origin = value
-            if not (isinstance(drained, bool) and isinstance(version, int) and isinstance(origin, str)):
+            mine = self.admin[name]
+            if not (isinstance(drained, bool) and bounds.counter(version, mine.version)
+                    and isinstance(origin, str) and origin in self.admin):
+                self.refused["admin"] += 1
                 continue
             theirs = Admin(version, origin, drained)
-            mine = self.admin[name]
             if theirs > mine:
                 self.admin[name] = theirs
                 if theirs.drained != mine.drained:
