@@ -103,6 +103,32 @@ def test_the_heartbeat_port_checks_kind_sender_and_source_before_the_hmac(
     assert d.dropped["bad-mac"] == 1 and len(calls) == 2  # one to encode it here, one to verify it
 
 
+def test_a_heartbeat_that_would_be_too_big_is_sent_without_some_drain_registers(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Over the wire's limit, a heartbeat used to go unsent (its sender then looked dead to everyone): it now
+    goes without as few drain registers as it takes, and says so once."""
+    d = daemon(tmp_path)  # dir2
+    d.transport = Sent()  # type: ignore[assignment]
+    for name in ("web1", "web2", "db1"):
+        d.membership.set_drained(name, True)
+    d.membership.set_drained("nfs1", False)  # an undrained register (version 1): the first to go
+    d.health = {"pad": ""}
+    d.send_heartbeat()
+    sent = d.transport.messages  # type: ignore[attr-defined]
+    full = len(encode(sent[-1][0], SPEC.name, KEY))
+    d.health = {"pad": "x" * (MAX_SIZE - full + 1)}  # one byte too many with every register
+    with caplog.at_level(logging.WARNING, logger="herdd"):
+        for _ in range(3):
+            d.send_heartbeat()
+    beats = [msg for msg, _ in sent[-3 * len(d.peers):]]
+    assert len(beats) == 3 * len(d.peers) and len({b.seq for b in beats}) == 3
+    assert all(set(b.payload["admin"]) == {"web1", "web2", "db1"} for b in beats)
+    assert all(len(encode(b, SPEC.name, KEY)) <= MAX_SIZE for b in beats)
+    assert d.counters["admin_left_out"] == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "heartbeats too big for the wire: drain registers of nfs1 left out"]
+
+
 def nodes_spec(names: list[str]) -> str:
     text = (PROJECT / "examples/cluster.toml").read_text()
     head = text[:text.index("[[node]]")]

@@ -372,6 +372,29 @@ def test_a_version_climbs_at_most_ahead_per_message() -> None:
     other.merge_admin({"web1": [False, 2 * AHEAD, "dir2"]})
     assert other.merge_admin(m.payload({})["admin"]) == [DrainChanged("web1", True)]
 
+
+def test_a_heartbeat_too_big_leaves_out_undrained_registers_first_then_the_lowest_versions() -> None:
+    m = Membership(SPEC, "dir1", T0)
+    for name, times in (("web1", 3), ("web2", 1), ("nfs1", 2), ("db1", 1), ("dir2", 4)):
+        for i in range(times):
+            m.set_drained(name, i % 2 == 0)  # web1: drained (3), web2: drained (1), nfs1: undrained (2) ...
+    payload = m.payload({"load1": 1.0})
+    admin = dict(payload["admin"])
+    assert {n: (a[0], a[1]) for n, a in admin.items()} == {
+        "web1": (True, 3), "web2": (True, 1), "nfs1": (False, 2), "db1": (True, 1), "dir2": (False, 4)}
+    order = ["nfs1", "dir2", "db1", "web2", "web1"]
+    for budget in range(len(order) + 1):
+        out, left_out = Membership.fitted(payload, lambda p, n=budget: len(p["admin"]) <= len(order) - n)
+        assert left_out == order[:budget]
+        assert out["admin"] == {n: a for n, a in admin.items() if n not in left_out}
+        assert {k: v for k, v in out.items() if k != "admin"} == {k: v for k, v in payload.items() if k != "admin"}
+    assert payload["admin"] == admin  # not changed in place
+    assert Membership.fitted(payload, lambda p: True) == (payload, [])
+    out, left_out = Membership.fitted(payload, lambda p: False)  # nothing helps: every register left out
+    assert out["admin"] == {} and left_out == order
+    empty = Membership(SPEC, "dir1", T0).payload({})
+    assert Membership.fitted(empty, lambda p: False) == (empty, [])
+
 # -- a simulated cluster -------------------------------------------------------------------------------------
 
 KEY = b"cluster key"

@@ -108,6 +108,18 @@ def test_encode_accepts_exactly_max_size() -> None:
     assert decode(data, CLUSTER, KEY) == padded(MAX_SIZE)
 
 
+def test_size_is_what_encode_makes() -> None:
+    for msg in (MSG, padded(MAX_SIZE), padded(MAX_SIZE + 1), Message(KIND_HEARTBEAT, "nödé", 5, 6, {"x": "☃"})):
+        assert wire.size(msg) == len(_body_and_mac(msg))
+
+
+def _body_and_mac(msg: Message) -> bytes:
+    """encode's bytes, without its size limit."""
+    name = msg.sender.encode()
+    body = header(len(name), kind=msg.kind, generation=msg.generation, seq=msg.seq) + name
+    return signed(body + json.dumps(msg.payload, separators=(",", ":"), sort_keys=True).encode())
+
+
 def test_encode_refuses_over_max_size() -> None:
     with pytest.raises(ValueError, match=str(MAX_SIZE)):
         encode(padded(MAX_SIZE + 1), CLUSTER, KEY)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from herd.daemon import bounds, drbd, health, metrics, netconfig, roles, vip
+from herd.daemon import bounds, drbd, health, metrics, netconfig, roles, vip, wire
 from herd.daemon.balancer import Balancer
 from herd.daemon.claim import SlotTable
 from herd.daemon.election import AcquireVip, AnnounceVip, Effect, Election, ReleaseVip
@@ -146,6 +146,7 @@ class Daemon(asyncio.DatagramProtocol):
         self.generations: dict[str, int] = {}  # sender: the highest generation of an authentic message of its
         self.echoers = Echoers.from_json(config.state.load_json("echoes.json"))  # who sends `seen` (wire.py)
         self.seq = 0
+        self.left_out: list[str] = []  # drain registers the last heartbeat had no room for
         self.counters: collections.Counter[str] = collections.Counter()
         self.dropped: collections.Counter[str] = collections.Counter()
         self.health: dict[str, Any] = health.sample()
@@ -263,6 +264,17 @@ class Daemon(asyncio.DatagramProtocol):
         msg = Message(KIND_HEARTBEAT, self.me.name, self.config.generation, self.seq,
                       self.membership.payload(health, self.election.claims(now), self.election.quorate,
                                               self.generations))
+        payload, left_out = self.membership.fitted(
+            msg.payload, lambda p: wire.size(dataclasses.replace(msg, payload=p)) <= wire.MAX_SIZE)
+        if left_out:
+            msg = dataclasses.replace(msg, payload=payload)
+            self.counters["admin_left_out"] += len(left_out)
+        if left_out != self.left_out:  # said when it changes, not at every beat
+            if left_out:
+                log.warning("heartbeats too big for the wire: drain registers of %s left out", ", ".join(left_out))
+            else:
+                log.warning("heartbeats carry every drain register again")
+            self.left_out = left_out
         data = encode(msg, self.spec.name, self.config.key)
         for peer in self.peers:
             self.transport.sendto(data, peer)

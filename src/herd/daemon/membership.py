@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,6 +173,24 @@ class Membership:
         if seen is not None:
             out["seen"] = dict(sorted(seen.items()))
         return out
+
+    @staticmethod
+    def fitted(payload: dict[str, Any], fits: Callable[[dict[str, Any]], bool]) -> tuple[dict[str, Any], list[str]]:
+        """The payload, or if it does not fit the wire (`fits`), without as few drain registers as it takes; and
+        the names of the registers left out. The register is the only part of a heartbeat that every node
+        passes on, so it is what may grow past the limit; a heartbeat without some of it is better than none
+        (its sender would look dead). Undrained registers go first (a node that never heard of the drain they
+        undo takes their node as undrained anyway), then drained ones; each lowest version first, then by name,
+        so that the same ones are left out beat after beat."""
+        admin = payload.get("admin")
+        if not isinstance(admin, dict) or not admin or fits(payload):
+            return payload, []
+        order = sorted(admin, key=lambda n: (admin[n][0], admin[n][1], n))  # [drained, version, origin]
+        for count in range(1, len(order)):
+            trimmed = {**payload, "admin": {n: v for n, v in admin.items() if n not in order[:count]}}
+            if fits(trimmed):
+                return trimmed, order[:count]
+        return {**payload, "admin": {}}, order  # over the limit even so: encode says by how much
 
     def state(self, name: str) -> State:
         peer = self.peers[name]

@@ -77,10 +77,19 @@ class Message:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-def encode(msg: Message, cluster: str, key: bytes) -> bytes:
+def _body(msg: Message, cluster: str) -> bytes:
     name = msg.sender.encode()
     body = HEADER.pack(MAGIC, msg.kind, cluster_tag(cluster), msg.generation, msg.seq, len(name)) + name
-    body += json.dumps(msg.payload, separators=(",", ":"), sort_keys=True).encode()
+    return body + json.dumps(msg.payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def size(msg: Message) -> int:
+    """How many bytes encode makes of msg (to be checked against MAX_SIZE before it refuses)."""
+    return len(_body(msg, "")) + MAC_SIZE
+
+
+def encode(msg: Message, cluster: str, key: bytes) -> bytes:
+    body = _body(msg, cluster)
     data = body + hmac.new(key, body, hashlib.sha256).digest()
     if len(data) > MAX_SIZE:
         raise ValueError(f"message of {len(data)} bytes is over the {MAX_SIZE}-byte limit")
