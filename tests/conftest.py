@@ -16,3 +16,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         limit = TIMEOUTS.get(Path(str(item.fspath)).parent.name)
         if limit is not None and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(limit))
+
+
+_PARTS: dict[str, float] = {}  # test file -> seconds spent in its tests and their fixtures
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    part = report.nodeid.split("::", 1)[0]
+    _PARTS[part] = _PARTS.get(part, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the run's time went, per test file (a lab's boots count in the file whose test first used it), and
+    per tier: the figures the README's Development section reports."""
+    if not _PARTS:
+        return
+    tiers: dict[str, float] = {}
+    for part, seconds in _PARTS.items():
+        tier = part.split("/")[1] if part.count("/") >= 2 else part
+        tiers[tier] = tiers.get(tier, 0.0) + seconds
+    write = terminalreporter.write_line
+    terminalreporter.section("time per part")
+    for part, seconds in sorted(_PARTS.items(), key=lambda kv: -kv[1]):
+        if seconds >= 1:
+            write(f"{seconds:8.0f} s  {part}")
+    write("  tiers: " + ", ".join(f"{tier} {seconds:.0f} s" for tier, seconds in sorted(tiers.items())))
