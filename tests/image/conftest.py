@@ -96,9 +96,48 @@ def start_build(args: list[str]) -> subprocess.Popen[str]:
                             stderr=subprocess.STDOUT, env=env)
 
 
-def make_build(base: Path, spec_text: str, roles: list[Role] | None = None) -> Build:
-    """Build spec_text (plus an SSH key of the tests' own, so they can log in to the VMs as a user would)
-    into base/out; only `roles` if given."""
+@dataclass
+class PendingBuild:
+    """A build started, not yet waited for; its output goes to files (a pipe nobody reads would fill and stop
+    it)."""
+    base: Path
+    spec_path: Path
+    key: Path
+    ssh_key: Path
+    public: str
+    roles: list[Role] | None
+    proc: subprocess.Popen[bytes]
+    start: float
+
+    def finish(self) -> Build:
+        self.proc.wait()
+        out = (self.base / "build.out").read_text(errors="replace")
+        err = (self.base / "build.err").read_text(errors="replace")
+        print(f"build of {self.spec_path}: {time.monotonic() - self.start:.0f} s", file=sys.stderr)
+        assert self.proc.returncode == 0, f"build failed:\n{out}\n{err}"
+        spec = load(self.spec_path)
+        assert self.public in spec.ssh_keys
+        release = self.base / "out" / spec.release
+        manifest = json.loads((release / "manifest.json").read_text())
+        images = {role: release / f"{spec.name}-{role.value}-{spec.release}.img" for role in self.roles or spec.roles}
+        return Build(spec, release, self.key, images, manifest, out + err, self.spec_path, self.ssh_key)
+
+    def stop(self) -> None:
+        """SIGTERM (the builder undoes its steps), then SIGKILL if it has not gone within a minute."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_make_build(base: Path, spec_text: str, roles: list[Role] | None = None,
+                     background: bool = False) -> PendingBuild:
+    """Start building spec_text (plus an SSH key of the tests' own, so they can log in to the VMs as a user
+    would) into base/out; only `roles` if given. background: at nice 19, so tests running meanwhile keep the CPU
+    they need (the fast tiers, timing herdd in namespaces) and the build takes what they leave."""
     if os.geteuid() != 0:
         pytest.fail("the image tests build and boot images: run them as root (see README.md)")
     key = base / "cluster.key"
@@ -108,17 +147,23 @@ def make_build(base: Path, spec_text: str, roles: list[Role] | None = None) -> B
     public = ssh_key.with_suffix(".pub").read_text().strip()
     spec_path = base / "cluster.toml"
     spec_path.write_text(spec_text.replace("ssh_keys = [\n", f'ssh_keys = [\n    "{public}",\n', 1))
-    start = time.monotonic()
     role_args = [arg for role in roles or [] for arg in ("--role", role.value)]
-    r = run_build(["--spec", str(spec_path), "--out", str(base / "out"), "--key", str(key), *role_args])
-    print(f"build of {spec_path}: {time.monotonic() - start:.0f} s", file=sys.stderr)
-    assert r.returncode == 0, f"build failed:\n{r.stdout}\n{r.stderr}"
-    spec = load(spec_path)
-    assert public in spec.ssh_keys
-    out = base / "out" / spec.release
-    manifest = json.loads((out / "manifest.json").read_text())
-    images = {role: out / f"{spec.name}-{role.value}-{spec.release}.img" for role in roles or spec.roles}
-    return Build(spec, out, key, images, manifest, r.stdout + r.stderr, spec_path, ssh_key)
+    args = ["--spec", str(spec_path), "--out", str(base / "out"), "--key", str(key), *role_args]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT / "src")}
+    with open(base / "build.out", "wb") as out, open(base / "build.err", "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "herd.build.cli", *args], stdout=out, stderr=err, env=env,
+                                stdin=subprocess.DEVNULL,
+                                preexec_fn=(lambda: os.setpriority(os.PRIO_PROCESS, 0, 19)) if background else None)
+    return PendingBuild(base, spec_path, key, ssh_key, public, roles, proc, time.monotonic())
+
+
+def make_build(base: Path, spec_text: str, roles: list[Role] | None = None) -> Build:
+    """Build spec_text into base/out (see start_make_build) and wait for it."""
+    pending = start_make_build(base, spec_text, roles)
+    try:
+        return pending.finish()
+    finally:
+        pending.stop()  # interrupted while waiting (Ctrl-C, `tests/lab down`): the build goes too
 
 
 # The labs' heartbeat timing, slower than the example's (1 s deadtime, which the namespace tests and benchmarks
@@ -138,10 +183,36 @@ def lab_timing(text: str) -> str:
     return text
 
 
+SHARED_BUILD = pytest.StashKey[PendingBuild]()
+
+
+def _start_shared_build(config: pytest.Config) -> PendingBuild:
+    factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
+    pending = start_make_build(factory.mktemp("build"), lab_timing(EXAMPLE.read_text()), background=True)
+    config.stash[SHARED_BUILD] = pending
+    return pending
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The shared build starts as soon as the run knows it will need it, in the background: the unit and netns
+    tiers run meanwhile (minutes the build would otherwise add to the run)."""
+    if session.config.option.collectonly or os.geteuid() != 0:
+        return
+    if any("build" in getattr(item, "fixturenames", ()) for item in session.items):
+        _start_shared_build(session.config)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    pending = session.config.stash.get(SHARED_BUILD, None)
+    if pending is not None:
+        pending.stop()  # a run cut short before the image tests: the build is not left running
+
+
 @pytest.fixture(scope="session")
-def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
+def build(request: pytest.FixtureRequest) -> Build:
     """The example cluster, every role, with the labs' timing (LAB_*): shared by every image test."""
-    return make_build(tmp_path_factory.mktemp("build"), lab_timing(EXAMPLE.read_text()))
+    pending = request.config.stash.get(SHARED_BUILD, None) or _start_shared_build(request.config)
+    return pending.finish()
 
 
 @pytest.fixture(scope="session")
