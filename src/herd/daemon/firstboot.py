@@ -1,5 +1,7 @@
-"""What makes a freshly flashed box a node of its own: host name, SSH host keys, machine-id. Each step is
-idempotent and skipped when already done; none of them runs under `--node` (tests share the host)."""
+"""What makes a freshly flashed box a node of its own: host name, machine-id. Each step is idempotent and skipped
+when already done; none of them runs under `--node` (tests share the host). SSH host keys are sshd's own unit's
+job (ssh.service's drop-in runs `ssh-keygen -A` before sshd): herdd making them too had both generate an RSA
+key at once on a box's first boot, and held herdd's join up for it."""
 
 from __future__ import annotations
 
@@ -18,13 +20,6 @@ def set_hostname(name: str, etc: Path = Path("/etc")) -> None:
     hostname = etc / "hostname"
     if not hostname.exists() or hostname.read_text().strip() != name:
         write_atomic(hostname, f"{name}\n".encode(), 0o644)
-
-
-def ssh_host_keys(etc: Path = Path("/etc")) -> bool:
-    if list((etc / "ssh").glob("ssh_host_*_key")) or shutil.which("ssh-keygen") is None:
-        return False
-    subprocess.run(["ssh-keygen", "-A"], check=True, capture_output=True)
-    return True
 
 
 def machine_id(etc: Path = Path("/etc")) -> bool:

@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         node = who_am_i(cluster, role, state, key, args.node)
         if not sandbox:
             firstboot.set_hostname(node.name)
-            firstboot.ssh_host_keys()
             firstboot.machine_id()
             if node.role == spec.Role.WEB:
                 firstboot.publish_node_name(node.name)
