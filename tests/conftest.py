@@ -19,11 +19,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 _PARTS: dict[str, float] = {}  # test file -> seconds spent in its tests and their fixtures
+_SPANS: dict[str, tuple[float, float]] = {}  # test file -> (first start, last stop), epoch seconds
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     part = report.nodeid.split("::", 1)[0]
     _PARTS[part] = _PARTS.get(part, 0.0) + report.duration
+    first, _ = _SPANS.get(part, (report.start, report.stop))
+    _SPANS[part] = (min(first, report.start), report.stop)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -37,7 +40,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         tiers[tier] = tiers.get(tier, 0.0) + seconds
     write = terminalreporter.write_line
     terminalreporter.section("time per part")
+    begin = min(start for start, _ in _SPANS.values())
     for part, seconds in sorted(_PARTS.items(), key=lambda kv: -kv[1]):
         if seconds >= 1:
-            write(f"{seconds:8.0f} s  {part}")
+            start, stop = _SPANS[part]
+            write(f"{seconds:8.0f} s  {part}  (from {start - begin:.0f} s to {stop - begin:.0f} s)")
     write("  tiers: " + ", ".join(f"{tier} {seconds:.0f} s" for tier, seconds in sorted(tiers.items())))
