@@ -19,6 +19,7 @@ import pytest
 
 from herd.spec import Role, Spec, load
 
+from . import cleanbuilds
 from .qemu import Boot, boot
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -32,24 +33,26 @@ STICK_EXTRA = 512 * 1024 * 1024  # the emulated stick is this much larger than t
 # What a whole run's images, block maps, zstd copies and VM disks come to (21 GiB measured), plus a margin: they stay
 # in the pytest temp dir until the run ends.
 DISK_NEEDED = 24 * 2**30
-# Modules that boot no VM (some build): first, so no VM competes with their builds for the two cores.
-NO_VMS = ("test_image.py", "test_interrupt.py", "test_reproducible.py")
+# Modules that boot no VM (some build): first, so no VM competes with their builds for the two cores; in this
+# order: the reproducibility test's clean builds (started in the background) are over before the Ctrl-C test
+# debootstraps with the same .deb cache (apt's lock).
+NO_VMS = ("test_image.py", "test_reproducible.py", "test_interrupt.py")
 # Modules with VMs of their own: they run (and are torn down) before the shared lab starts.
 EARLY = ("test_galera.py", "test_drbd.py", "test_claiming.py", "test_lab_cli.py")
 
 
-def _phase(item: pytest.Item) -> int:
+def _phase(item: pytest.Item) -> tuple[int, int]:
     if "tests/image/" not in str(item.fspath):
-        return 0
+        return 0, 0
     name = item.fspath.basename
     if name in NO_VMS:
-        return 1
+        return 1, NO_VMS.index(name)
     if name == "test_boot.py":
-        return 2
+        return 2, 0
     if name in EARLY:
-        return 3
+        return 3, 0
     # The whole-cluster test kills and power-cycles the lab's VMs: it goes last.
-    return 5 if name == "test_cluster.py" else 4
+    return (5 if name == "test_cluster.py" else 4), 0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -87,13 +90,6 @@ def run_build(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str
     env = {**os.environ, "PYTHONPATH": str(PROJECT / "src")}
     return subprocess.run([sys.executable, "-m", "herd.build.cli", *args], text=True, capture_output=True,
                           env=env, **kwargs)
-
-
-def start_build(args: list[str]) -> subprocess.Popen[str]:
-    """The builder in the background, its output (stdout and stderr together) on the returned process's stdout."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT / "src")}
-    return subprocess.Popen([sys.executable, "-m", "herd.build.cli", *args], text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env)
 
 
 @dataclass
@@ -184,6 +180,7 @@ def lab_timing(text: str) -> str:
 
 
 SHARED_BUILD = pytest.StashKey[PendingBuild]()
+CLEAN_BUILDS = pytest.StashKey[cleanbuilds.AfterSharedBuild]()
 
 
 def _start_shared_build(config: pytest.Config) -> PendingBuild:
@@ -194,18 +191,27 @@ def _start_shared_build(config: pytest.Config) -> PendingBuild:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """The shared build starts as soon as the run knows it will need it, in the background: the unit and netns
-    tiers run meanwhile (minutes the build would otherwise add to the run)."""
+    """The shared build starts as soon as the run knows it will need it, in the background, and the
+    reproducibility test's two clean builds once it is done: the unit and netns tiers run meanwhile, leaving most
+    of the two cores idle (minutes these builds would otherwise add to the run)."""
     if session.config.option.collectonly or os.geteuid() != 0:
         return
     if any("build" in getattr(item, "fixturenames", ()) for item in session.items):
-        _start_shared_build(session.config)
+        shared = _start_shared_build(session.config)
+        if any(item.fspath.basename == "test_reproducible.py" for item in session.items):
+            factory: pytest.TempPathFactory = session.config._tmp_path_factory  # type: ignore[attr-defined]
+            session.config.stash[CLEAN_BUILDS] = cleanbuilds.AfterSharedBuild(
+                shared.proc, shared.spec_path, shared.key, factory.mktemp("clean-builds"))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    # A run cut short before the image tests: no build is left running.
+    later = session.config.stash.get(CLEAN_BUILDS, None)
+    if later is not None:
+        later.stop()
     pending = session.config.stash.get(SHARED_BUILD, None)
     if pending is not None:
-        pending.stop()  # a run cut short before the image tests: the build is not left running
+        pending.stop()
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from herd.build.cache import KEEP_UNUSED
 from herd.build.disk import ROOT_X86_64, USR_X86_64
 
-from .conftest import Build, start_build
+from . import cleanbuilds
+from .conftest import CLEAN_BUILDS, Build
 from .diskimage import partitions
 
 
@@ -58,48 +61,29 @@ def why_they_differ(a: Path, b: Path, work: Path) -> str:
     return f"{text}\ndiffoscope {differ[0]}:\n{r.stdout[:20000]}"
 
 
-def test_two_clean_builds_of_a_role_are_byte_identical(build: Build, tmp_path: Path) -> None:
-    cache = Path(os.environ.get("HERD_CACHE", "/var/cache/herd"))
-    # The two builds run at once (two cores, each mostly one busy process). b gets a cache of its own, its
-    # .debs and pip downloads hard-linked from the shared one: sharing the folder would share apt's lock.
-    own = tmp_path / "cache-b"
-    for kind, pattern in (("debs", "*.deb"), ("pip", "**/*")):
-        for path in (cache / kind).glob(pattern):
-            if path.is_file() and not path.is_symlink():
-                link = own / kind / path.relative_to(cache / kind)
-                link.parent.mkdir(parents=True, exist_ok=True)
-                os.link(path, link)
-    # Entries of earlier builds in b's cache, oldest first: b removes what it did not use beyond the ten most
-    # recently used of each kind, so the oldest of each goes and the rest stay.
-    planted = {kind: [own / kind / f"old-{i:02}.tar.zst" for i in range(KEEP_UNUSED + 1)]
-               for kind in ("rootfs", "zipapp")}
-    for paths in planted.values():
-        for i, path in enumerate(paths):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"x")
-            os.utime(path, (1_000_000_000 + i, 1_000_000_000 + i))
-    builds = {}
-    for name, where, cache_dir in (("a", "ram", cache), ("b", "disk", own)):
-        builds[name] = start_build(["--spec", str(build.spec_path), "--out", str(tmp_path / name), "--key",
-                                    str(build.key), "--role", "director", "--no-cache", "--scratch", where,
-                                    "--cache-dir", str(cache_dir)])
+def test_two_clean_builds_of_a_role_are_byte_identical(build: Build, tmp_path: Path,
+                                                       request: pytest.FixtureRequest) -> None:
+    # Started in the background once the shared build was done, if this run collected this test (conftest).
+    later = request.config.stash.get(CLEAN_BUILDS, None)
+    builds = later.result() if later is not None else None
+    if builds is None:
+        builds = cleanbuilds.start(build.spec_path, build.key, tmp_path)
     manifests, outputs = [], {}
-    for name, proc in builds.items():
-        output, _ = proc.communicate(timeout=1800)
+    for name, (code, output) in builds.wait().items():
         outputs[name] = output
-        assert proc.returncode == 0, f"build {name}:\n{output}"
-        manifests.append(json.loads((tmp_path / name / build.spec.release / "manifest.json").read_text()))
-    for kind, paths in planted.items():
+        assert code == 0, f"build {name}:\n{output}"
+        manifests.append(json.loads((builds.out(name) / build.spec.release / "manifest.json").read_text()))
+    for kind, paths in builds.planted.items():
         assert [p.exists() for p in paths] == [False] + [True] * KEEP_UNUSED, f"{kind} cache not pruned"
     assert "cache: removed 2 entries" in outputs["b"]
     a, b = (m["images"]["director"] for m in manifests)
     assert a["herdd_sha256"] == b["herdd_sha256"], "herdd.pyz differs between two builds"
-    images = [tmp_path / name / build.spec.release / a["file"] for name in ("a", "b")]
+    images = [builds.out(name) / build.spec.release / a["file"] for name in ("a", "b")]
     assert a["sha256"] == b["sha256"], why_they_differ(*images, tmp_path)
     assert a["zst_sha256"] == b["zst_sha256"]
     assert hashlib.sha256(images[0].read_bytes()).hexdigest() == a["sha256"]
     # The .deb cache keeps what the builds downloaded, so the next clean build downloads nothing (it used to be
     # emptied by `apt-get clean` through the chroot's bind mount).
-    debs = cache / "debs"
+    debs = cleanbuilds.CACHE / "debs"
     for package in ("linux-image-6", "ipvsadm", "galera-arbitrator-4", "systemd"):
         assert list(debs.glob(f"{package}*_amd64.deb")), f"{package} is not in the .deb cache {debs}"
