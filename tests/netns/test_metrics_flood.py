@@ -88,8 +88,10 @@ def test_idle_connections_to_the_metrics_port_cost_herdd_nothing_it_needs(cluste
             assert cluster.all_see_all_alive(), {h.name: h.states() for h in cluster.nodes.values()}
             assert web1_check(cluster, "dir2") == "up", cluster.nodes["dir2"].status()["services"]
             time.sleep(0.5)
-        # At most the cap, and one batch of accepted connections not yet closed (the flood got 2,000).
-        assert most <= before + MAX_CLIENTS + BACKLOG + 5, f"herdd held {most} descriptors ({before} before)"
+        # At most the cap, one batch of connections accepted and not yet turned away, and the batch before it,
+        # turned away and closed on the event loop's next turn (the flood got 2,000; without the cap herdd held
+        # as many as it could, hundreds).
+        assert most <= before + MAX_CLIENTS + 2 * BACKLOG + 8, f"herdd held {most} descriptors ({before} before)"
         # The VIP holder dies while the standby is flooded: it takes over within deadtime and some.
         cluster.nodes["dir1"].kill()
         deadtime = cluster.spec.membership.deadtime_ms / 1000
