@@ -72,6 +72,9 @@ def ensure_venv(extras: list[str]) -> Path:
         import ensurepip  # noqa: F401  (Debian splits it into python3-venv)
     except ImportError:
         apt_install(["python3-venv"])
+    if not CACHE.exists():  # writable by its owner only, whatever the umask: the builder refuses it otherwise
+        CACHE.mkdir(parents=True)
+        os.chmod(CACHE, 0o755)
     if not python.exists():
         say(f"creating a virtual environment in {VENV}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, stdout=sys.stderr)

@@ -359,6 +359,21 @@ def test_a_key_of_another_user_is_refused(tmp_path: Path) -> None:
     assert key_problem("--key", key, uid=1234) is None
 
 
+def test_a_cache_dir_others_can_write_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Cache entries are trusted by name: anyone who can write the folder could plant a root tree."""
+    run = Run(tmp_path, TEXT)
+    run.cache.mkdir()
+    for mode in (0o777, 0o775, 0o757, 0o1777):
+        os.chmod(run.cache, mode)
+        assert run() == EXIT_BAD_INPUT
+        assert f"--cache-dir: {run.cache} can be written by other users (mode {mode:04o})" in stderr(capsys)
+    assert list(run.cache.iterdir()) == [] and not run.out.exists()
+    os.chmod(run.cache, 0o755)
+    from herd.build.private import cache_problem
+
+    assert cache_problem("--cache-dir", run.cache) is None
+
+
 def test_a_tsig_secret_open_to_other_users_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = Run(tmp_path, (PROJECT / "examples" / "site-backup.toml").read_text(encoding="utf-8"))
     secret = run.spec.with_suffix(".tsig")

@@ -20,7 +20,7 @@ from herd.build.context import BuildContext, ImageResult
 from herd.build.epoch import EpochError, source_date_epoch
 from herd.build.overlay import OverlayError
 from herd.build.plan import make_plan
-from herd.build.private import key_problem
+from herd.build.private import cache_problem, key_problem
 from herd.build.progress import Reporter, plain_console
 from herd.build.project import find as find_project
 from herd.build.recipes import RecipeError, load_base, load_role
@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         check_writable("--out", args.out / release, directory=True)
         check_writable("--key", args.key or args.spec.with_suffix(".key"), directory=False)
         check_writable("--cache-dir", args.cache_dir, directory=True)
+        if args.cache_dir.is_dir() and (problem := cache_problem("--cache-dir", args.cache_dir)):
+            raise BadPath(problem)
     except SpecError as exc:
         err.print("[red]error:[/] the spec is not valid:", highlight=False)
         for problem in exc.problems:
@@ -241,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = make_plan(spec, release, wanted, base, recipes, zipapp_key(PROJECT.root), args.out, epoch)
     cache = Cache(args.cache_dir, enabled=not args.no_cache)
-    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    if not args.cache_dir.exists():  # made writable by its owner only, whatever the umask (see cache_problem)
+        args.cache_dir.mkdir(parents=True)
+        os.chmod(args.cache_dir, 0o755)
     for stale in scratch.clear_stale(args.cache_dir):
         reporter.info(f"[dim]removed {escape(str(stale))}, the scratch space of a build that was killed[/]")
     try:

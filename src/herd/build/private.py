@@ -37,3 +37,16 @@ def key_problem(option: str, path: Path, uid: int | None = None) -> str | None:
         return (f"{option}: {path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}); "
                 f"make it private with `chmod 600 {path}` (and keep a copy only where you trust every user)")
     return None
+
+
+def cache_problem(option: str, path: Path, uid: int | None = None) -> str | None:
+    """Why an existing cache folder must not be used, or None. Its entries are trusted by name (a root tree, a
+    zipapp): a folder another user can write into, or owns, would let them plant what goes into every image."""
+    uid = os.geteuid() if uid is None else uid
+    st = path.stat()
+    if st.st_uid not in (uid, 0):
+        return f"{option}: {path} belongs to another user (uid {st.st_uid}); use a cache folder of yours or root's"
+    if st.st_mode & 0o022:
+        return (f"{option}: {path} can be written by other users (mode {stat.S_IMODE(st.st_mode):04o}), who could "
+                f"plant a root tree that goes into every image; make it yours alone with `chmod go-w {path}`")
+    return None
