@@ -25,28 +25,30 @@ def create_private(path: Path) -> int:
     return fd
 
 
+def _access_problem(option: str, path: Path, uid: int | None, mask: int, owners: str, exposed: str) -> str | None:
+    """Why `path` must not be trusted: owned by another user than `uid` (this process's) or root, or with any of
+    the `mask` mode bits; `owners` and `exposed` end the two messages."""
+    uid = os.geteuid() if uid is None else uid
+    st = path.stat()
+    if st.st_uid not in (uid, 0):
+        return f"{option}: {path} belongs to another user (uid {st.st_uid}); {owners}"
+    if st.st_mode & mask:
+        return exposed.format(option=option, path=path, mode=f"{stat.S_IMODE(st.st_mode):04o}")
+    return None
+
+
 def key_problem(option: str, path: Path, uid: int | None = None) -> str | None:
     """Why an existing secret (`--key`, `--site-key`) must not be used as it is, or None. Readable by others, it
     is no secret (anyone could forge heartbeats, derive the database passwords, repoint the public names);
     writable by another user, or owned by one, it could be swapped for a key of theirs."""
-    uid = os.geteuid() if uid is None else uid
-    st = path.stat()
-    if st.st_uid not in (uid, 0):
-        return f"{option}: {path} belongs to another user (uid {st.st_uid}); a key must be yours or root's"
-    if st.st_mode & 0o077:
-        return (f"{option}: {path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}); "
-                f"make it private with `chmod 600 {path}` (and keep a copy only where you trust every user)")
-    return None
+    return _access_problem(option, path, uid, 0o077, "a key must be yours or root's",
+                           "{option}: {path} is open to other users (mode {mode}); make it private with "
+                           "`chmod 600 {path}` (and keep a copy only where you trust every user)")
 
 
 def cache_problem(option: str, path: Path, uid: int | None = None) -> str | None:
     """Why an existing cache folder must not be used, or None. Its entries are trusted by name (a root tree, a
     zipapp): a folder another user can write into, or owns, would let them plant what goes into every image."""
-    uid = os.geteuid() if uid is None else uid
-    st = path.stat()
-    if st.st_uid not in (uid, 0):
-        return f"{option}: {path} belongs to another user (uid {st.st_uid}); use a cache folder of yours or root's"
-    if st.st_mode & 0o022:
-        return (f"{option}: {path} can be written by other users (mode {stat.S_IMODE(st.st_mode):04o}), who could "
-                f"plant a root tree that goes into every image; make it yours alone with `chmod go-w {path}`")
-    return None
+    return _access_problem(option, path, uid, 0o022, "use a cache folder of yours or root's",
+                           "{option}: {path} can be written by other users (mode {mode}), who could plant a root "
+                           "tree that goes into every image; make it yours alone with `chmod go-w {path}`")
