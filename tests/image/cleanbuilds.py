@@ -52,6 +52,8 @@ class CleanBuilds:
 
 def start(spec_path: Path, key: Path, work: Path, background: bool = False) -> CleanBuilds:
     own = work / "cache-b"
+    own.mkdir(mode=0o755)
+    os.chmod(own, 0o755)  # whatever the umask: the builder refuses a cache folder others can write
     for kind, pattern in (("debs", "*.deb"), ("pip", "**/*")):
         for path in (CACHE / kind).glob(pattern):
             if path.is_file() and not path.is_symlink():
