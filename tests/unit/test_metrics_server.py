@@ -45,12 +45,15 @@ async def _closed_by_server(sock: socket.socket, within: float) -> bool:
     return data == b""
 
 
-def _serve(**kwargs: float) -> tuple[MetricsServer, Counter[str]]:
+async def _started(**kwargs: object) -> tuple[MetricsServer, Counter[str], int]:
+    """A server on loopback (port chosen by the kernel), the reasons it refused connections for, its port."""
     refused: Counter[str] = Counter()
     networks = kwargs.pop("networks", LOOPBACK)
-    server = MetricsServer(lambda: "herd_up 1\n", networks, lambda reason: refused.update([reason]),
+    server = MetricsServer(lambda: "herd_up 1\n", networks, lambda reason: refused.update([reason]),  # type: ignore[arg-type]
                            **kwargs)  # type: ignore[arg-type]
-    return server, refused
+    await server.start("127.0.0.1", 0)
+    assert server.server is not None
+    return server, refused, server.server.sockets[0].getsockname()[1]
 
 
 def _idle(port: int) -> socket.socket:
@@ -61,10 +64,7 @@ def _idle(port: int) -> socket.socket:
 
 def test_answers_and_404() -> None:
     async def main() -> None:
-        server, _ = _serve()
-        await server.start("127.0.0.1", 0)
-        assert server.server is not None
-        port = server.server.sockets[0].getsockname()[1]
+        server, _, port = await _started()
         answer = await _get(port)
         assert answer.startswith(b"HTTP/1.0 200 OK") and answer.endswith(b"herd_up 1\n")
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -77,10 +77,7 @@ def test_answers_and_404() -> None:
 
 def test_more_clients_than_the_cap_are_closed_at_once_and_served_again_after() -> None:
     async def main() -> None:
-        server, refused = _serve(max_clients=4, timeout=1.0)
-        await server.start("127.0.0.1", 0)
-        assert server.server is not None
-        port = server.server.sockets[0].getsockname()[1]
+        server, refused, port = await _started(max_clients=4, timeout=1.0)
         held = [_idle(port) for _ in range(4)]
         await asyncio.sleep(0.2)
         assert server.active == 4
@@ -102,10 +99,7 @@ def test_more_clients_than_the_cap_are_closed_at_once_and_served_again_after() -
 
 def test_a_client_outside_the_allowed_networks_gets_nothing() -> None:
     async def main() -> None:
-        server, refused = _serve(networks=[ipaddress.ip_network("192.168.50.0/24")])  # type: ignore[arg-type]
-        await server.start("127.0.0.1", 0)
-        assert server.server is not None
-        port = server.server.sockets[0].getsockname()[1]
+        server, refused, port = await _started(networks=[ipaddress.ip_network("192.168.50.0/24")])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
         try:
@@ -120,10 +114,7 @@ def test_a_client_outside_the_allowed_networks_gets_nothing() -> None:
 
 def test_an_oversized_request_head_is_cut_off() -> None:
     async def main() -> None:
-        server, _ = _serve()
-        await server.start("127.0.0.1", 0)
-        assert server.server is not None
-        port = server.server.sockets[0].getsockname()[1]
+        server, _, port = await _started()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /metrics HTTP/1.0\r\n" + b"X-Junk: " + b"a" * 100_000)
         try:
