@@ -323,7 +323,7 @@ class Daemon(asyncio.DatagramProtocol):
         """Run action on a fixed beat that does not drift with the time the action takes."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        failing: str | None = None  # the last error, logged once while it repeats (a tick is 50 ms)
+        failing: str | None = None  # the last error, logged once while it repeats (a tick is interval / 4)
         while True:
             try:
                 action()
@@ -551,7 +551,7 @@ class Daemon(asyncio.DatagramProtocol):
         interval = self.spec.membership.interval_ms / 1000
         tasks = [
             asyncio.create_task(self.every(interval, self.send_heartbeat)),
-            asyncio.create_task(self.every(min(interval / 4, 0.05), self.tick)),
+            asyncio.create_task(self.every(interval / 4, self.tick)),
             asyncio.create_task(self.every(HEALTH_EVERY, self.sample_health)),
         ]
         if self.config.manage_roles:
