@@ -105,7 +105,7 @@ class Lab:
             vm = self.vms[name]
             pattern = r"herd: \S+ \S+ ready" if name in self.macs else rf"herd: {name} \S+ ready"
             assert vm.wait_for(pattern, timeout), f"{name} not ready:\n{vm.console()[-3000:]}"
-        # herdd says ready while sshd's unit may still be making its host keys (RSA on a starved TCG VM: a minute).
+        # herdd says ready while sshd's unit may still be making its host key or starting (a starved TCG VM).
         # (A box with a MAC of its own may have claimed another slot's address: not looked for here.)
         for name in (n for n in names if n not in self.macs):
             wait_for(lambda node=name: self.answers(node), timeout, every=2, what=f"{name}'s sshd answering")

@@ -17,6 +17,8 @@ def test_each_box_made_its_own_name_keys_and_machine_id(lab: Lab) -> None:
         machine_id = lab.ssh(name, "cat /etc/machine-id").strip()
         assert len(machine_id) == 32
         host_key = lab.ssh(name, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub").split()[1]
+        assert lab.ssh(name, "ls /etc/ssh | grep ^ssh_host_").split() == [
+            "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
         identity = lab.ssh(name, "cat /var/lib/herd/identity.json")
         assert f'"name": "{name}"' in identity and '"how": "mac"' in identity
         seen[name] = (machine_id, host_key)

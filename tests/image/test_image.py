@@ -166,6 +166,10 @@ def test_files(build: Build, role: Role) -> None:
     assert fs.stat("/root/.ssh")["mode"] & 0o777 == 0o700  # type: ignore[index,operator]
     sshd = fs.text("/etc/ssh/sshd_config.d/herd.conf")
     assert "PermitRootLogin prohibit-password" in sshd and "PasswordAuthentication no" in sshd
+    assert "HostKey /etc/ssh/ssh_host_ed25519_key" in sshd  # the only key a node makes (no minute-long RSA keygen)
+    # Units no node needs, each seconds of every boot: masked.
+    for unit in ("e2scrub_reap.service", "e2scrub_all.timer", "systemd-binfmt.service", "modprobe@drm.service"):
+        assert fs.readlink(f"/etc/systemd/system/{unit}") == "/dev/null", unit
     root_hash = fs.text("/etc/shadow").splitlines()[0].split(":")[1]
     assert root_hash in ("*", "!", "!*") or root_hash.startswith("!"), "root has a usable password"
     # No build leftovers.

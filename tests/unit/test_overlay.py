@@ -18,6 +18,7 @@ from herd.build.overlay import (
     enable_unit,
     install,
     keepalive_timeout,
+    mask_unit,
     render,
     safe_path,
     template_context,
@@ -523,3 +524,12 @@ def test_enable_unit_refuses_a_wants_dir_outside_the_tree(tmp_path: Path) -> Non
     with pytest.raises(OverlayError, match="outside the image tree"):
         enable_unit(tree, "herdd.service")
     assert list(outside.iterdir()) == []
+
+
+def test_mask_unit_links_it_to_dev_null_in_place_of_what_was_there(tmp_path: Path) -> None:
+    tree = unit_tree(tmp_path, {"etc/systemd/system/e2scrub_reap.service": "[Unit]\n"})
+    mask_unit(tree, "e2scrub_reap.service")
+    mask_unit(tree, "e2scrub_reap.service")  # twice is fine
+    mask_unit(tree, "modprobe@drm.service")
+    for unit in ("e2scrub_reap.service", "modprobe@drm.service"):
+        assert os.readlink(tree / "etc/systemd/system" / unit) == "/dev/null"

@@ -174,6 +174,15 @@ def enable_unit(root: Path, unit: str) -> None:
         link.symlink_to("/" + str(path.relative_to(root)))
 
 
+def mask_unit(root: Path, unit: str) -> None:
+    """What `systemctl mask` does: a link to /dev/null in /etc/systemd/system, which nothing can start."""
+    link = safe_path(root, PurePosixPath(f"etc/systemd/system/{unit}"))
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to("/dev/null")
+
+
 def disable_unit(root: Path, unit: str) -> None:
     """What `systemctl disable` does: the unit stays installed (herdd starts it when the time comes) but no
     target pulls it in at boot."""
