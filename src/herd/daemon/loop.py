@@ -13,14 +13,13 @@ import ipaddress
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from herd.daemon import bounds, drbd, health, metrics, netconfig, roles, vip, wire
+from herd.daemon import bounds, drbd, health, linklocal, metrics, netconfig, roles, vip, wire
 from herd.daemon.balancer import Balancer
 from herd.daemon.claim import SlotTable
 from herd.daemon.election import AcquireVip, AnnounceVip, Effect, Election, ReleaseVip
@@ -534,7 +533,7 @@ class Daemon(asyncio.DatagramProtocol):
         await asyncio.wrap_future(self.netlink(self.setup_vip))
         await loop.create_datagram_endpoint(lambda: self, local_addr=(bind, self.spec.membership.port))
         try:
-            await loop.create_datagram_endpoint(lambda: self.claims, sock=ipv6_socket(self.spec.membership.port))
+            linklocal.listen(self.claims, self.spec.membership.port, self.dropped)  # on-link senders only
         except OSError as exc:
             log.warning("no IPv6 (%s): boxes without a MAC in the spec cannot claim a slot through this node", exc)
         path = self.config.socket_path
@@ -604,16 +603,3 @@ def _log_failure(what: str) -> Callable[[concurrent.futures.Future[Any]], None]:
         if exc is not None:
             log.error("%s: %s", what, exc, exc_info=exc)
     return log_it
-
-
-def ipv6_socket(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("::", port))
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
