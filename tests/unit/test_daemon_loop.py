@@ -411,3 +411,53 @@ def test_state_is_saved_off_the_event_loop_and_the_follow_up_runs_once_it_is_on_
     asyncio.run(main())
     assert seen == [("MainThread", True)]
     assert (tmp_path / "state/slots.json").read_text() == '{"web3": "x"}\n'
+
+
+def test_a_claim_played_back_from_a_spoofed_address_gets_that_address_a_few_proves_not_one_each(
+        tmp_path: Path) -> None:
+    """A captured first-contact claim (it echoes no generation of this node's) played back over and over from one
+    spoofed source: every node that hears it would answer each with a PROVE to that address. Each source gets a
+    burst and then one a second; the answers held back are counted; another source is not held back."""
+    now = [100.0]
+    d = Daemon(Config(SPEC, SPEC.node_named("dir2"), KEY, 5, tmp_path / "sock", None,  # type: ignore[arg-type]
+                      StateDir(tmp_path / "state")), clock=lambda: now[0])
+    sent = Sent()
+    d.claims.transport = sent  # type: ignore[assignment]
+    victim, other, mac = ("fe80::bad", 694, 0, 2), ("fe80::5054:ff:fe00:99", 40000, 0, 2), "02:00:00:00:0a:01"
+    captured = encode(Message(KIND_CLAIM, f"mac:{mac}", 9, 1, {"slot": "web2", "mac": mac, "round": "r1",
+                                                               "role": "web", "seen": {}}), SPEC.name, KEY)
+    for _ in range(100):
+        d.claims.datagram_received(captured, victim)
+    assert [to for _, to in sent.messages] == [victim] * 4
+    assert d.counters["answers_limited_prove"] == 96 and d.dropped["unproven"] == 100
+    d.claims.datagram_received(captured, other)  # the box itself, say, on its own link-local address
+    assert sent.messages[-1][1] == other and sent.messages[-1][0].kind == KIND_PROVE
+    now[0] += 1.0
+    for _ in range(100):
+        d.claims.datagram_received(captured, victim)
+    assert [to for _, to in sent.messages].count(victim) == 5
+    assert len(d.answers) == 2  # victim and other: the table holds only sources being limited
+
+
+def test_captured_claims_of_many_boxes_behind_their_generation_get_a_spoofed_address_a_few_stales(
+        tmp_path: Path) -> None:
+    """STALE (a sender's generation is behind one seen from it) was limited per sender, once a second: claims
+    captured from many boxes, played back from one spoofed address, had every node send that address one STALE
+    per box. Now per source address too."""
+    d = Daemon(Config(SPEC, SPEC.node_named("dir2"), KEY, 5, tmp_path / "sock", None,  # type: ignore[arg-type]
+                      StateDir(tmp_path / "state")), clock=lambda: 100.0)
+    sent = Sent()
+    d.claims.transport = sent  # type: ignore[assignment]
+    victim = ("fe80::bad", 694, 0, 2)
+    macs = [f"02:00:00:00:0b:{i:02x}" for i in range(20)]
+    for mac in macs:  # each box's RELEASE, proven, taken: generation 9 seen from it
+        d.claims.datagram_received(encode(Message(KIND_RELEASE, f"mac:{mac}", 9, 1, {
+            "slot": "web2", "mac": mac, "round": "r1", "role": "web", "seen": {"dir2": 5}}), SPEC.name, KEY),
+            (f"fe80::{macs.index(mac) + 1}", 40000, 0, 2))
+    assert sent.messages == [] and all(d.guard.generation_of(f"mac:{mac}") == 9 for mac in macs)
+    for mac in macs:  # a claim of each from its first life (generation 3), from the victim's address
+        d.claims.datagram_received(encode(Message(KIND_CLAIM, f"mac:{mac}", 3, 1, {
+            "slot": "web2", "mac": mac, "round": "r0", "role": "web", "seen": {"dir2": 5}}), SPEC.name, KEY), victim)
+    stales = [m for m, to in sent.messages if to == victim]
+    assert [m.kind for m in stales] == [KIND_STALE] * 4
+    assert d.counters["answers_limited_stale"] == 16 and d.dropped["replay"] == 20
