@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from herd.daemon import wire
+from herd.daemon import metrics, wire
 from herd.daemon.drbd import Report
 from herd.daemon.loop import Config, Daemon
 from herd.daemon.membership import Membership
@@ -275,6 +275,22 @@ def test_a_drain_register_out_of_bounds_is_counted_in_the_status(tmp_path: Path)
                                SPEC.name, KEY), dir1)
     assert d.status()["counters"]["refused_admin"] == 2
     assert d.membership.payload({})["admin"] == {"db1": [True, 1, "dir1"]}
+
+
+def test_values_out_of_bounds_reach_the_metrics_text(tmp_path: Path) -> None:
+    """The daemon's own counters and the membership's refused drain registers, as the metrics endpoint renders
+    them (Daemon.run gives metrics.render the status, the counters and the drops)."""
+    d = daemon(tmp_path)
+    dir1 = (str(SPEC.node_named("dir1").address), SPEC.membership.port)  # type: ignore[union-attr]
+    health = {"storage_term": 2**60, "drbd": {"term": -1}}
+    admin = {"web1": [True, 1, "x" * 20], "db1": [True, 1, "dir1"]}
+    d.datagram_received(encode(Message(KIND_HEARTBEAT, "dir1", 7, 1, {"health": health, "admin": admin,
+                                                                      "seen": {"dir2": 5}}), SPEC.name, KEY), dir1)
+    text = metrics.render(d.status(), dict(d.counters), dict(d.dropped))
+    for line in ('herd_heartbeat_values_refused_total{field="admin"} 1',
+                 'herd_heartbeat_values_refused_total{field="drbd.term"} 1',
+                 'herd_heartbeat_values_refused_total{field="storage_term"} 1'):
+        assert line in text.splitlines()
 
 
 def test_a_claim_whose_mac_is_not_a_unicast_mac_is_neither_granted_nor_printed(
