@@ -13,9 +13,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from herd.daemon.wire import KIND_CLAIM, KIND_PROVE, Message, decode, encode
 from herd.spec import parse
 
 from .harness import PROJECT, Cluster, Herdd, new_key, wait_for
@@ -154,6 +156,8 @@ def test_a_restarted_node_is_not_fooled_by_claims_captured_before_it_restarted(
     reflash()
     assert capture.wait(timeout=30) == 0
     assert frames.read_text().split(), "no claim captured"
+    for frame in map(bytes.fromhex, frames.read_text().split()):  # IPv6 header: hop limit, source address
+        assert frame[21] == 255 and frame[22:24] == b"\xfe\x80", "a claim sent as no node takes it"
 
     def round_at_dir1() -> str:
         return str(json.loads((dir1.state / "slots.json").read_text())[slot]["round"])
@@ -175,3 +179,46 @@ def test_a_restarted_node_is_not_fooled_by_claims_captured_before_it_restarted(
     assert round_at_dir1() == new, "dir1 took a claim captured before it restarted"
     assert "granted slot" not in dir1.log.read_text()
     assert dir1.status()["dropped"].get("unproven", 0) > before
+
+
+def test_claims_are_taken_from_this_link_only_and_answered_with_hop_limit_255(
+        lan: tuple[Cluster, Path, Path, Path]) -> None:
+    """The neighbour-discovery rule (RFC 4861) on the claim port: a claim is taken from a link-local source with
+    hop limit 255 only, which no router forwards; the nodes answer with 255 too. A valid claim with hop limit 64
+    (as if routed) or from a source that is not link-local is not answered, and counted."""
+    cluster, _, key_path, _ = lan
+    running = [h for h in cluster.nodes.values() if h.proc is not None and h.proc.poll() is None]
+    key, mac = key_path.read_bytes(), "02:00:00:00:0e:01"
+    prober = cluster.lan.host("probe6", mac)
+    subprocess.run(["ip", "netns", "exec", prober, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"], check=True)
+    subprocess.run(["ip", "-n", prober, "link", "set", "eth0", "up"], check=True)
+    subprocess.run(["ip", "-n", prober, "addr", "add", "fd00:68::66/64", "dev", "eth0", "nodad"], check=True)
+    time.sleep(0.5)  # the link-local address is there (no DAD) and the bridge port forwards
+
+    def claim(seq: int, hops: int, source: str = "") -> list[dict[str, Any]]:
+        # Unproven (it echoes no generation): a node that takes it answers with a PROVE and changes nothing.
+        msg = Message(KIND_CLAIM, f"mac:{mac}", 1_800_000_000, seq,
+                      {"slot": FREE[0], "mac": mac, "round": f"probe{seq}", "role": "web", "seen": {}})
+        r = subprocess.run(["ip", "netns", "exec", prober, sys.executable, str(HERE / "onlink.py"),
+                            encode(msg, cluster.spec.name, key).hex(), str(cluster.spec.membership.port), str(hops),
+                            source, "1.5"], check=True, capture_output=True, text=True)
+        replies: list[dict[str, Any]] = json.loads(r.stdout)
+        return replies
+
+    def dropped(reason: str) -> list[int]:
+        return [h.status()["dropped"].get(reason, 0) for h in running]
+
+    before = {reason: dropped(reason) for reason in ("hop-limit", "not-link-local")}
+    assert claim(1, 64) == [], "a claim with hop limit 64 (it may have crossed a router) was answered"
+    wait_for(lambda: all(a > b for a, b in zip(dropped("hop-limit"), before["hop-limit"], strict=True)), 5,
+             what="every node counting the claim with hop limit 64 as hop-limit")
+    assert claim(2, 255, "fd00:68::66") == [], "a claim from a source that is not link-local was answered"
+    wait_for(lambda: all(a > b for a, b in zip(dropped("not-link-local"), before["not-link-local"], strict=True)),
+             5, what="every node counting the claim from fd00:68::66 as not-link-local")
+    replies = claim(3, 255)
+    assert len(replies) == len(running), replies
+    for reply in replies:
+        assert reply["from"].startswith("fe80:") and reply["hops"] == 255, reply
+        answer = decode(bytes.fromhex(reply["data"]), cluster.spec.name, key)
+        assert answer.kind == KIND_PROVE and answer.payload["to"] == f"mac:{mac}"
+    assert "claim port: dropped a datagram" in cluster.nodes["dir1"].log.read_text()

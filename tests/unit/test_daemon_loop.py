@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from herd.daemon import wire
+from herd.daemon import metrics, wire
 from herd.daemon.drbd import Report
 from herd.daemon.loop import Config, Daemon
 from herd.daemon.membership import Membership
@@ -277,6 +277,22 @@ def test_a_drain_register_out_of_bounds_is_counted_in_the_status(tmp_path: Path)
     assert d.membership.payload({})["admin"] == {"db1": [True, 1, "dir1"]}
 
 
+def test_values_out_of_bounds_reach_the_metrics_text(tmp_path: Path) -> None:
+    """The daemon's own counters and the membership's refused drain registers, as the metrics endpoint renders
+    them (Daemon.run gives metrics.render the status, the counters and the drops)."""
+    d = daemon(tmp_path)
+    dir1 = (str(SPEC.node_named("dir1").address), SPEC.membership.port)  # type: ignore[union-attr]
+    health = {"storage_term": 2**60, "drbd": {"term": -1}}
+    admin = {"web1": [True, 1, "x" * 20], "db1": [True, 1, "dir1"]}
+    d.datagram_received(encode(Message(KIND_HEARTBEAT, "dir1", 7, 1, {"health": health, "admin": admin,
+                                                                      "seen": {"dir2": 5}}), SPEC.name, KEY), dir1)
+    text = metrics.render(d.status(), dict(d.counters), dict(d.dropped))
+    for line in ('herd_heartbeat_values_refused_total{field="admin"} 1',
+                 'herd_heartbeat_values_refused_total{field="drbd.term"} 1',
+                 'herd_heartbeat_values_refused_total{field="storage_term"} 1'):
+        assert line in text.splitlines()
+
+
 def test_a_claim_whose_mac_is_not_a_unicast_mac_is_neither_granted_nor_printed(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = (PROJECT / "examples/cluster.toml").read_text().replace('mac = "52:54:00:50:00:22"\n', "")
@@ -411,3 +427,53 @@ def test_state_is_saved_off_the_event_loop_and_the_follow_up_runs_once_it_is_on_
     asyncio.run(main())
     assert seen == [("MainThread", True)]
     assert (tmp_path / "state/slots.json").read_text() == '{"web3": "x"}\n'
+
+
+def test_a_claim_played_back_from_a_spoofed_address_gets_that_address_a_few_proves_not_one_each(
+        tmp_path: Path) -> None:
+    """A captured first-contact claim (it echoes no generation of this node's) played back over and over from one
+    spoofed source: every node that hears it would answer each with a PROVE to that address. Each source gets a
+    burst and then one a second; the answers held back are counted; another source is not held back."""
+    now = [100.0]
+    d = Daemon(Config(SPEC, SPEC.node_named("dir2"), KEY, 5, tmp_path / "sock", None,  # type: ignore[arg-type]
+                      StateDir(tmp_path / "state")), clock=lambda: now[0])
+    sent = Sent()
+    d.claims.transport = sent  # type: ignore[assignment]
+    victim, other, mac = ("fe80::bad", 694, 0, 2), ("fe80::5054:ff:fe00:99", 40000, 0, 2), "02:00:00:00:0a:01"
+    captured = encode(Message(KIND_CLAIM, f"mac:{mac}", 9, 1, {"slot": "web2", "mac": mac, "round": "r1",
+                                                               "role": "web", "seen": {}}), SPEC.name, KEY)
+    for _ in range(100):
+        d.claims.datagram_received(captured, victim)
+    assert [to for _, to in sent.messages] == [victim] * 4
+    assert d.counters["answers_limited_prove"] == 96 and d.dropped["unproven"] == 100
+    d.claims.datagram_received(captured, other)  # the box itself, say, on its own link-local address
+    assert sent.messages[-1][1] == other and sent.messages[-1][0].kind == KIND_PROVE
+    now[0] += 1.0
+    for _ in range(100):
+        d.claims.datagram_received(captured, victim)
+    assert [to for _, to in sent.messages].count(victim) == 5
+    assert len(d.answers) == 2  # victim and other: the table holds only sources being limited
+
+
+def test_captured_claims_of_many_boxes_behind_their_generation_get_a_spoofed_address_a_few_stales(
+        tmp_path: Path) -> None:
+    """STALE (a sender's generation is behind one seen from it) was limited per sender, once a second: claims
+    captured from many boxes, played back from one spoofed address, had every node send that address one STALE
+    per box. Now per source address too."""
+    d = Daemon(Config(SPEC, SPEC.node_named("dir2"), KEY, 5, tmp_path / "sock", None,  # type: ignore[arg-type]
+                      StateDir(tmp_path / "state")), clock=lambda: 100.0)
+    sent = Sent()
+    d.claims.transport = sent  # type: ignore[assignment]
+    victim = ("fe80::bad", 694, 0, 2)
+    macs = [f"02:00:00:00:0b:{i:02x}" for i in range(20)]
+    for mac in macs:  # each box's RELEASE, proven, taken: generation 9 seen from it
+        d.claims.datagram_received(encode(Message(KIND_RELEASE, f"mac:{mac}", 9, 1, {
+            "slot": "web2", "mac": mac, "round": "r1", "role": "web", "seen": {"dir2": 5}}), SPEC.name, KEY),
+            (f"fe80::{macs.index(mac) + 1}", 40000, 0, 2))
+    assert sent.messages == [] and all(d.guard.generation_of(f"mac:{mac}") == 9 for mac in macs)
+    for mac in macs:  # a claim of each from its first life (generation 3), from the victim's address
+        d.claims.datagram_received(encode(Message(KIND_CLAIM, f"mac:{mac}", 3, 1, {
+            "slot": "web2", "mac": mac, "round": "r0", "role": "web", "seen": {"dir2": 5}}), SPEC.name, KEY), victim)
+    stales = [m for m, to in sent.messages if to == victim]
+    assert [m.kind for m in stales] == [KIND_STALE] * 4
+    assert d.counters["answers_limited_stale"] == 16 and d.dropped["replay"] == 20

@@ -120,6 +120,9 @@ def test_example_is_valid_exposition_format() -> None:
         "herd_task_errors_total": "counter",
         "herd_packets_dropped_total": "counter",
         "herd_metrics_refused_total": "counter",
+        "herd_heartbeat_values_refused_total": "counter",
+        "herd_admin_left_out_total": "counter",
+        "herd_answers_limited_total": "counter",
         "herd_load1": "gauge",
         "herd_memory_used_percent": "gauge",
         "herd_disk_used_percent": "gauge",
@@ -164,6 +167,36 @@ def test_dropped_by_reason() -> None:
     samples, _ = parse(render(example_status(), {}, dropped))
     assert values(samples, "herd_packets_dropped_total") == [
         ({"reason": "bad-mac"}, 7.0), ({"reason": "replay"}, 3.0), ({"reason": "spoofed-source"}, 1.0)]
+
+
+def test_refused_values_registers_left_out_and_answers_held_back() -> None:
+    """What herdd counts of what it refused or held back: the heartbeat values out of bounds by field (the
+    membership's refused_admin comes in the status's counters), the drain registers its own heartbeats left out,
+    the PROVE and STALE answers held back per source, and the claim port's drops by reason."""
+    st = example_status()
+    st["counters"] = {"sent": 10, "refused_admin": 5}
+    counters = {"sent": 10, "refused_storage_term": 2, "refused_drbd.term": 1, "refused_new_field": 7,
+                "admin_left_out": 3, "answers_limited_prove": 96, "answers_limited_stale": 16}
+    samples, types = parse(render(st, counters, {"hop-limit": 4, "not-link-local": 1}))
+    assert values(samples, "herd_heartbeat_values_refused_total") == [
+        ({"field": "admin"}, 5.0), ({"field": "drbd.term"}, 1.0), ({"field": "new_field"}, 7.0),
+        ({"field": "storage_term"}, 2.0)]
+    assert values(samples, "herd_admin_left_out_total") == [({}, 3.0)]
+    assert values(samples, "herd_answers_limited_total") == [({"kind": "prove"}, 96.0), ({"kind": "stale"}, 16.0)]
+    assert values(samples, "herd_packets_dropped_total") == [({"reason": "hop-limit"}, 4.0),
+                                                             ({"reason": "not-link-local"}, 1.0)]
+    for name in ("herd_heartbeat_values_refused_total", "herd_admin_left_out_total", "herd_answers_limited_total"):
+        assert types[name] == "counter"
+    help_lines = [line for line in render(st, counters, {}).splitlines() if line.startswith("# HELP herd_answers")]
+    assert len(help_lines) == 1 and "PROVE and STALE" in help_lines[0]
+
+
+def test_refused_and_held_back_are_shown_at_zero_before_they_happen() -> None:
+    samples, _ = parse(render(example_status(), {}, {}))
+    assert values(samples, "herd_heartbeat_values_refused_total") == [
+        ({"field": "admin"}, 0.0), ({"field": "drbd.term"}, 0.0), ({"field": "storage_term"}, 0.0)]
+    assert values(samples, "herd_admin_left_out_total") == [({}, 0.0)]
+    assert values(samples, "herd_answers_limited_total") == [({"kind": "prove"}, 0.0), ({"kind": "stale"}, 0.0)]
 
 
 def test_nothing_dropped_and_no_counters() -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from herd.daemon.claim import Claimed, Claimer, Effect, NoFreeSlot, SendClaim, SendRelease
+from herd.daemon.linklocal import send_on_link
 from herd.daemon.wire import (
     KIND_CLAIM,
     KIND_GRANT,
@@ -56,6 +57,7 @@ async def claim_slot(spec: Spec, role: Role, key: bytes, mac: str, ifindexes: li
     claimer = Claimer(spec, role, mac)
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    send_on_link(sock)  # hop limit 255: the nodes take claims from this link only (herd.daemon.linklocal)
     sock.bind(("::", 0))
     sock.setblocking(False)
     transport, protocol = await loop.create_datagram_endpoint(_Replies, sock=sock)

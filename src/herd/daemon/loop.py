@@ -13,14 +13,13 @@ import ipaddress
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from herd.daemon import bounds, drbd, health, metrics, netconfig, roles, vip, wire
+from herd.daemon import bounds, drbd, health, linklocal, metrics, netconfig, ratelimit, roles, vip, wire
 from herd.daemon.balancer import Balancer
 from herd.daemon.claim import SlotTable
 from herd.daemon.election import AcquireVip, AnnounceVip, Effect, Election, ReleaseVip
@@ -99,8 +98,9 @@ class ClaimServer(asyncio.DatagramProtocol):
             # It may be one captured before this node started (its replay guard is in memory): the claimer is
             # asked to say it again with this node's generation, which the answer's header carries.
             d.dropped["unproven"] += 1
-            of = "release" if msg.kind == KIND_RELEASE else "claim"
-            self.send(KIND_PROVE, {"to": msg.sender, "of": of, "slot": slot, "round": round_id}, addr)
+            if d.may_answer("prove", addr):
+                of = "release" if msg.kind == KIND_RELEASE else "claim"
+                self.send(KIND_PROVE, {"to": msg.sender, "of": of, "slot": slot, "round": round_id}, addr)
             return
         d.guard.accept(msg)
         d.learn_echoer(msg)
@@ -143,6 +143,7 @@ class Daemon(asyncio.DatagramProtocol):
         self.guard = ReplayGuard()
         self.proven: set[str] = set()  # senders with a heartbeat taken since this node started
         self.stale_sent: dict[str, float] = {}  # sender: when it was last told its generation is behind
+        self.answers = ratelimit.answers()  # PROVE and STALE: each source address gets its share (may_answer)
         self.generations: dict[str, int] = {}  # sender: the highest generation of an authentic message of its
         self.echoers = Echoers.from_json(config.state.load_json("echoes.json"))  # who sends `seen` (wire.py)
         self.seq = 0
@@ -227,13 +228,22 @@ class Daemon(asyncio.DatagramProtocol):
         seen = self.guard.behind(msg)
         if seen is not None and msg.kind != KIND_STALE and transport is not None:
             now = self.clock()
-            if now - self.stale_sent.get(msg.sender, -1.0) >= 1.0:
+            if now - self.stale_sent.get(msg.sender, -1.0) >= 1.0 and self.may_answer("stale", addr):
                 self.stale_sent[msg.sender] = now
                 self.seq += 1
                 notice = Message(KIND_STALE, self.me.name, self.config.generation, self.seq,
                                  {"to": msg.sender, "seen": seen})
                 transport.sendto(encode(notice, self.spec.name, self.config.key), addr)
         self.guard.check(msg)
+
+    def may_answer(self, kind: str, addr: tuple[Any, ...]) -> bool:
+        """Whether a PROVE or STALE (`kind`) may go to addr now, the source of a message not taken: each source
+        gets its share (herd.daemon.ratelimit), so that one played back from a spoofed address does not have
+        every node that hears it flood that address. Answers held back are counted."""
+        if self.answers.allow(ratelimit.source_of(addr), self.clock()):
+            return True
+        self.counters[f"answers_limited_{kind}"] += 1
+        return False
 
     def stale_heard(self, msg: Message) -> None:
         seen = msg.payload.get("seen")
@@ -534,7 +544,7 @@ class Daemon(asyncio.DatagramProtocol):
         await asyncio.wrap_future(self.netlink(self.setup_vip))
         await loop.create_datagram_endpoint(lambda: self, local_addr=(bind, self.spec.membership.port))
         try:
-            await loop.create_datagram_endpoint(lambda: self.claims, sock=ipv6_socket(self.spec.membership.port))
+            linklocal.listen(self.claims, self.spec.membership.port, self.dropped)  # on-link senders only
         except OSError as exc:
             log.warning("no IPv6 (%s): boxes without a MAC in the spec cannot claim a slot through this node", exc)
         path = self.config.socket_path
@@ -604,16 +614,3 @@ def _log_failure(what: str) -> Callable[[concurrent.futures.Future[Any]], None]:
         if exc is not None:
             log.error("%s: %s", what, exc, exc_info=exc)
     return log_it
-
-
-def ipv6_socket(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("::", port))
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 STATES = ("alive", "dead", "drained", "unknown")
+# Values of authentic heartbeats left out as out of bounds (herd.daemon.bounds), by field: drain registers
+# (Membership.merge_admin) and storage terms (bounds.heartbeat). Shown at 0 until they happen.
+REFUSED_FIELDS = ("admin", "drbd.term", "storage_term")
+ANSWER_KINDS = ("prove", "stale")  # answers held back per source address (herd.daemon.ratelimit)
 
 
 def _escape(value: str) -> str:
@@ -30,6 +34,8 @@ def render(status: dict[str, Any], counters: dict[str, int], dropped: dict[str, 
             out.append(f"{name}{_labels(**labels) if labels else ''} {_number(value)}")
 
     me = status["self"]
+    # The status's counters add what other parts count (refused_admin: the membership's) to the daemon's own.
+    counts: dict[str, int] = {**status.get("counters", {}), **counters}
     metric("herd_node_state", "gauge", "1 for the node's current state as this node sees it.",
            [({"node": n["name"], "role": n["role"], "state": s}, 1.0 if n["state"] == s else 0.0)
             for n in status["nodes"] for s in STATES])
@@ -46,6 +52,18 @@ def render(status: dict[str, Any], counters: dict[str, int], dropped: dict[str, 
            "Connections to this endpoint closed unanswered: too many at once (busy) or from outside the allowed "
            "networks (source).",
            [({"reason": r}, float(counters.get(f"metrics_{r}", 0))) for r in ("busy", "source")])
+    refused = sorted({*REFUSED_FIELDS, *(k.removeprefix("refused_") for k in counts if k.startswith("refused_"))})
+    metric("herd_heartbeat_values_refused_total", "counter",
+           "Values in authentic heartbeats left out as out of bounds (a drain register, a storage term), by field; "
+           "the rest of each heartbeat is taken.",
+           [({"field": f}, float(counts.get(f"refused_{f}", 0))) for f in refused])
+    metric("herd_admin_left_out_total", "counter",
+           "Drain registers left out of heartbeats this node sent, which would not have fit the wire (logged).",
+           [({}, float(counts.get("admin_left_out", 0)))])
+    metric("herd_answers_limited_total", "counter",
+           "PROVE and STALE answers not sent, their destination (the source of a message not taken) having had "
+           "its share for now, by kind.",
+           [({"kind": k}, float(counts.get(f"answers_limited_{k}", 0))) for k in ANSWER_KINDS])
     health: dict[str, Any] = next((n["health"] for n in status["nodes"] if n["name"] == me), {})
     for key, name, help_text in (("load1", "herd_load1", "1-minute load average."),
                                  ("mem_pct", "herd_memory_used_percent", "Memory in use, percent."),

@@ -61,7 +61,8 @@ class Drop(Exception):
 
 
 REASONS = ("truncated", "oversized", "bad-magic", "wrong-cluster", "bad-mac", "malformed", "unknown-sender",
-           "spoofed-source", "replay", "unproven", "downgrade")
+           "spoofed-source", "replay", "unproven", "downgrade",
+           "not-link-local", "hop-limit")  # the last two: the claim port's, before decode (herd.daemon.linklocal)
 
 
 def cluster_tag(cluster: str) -> bytes:
