@@ -18,7 +18,7 @@ from herd.build import host, scratch
 from herd.build.cache import Cache
 from herd.build.context import BuildContext, ImageResult
 from herd.build.epoch import EpochError, source_date_epoch
-from herd.build.overlay import OverlayError
+from herd.build.intree import TreeError
 from herd.build.plan import make_plan
 from herd.build.private import cache_problem, key_problem
 from herd.build.progress import Reporter, plain_console
@@ -267,9 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         removed, freed = cache.prune()
         if removed:
             reporter.info(f"[dim]cache: removed {removed} entries no recent build used ({freed / 2**20:.0f} MiB)[/]")
-    except (BuildError, OverlayError) as exc:
+    except (BuildError, TreeError) as exc:  # TreeError: OverlayError too
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-        return EXIT_BAD_INPUT if isinstance(exc, OverlayError) else EXIT_FAILED
+        return EXIT_BAD_INPUT if isinstance(exc, TreeError) else EXIT_FAILED
     except CommandError as exc:
         err.print(f"[red]error:[/] build failed: {escape(str(exc))}", highlight=False)
         return EXIT_FAILED

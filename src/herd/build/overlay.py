@@ -2,12 +2,11 @@
 rendered by jinja2 (StrictUndefined: a missing variable is an error, never an empty string).
 
 `render()` is pure (files in, bytes out) so every role's templates can be checked before anything is built;
-`install()` writes the result, refusing any path that would leave the tree.
+`install()` writes the result through herd.build.intree, refusing any path that would leave the tree.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import jinja2
 
 from herd import __version__
+from herd.build.intree import TreeError, safe_path, write_file
 from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
 from herd.nfsspec import drbd_timing
 from herd.release import build_date
@@ -34,8 +34,8 @@ def keepalive_timeout(membership: Membership) -> int:
     return max(APACHE_KEEPALIVE, -(-2 * takeover_ms // 1000) + 2)
 
 
-class OverlayError(Exception):
-    pass
+class OverlayError(TreeError):
+    """A template that does not render, a file that would leave the tree, a unit that cannot be enabled."""
 
 
 @dataclass(frozen=True)
@@ -118,36 +118,6 @@ def render(overlay_dir: Path, role: str, context: dict[str, Any]) -> list[Overla
             data = src.read_bytes()
         files.append(OverlayFile(rel, data, mode))
     return files
-
-
-def safe_path(root: Path, rel: PurePosixPath) -> Path:
-    """root/rel, guaranteed inside root even where the tree holds absolute symlinks (which point at the
-    *host* when followed from outside the chroot)."""
-    real_root = Path(os.path.realpath(root))
-    dest = root.joinpath(*rel.parts)
-    parent = Path(os.path.realpath(dest.parent))
-    if parent != real_root and real_root not in parent.parents:
-        raise OverlayError(f"/{rel}: its directory resolves outside the image tree ({parent})")
-    return parent / dest.name
-
-
-def write_file(root: Path, rel: PurePosixPath, data: bytes, mode: int) -> None:
-    """Write one file into the tree atomically; a symlink in its place is replaced, never followed."""
-    safe_path(root, rel.parent / "x").parent.mkdir(parents=True, exist_ok=True)
-    dest = safe_path(root, rel)
-    tmp = dest.with_name(f".{dest.name}.herd-tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o777)
-        try:
-            os.write(fd, data)
-            if os.geteuid() == 0:
-                os.fchown(fd, 0, 0)  # image files belong to root, whoever owns the overlay checkout
-            os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def install(root: Path, files: list[OverlayFile]) -> None:

@@ -14,7 +14,8 @@ from herd.build.chroot import in_chroot
 from herd.build.context import BuildContext
 from herd.build.dpkg import tree_packages
 from herd.build.fs import pack, remove_tree, unpack
-from herd.build.overlay import OverlayFile, disable_unit, enable_unit, install, render, template_context, write_file
+from herd.build.intree import write_file
+from herd.build.overlay import OverlayFile, disable_unit, enable_unit, install, render, template_context
 from herd.build.plan import RolePlan
 from herd.build.reproducible import clamp_tree
 from herd.build.run import CommandError

@@ -1,0 +1,43 @@
+"""Writing into a root tree as the build host's root. A Debian tree holds absolute symlinks meant for inside the
+chroot (and a package or a planted file may add others): followed from outside it, they point at the *host*.
+So every path is resolved and checked to stay inside the tree, and a symlink where a file goes is replaced,
+never followed. The overlay, the chroot's policy-rc.d and the tree step all write through here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+
+class TreeError(Exception):
+    pass
+
+
+def safe_path(root: Path, rel: PurePosixPath) -> Path:
+    """root/rel, guaranteed inside root even where the tree holds absolute symlinks (which point at the
+    *host* when followed from outside the chroot)."""
+    real_root = Path(os.path.realpath(root))
+    dest = root.joinpath(*rel.parts)
+    parent = Path(os.path.realpath(dest.parent))
+    if parent != real_root and real_root not in parent.parents:
+        raise TreeError(f"/{rel}: its directory resolves outside the image tree ({parent})")
+    return parent / dest.name
+
+
+def write_file(root: Path, rel: PurePosixPath, data: bytes, mode: int) -> None:
+    """Write one file into the tree atomically; a symlink in its place is replaced, never followed."""
+    safe_path(root, rel.parent / "x").parent.mkdir(parents=True, exist_ok=True)
+    dest = safe_path(root, rel)
+    tmp = dest.with_name(f".{dest.name}.herd-tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o777)
+        try:
+            os.write(fd, data)
+            if os.geteuid() == 0:
+                os.fchown(fd, 0, 0)  # image files belong to root, whoever owns the overlay checkout
+            os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,89 @@
+"""Writing into a root tree from the build host: never through a symlink, never outside the tree."""
+
+from __future__ import annotations
+
+import stat
+import uuid
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from herd.build.intree import TreeError, safe_path, write_file
+from herd.build.overlay import OverlayFile, install
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o755, 0o1777, 0o4755])
+def test_write_file_modes_are_exact(tmp_path: Path, mode: int) -> None:
+    write_file(tmp_path, PurePosixPath("deep/er/file"), b"x", mode)
+    assert stat.S_IMODE((tmp_path / "deep/er/file").stat().st_mode) == mode
+
+
+def test_symlink_at_destination_is_replaced_not_followed(tmp_path: Path) -> None:
+    tree, outside = tmp_path / "tree", tmp_path / "outside"
+    (tree / "etc").mkdir(parents=True)
+    outside.mkdir()
+    victim = outside / "hostname"
+    victim.write_text("host's own\n")
+    (tree / "etc/hostname").symlink_to(victim)  # absolute, pointing out of the tree
+    (tree / "etc/dangling").symlink_to(outside / "nothing-here")
+    write_file(tree, PurePosixPath("etc/hostname"), b"demo-web\n", 0o644)
+    write_file(tree, PurePosixPath("etc/dangling"), b"x\n", 0o644)
+    assert not (tree / "etc/hostname").is_symlink()
+    assert (tree / "etc/hostname").read_bytes() == b"demo-web\n"
+    assert victim.read_text() == "host's own\n"
+    assert not (tree / "etc/dangling").is_symlink() and not (outside / "nothing-here").exists()
+
+
+def escaping_tree(tmp_path: Path, link: str, target: str | Path) -> Path:
+    tree = tmp_path / "tree"
+    (tree / Path(link).parent).mkdir(parents=True, exist_ok=True)
+    (tree / link).symlink_to(target)
+    return tree
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute-link", "relative-link"])
+def test_parent_symlink_out_of_the_tree_is_refused(tmp_path: Path, relative: bool) -> None:
+    host_etc = tmp_path / "host-etc"
+    host_etc.mkdir()
+    tree = escaping_tree(tmp_path, "etc", "../host-etc" if relative else host_etc)
+    for rel in ("etc/passwd", "etc/ssh/sshd_config.d/herd.conf"):
+        with pytest.raises(TreeError, match="outside the image tree"):
+            write_file(tree, PurePosixPath(rel), b"pwned\n", 0o644)
+        with pytest.raises(TreeError):
+            safe_path(tree, PurePosixPath(rel))
+    assert list(host_etc.iterdir()) == []
+
+
+def test_parent_symlink_to_the_hosts_etc_is_refused(tmp_path: Path) -> None:
+    # What a Debian tree holds: absolute links meant for inside the chroot, which point at the host outside it.
+    tree = escaping_tree(tmp_path, "etc", "/etc")
+    name = f"herd-unit-test-{uuid.uuid4().hex}"
+    try:
+        with pytest.raises(TreeError, match="outside the image tree"):
+            write_file(tree, PurePosixPath(f"etc/{name}"), b"pwned\n", 0o644)
+        with pytest.raises(TreeError):
+            install(tree, [OverlayFile(PurePosixPath(f"etc/{name}"), b"pwned\n", 0o644)])
+        assert not Path("/etc", name).exists()
+        assert not Path("/etc", f".{name}.herd-tmp").exists()
+    finally:
+        for leftover in (Path("/etc", name), Path("/etc", f".{name}.herd-tmp")):
+            if leftover.exists() and not leftover.is_symlink():
+                leftover.unlink()
+
+
+def test_dot_dot_is_refused(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with pytest.raises(TreeError):
+        safe_path(tree, PurePosixPath("../escaped"))
+    with pytest.raises(TreeError):
+        write_file(tree, PurePosixPath("etc/../../escaped"), b"x", 0o644)
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_safe_path_allows_links_that_stay_inside(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "usr/lib").mkdir(parents=True)
+    (tree / "lib").symlink_to("usr/lib")  # merged /usr, relative: stays inside
+    assert safe_path(tree, PurePosixPath("lib/x.so")) == (tree / "usr/lib/x.so").resolve()
+    assert safe_path(tree, PurePosixPath("top")) == tree.resolve() / "top"
