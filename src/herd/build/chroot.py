@@ -4,8 +4,9 @@ killed; nothing is ever left mounted inside a tree that is about to be deleted."
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from herd.build.intree import remove_file, write_file
 from herd.build.plan import DEFAULT_EPOCH
 from herd.build.run import OnLine, in_private_namespace, run
 
@@ -28,22 +29,20 @@ mount -t proc proc "$R/proc"
 mount -t sysfs sysfs "$R/sys"
 mount --rbind /dev "$R/dev"
 if [ -n "$DEBS" ]; then
-    # Installing packages: the shared .deb cache and the host's DNS.
+    # Installing packages: the shared .deb cache (the host's DNS is written by in_chroot).
     mkdir -p "$R/var/cache/apt/archives" "$DEBS/partial"
     mount --bind "$DEBS" "$R/var/cache/apt/archives"
-    rm -f "$R/etc/resolv.conf"
-    cp /etc/resolv.conf "$R/etc/resolv.conf"
 fi
-# Packages must not start their daemons in the build tree.
-printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"
-chmod 755 "$R/usr/sbin/policy-rc.d"
-status=0
 chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
     DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true SOURCE_DATE_EPOCH="$EPOCH" \
-    PYTHONHASHSEED=0 "$@" || status=$?
-rm -f "$R/usr/sbin/policy-rc.d"
-exit $status
+    PYTHONHASHSEED=0 "$@"
 """
+
+# Written into the tree by the host's root, so through herd.build.intree: a symlink planted at either path, or
+# at usr/sbin/ or etc/, must not make it overwrite or remove a host file.
+POLICY_RC_D = PurePosixPath("usr/sbin/policy-rc.d")
+NO_DAEMONS = b"#!/bin/sh\n# herd: packages must not start their daemons in the build tree.\nexit 101\n"
+RESOLV_CONF = PurePosixPath("etc/resolv.conf")
 
 
 def in_chroot(tree: Path, debs: Path | None, script: str, on_line: OnLine | None = None) -> str:
@@ -51,9 +50,14 @@ def in_chroot(tree: Path, debs: Path | None, script: str, on_line: OnLine | None
     the tree's own files are left exactly as they are (checking a finished tree's configs)."""
     if debs is not None:
         debs.mkdir(parents=True, exist_ok=True)
+        write_file(tree, RESOLV_CONF, Path("/etc/resolv.conf").read_bytes(), 0o644)  # the host's DNS
     argv = in_private_namespace(["sh", "-c", _SETUP, "herd-chroot", tree.resolve(),
                                  str(debs.resolve()) if debs else "", str(TREE_EPOCH), "/bin/sh", "-euc", script])
-    return run(argv, on_line=on_line)
+    write_file(tree, POLICY_RC_D, NO_DAEMONS, 0o755)
+    try:
+        return run(argv, on_line=on_line)
+    finally:
+        remove_file(tree, POLICY_RC_D)
 
 
 class AptProgress:

@@ -41,3 +41,9 @@ def write_file(root: Path, rel: PurePosixPath, data: bytes, mode: int) -> None:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_file(root: Path, rel: PurePosixPath) -> None:
+    """Remove one file from the tree; a symlink there is removed itself, never what it points to. Nothing
+    there is fine."""
+    safe_path(root, rel).unlink(missing_ok=True)
