@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from herd import __version__
+from herd.build.checkout import CheckoutError
 from herd.build.intree import TreeError
 from herd.build.overlay import (
     OverlayError,
@@ -351,6 +352,47 @@ def test_role_file_overrides_common_file(tmp_path: Path) -> None:
     assert text_of(db, "etc/plain") == "{{ not rendered }}\n"
     assert db["etc/plain"].mode == 0o600
     assert sorted(web) == ["etc/motd", "etc/plain"]
+
+
+@pytest.mark.parametrize("link", ["common/etc/motd", "web/etc/motd.j2", "common/root/.ssh"])
+def test_a_symlink_out_of_the_checkout_is_refused(tmp_path: Path, link: str) -> None:
+    """A link to a host secret (a file, a template, a folder) would put it in every image: refused, naming it."""
+    secret = tmp_path / "host/.ssh/id_rsa"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    overlay = make_overlay(tmp_path / "project/overlay", {"common/etc/hostname.j2": "{{ cluster }}\n"})
+    (overlay / link).parent.mkdir(parents=True, exist_ok=True)
+    (overlay / link).symlink_to(secret.parent if link.endswith(".ssh") else secret)
+    with pytest.raises(CheckoutError, match=re.escape(f"{overlay / link} is a symlink to ")):
+        rendered(SPEC, Role.WEB, overlay)
+
+
+def test_a_template_cannot_include_a_file_through_a_link_out_of_the_checkout(tmp_path: Path) -> None:
+    secret = tmp_path / "host/shadow"
+    secret.parent.mkdir()
+    secret.write_text("root:hash:::\n")
+    overlay = make_overlay(tmp_path / "project/overlay", {
+        "common/etc/motd.j2": '{% include "parts/secret" %}\n', "parts/fine": "fine\n"})
+    (overlay / "parts/secret").symlink_to(secret)
+    with pytest.raises(CheckoutError, match="outside"):
+        rendered(SPEC, Role.WEB, overlay)
+    for name in (str(secret), "../../host/shadow"):  # FileSystemLoader's own check would refuse `..`; this one too
+        (overlay / "common/etc/motd.j2").write_text('{% include "' + name + '" %}\n')
+        with pytest.raises(CheckoutError, match="outside"):
+            rendered(SPEC, Role.WEB, overlay)
+    (overlay / "common/etc/motd.j2").write_text('{% include "parts/fine" %}')
+    assert text_of(rendered(SPEC, Role.WEB, overlay), "etc/motd") == "fine\n"
+
+
+def test_symlinks_inside_the_checkout_are_followed(tmp_path: Path) -> None:
+    overlay = make_overlay(tmp_path / "project/overlay", {"common/etc/motd.j2": "{{ role }}\n",
+                                                          "shared/issue": "welcome\n"})
+    (overlay / "web/etc").mkdir(parents=True)
+    (overlay / "web/etc/issue").symlink_to("../../shared/issue")
+    (overlay / "web/etc/motd.j2").symlink_to("../../common/etc/motd.j2")
+    web = rendered(SPEC, Role.WEB, overlay)
+    assert text_of(web, "etc/issue") == "welcome\n"
+    assert text_of(web, "etc/motd") == "web\n"
 
 
 # ---------------------------------------------------------------------------------------------------------

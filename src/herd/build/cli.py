@@ -16,6 +16,7 @@ from rich.table import Table
 from herd import __version__
 from herd.build import host, scratch
 from herd.build.cache import Cache
+from herd.build.checkout import CheckoutError
 from herd.build.context import BuildContext, ImageResult
 from herd.build.epoch import EpochError, source_date_epoch
 from herd.build.intree import TreeError
@@ -267,9 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         removed, freed = cache.prune()
         if removed:
             reporter.info(f"[dim]cache: removed {removed} entries no recent build used ({freed / 2**20:.0f} MiB)[/]")
-    except (BuildError, TreeError) as exc:  # TreeError: OverlayError too
+    except (BuildError, TreeError, CheckoutError) as exc:  # TreeError: OverlayError too
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-        return EXIT_BAD_INPUT if isinstance(exc, TreeError) else EXIT_FAILED
+        return EXIT_FAILED if isinstance(exc, BuildError) else EXIT_BAD_INPUT
     except CommandError as exc:
         err.print(f"[red]error:[/] build failed: {escape(str(exc))}", highlight=False)
         return EXIT_FAILED

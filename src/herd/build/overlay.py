@@ -7,6 +7,8 @@ rendered by jinja2 (StrictUndefined: a missing variable is an error, never an em
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import jinja2
 
 from herd import __version__
+from herd.build.checkout import Source, read, walk
 from herd.build.intree import TreeError, safe_path, write_file
 from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
 from herd.nfsspec import drbd_timing
@@ -74,20 +77,34 @@ def template_context(plan: BuildPlan, role_plan: RolePlan, kernel_version: str,
     }
 
 
-def _sources(overlay_dir: Path, role: str) -> list[tuple[Path, PurePosixPath]]:
-    """(source file, relative path) pairs; a role file overrides a common one at the same path."""
-    chosen: dict[PurePosixPath, Path] = {}
+def _not_copied(name: str) -> bool:
+    return name == "__pycache__"
+
+
+def _sources(overlay_dir: Path, role: str) -> list[tuple[Source, PurePosixPath]]:
+    """(source file, relative path) pairs; a role file overrides a common one at the same path. A symlink must
+    stay inside the project (overlay_dir's parent), or the walk refuses it (herd.build.checkout)."""
+    chosen: dict[PurePosixPath, Source] = {}
     for layer in ("common", role):
         base = overlay_dir / layer
         if not base.is_dir():
             continue
-        for src in sorted(base.rglob("*")):
-            if src.is_file() and "__pycache__" not in src.parts:
-                rel = PurePosixPath(src.relative_to(base).as_posix())
-                if rel.suffix == ".j2":
-                    rel = rel.with_suffix("")
-                chosen[rel] = src
+        for src in walk(overlay_dir.parent, base, _not_copied):
+            rel = src.rel
+            if rel.suffix == ".j2":
+                rel = rel.with_suffix("")
+            chosen[rel] = src
     return sorted(((src, rel) for rel, src in chosen.items()), key=lambda p: str(p[1]))
+
+
+def _loader(overlay_dir: Path) -> jinja2.BaseLoader:
+    """Templates read as every overlay file is, never through a symlink out of the project."""
+    def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        path = overlay_dir / name
+        if not os.path.lexists(path):
+            return None
+        return read(overlay_dir.parent, path).decode(), str(path), lambda: True
+    return jinja2.FunctionLoader(load)
 
 
 # Rendered with a secret derived from the cluster key: root's alone, whatever modes the checkout gave them.
@@ -96,7 +113,7 @@ PRIVATE = frozenset({PurePosixPath("etc/drbd.d/herd.res")})
 
 def render(overlay_dir: Path, role: str, context: dict[str, Any]) -> list[OverlayFile]:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(overlay_dir)),
+        loader=_loader(overlay_dir),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # config files, not HTML
@@ -104,18 +121,18 @@ def render(overlay_dir: Path, role: str, context: dict[str, Any]) -> list[Overla
     files = []
     for src, rel in _sources(overlay_dir, role):
         if ".." in rel.parts:
-            raise OverlayError(f"{src}: path leaves the root tree")
-        mode = 0o600 if rel in PRIVATE else src.stat().st_mode & 0o7777
-        if src.suffix == ".j2":
-            name = src.relative_to(overlay_dir).as_posix()
+            raise OverlayError(f"{src.path}: path leaves the root tree")
+        mode = 0o600 if rel in PRIVATE else src.mode
+        if src.path.suffix == ".j2":
+            name = src.path.relative_to(overlay_dir).as_posix()
             try:
                 data = env.get_template(name).render(context).encode()
             except jinja2.TemplateError as exc:
                 line = getattr(exc, "lineno", None)
-                where = f"{src}:{line}" if line else str(src)
+                where = f"{src.path}:{line}" if line else str(src.path)
                 raise OverlayError(f"{where}: template error: {exc}") from None
         else:
-            data = src.read_bytes()
+            data = read(overlay_dir.parent, src.path)
         files.append(OverlayFile(rel, data, mode))
     return files
 

@@ -10,11 +10,12 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
+from herd.build.checkout import read, walk
 from herd.build.chroot import in_chroot
 from herd.build.context import BuildContext
 from herd.build.dpkg import tree_packages
 from herd.build.fs import pack, remove_tree, unpack
-from herd.build.intree import write_file
+from herd.build.intree import safe_path, write_file
 from herd.build.overlay import OverlayFile, disable_unit, enable_unit, install, render, template_context
 from herd.build.plan import RolePlan
 from herd.build.reproducible import clamp_tree
@@ -27,6 +28,7 @@ GRUB_MODULES = Path("/usr/lib/grub")
 UNITS = ("herdd.service", "herd-growroot.service")
 UNPACK_FORMAT = 1  # bump when unpack_zipapp changes what it makes: cached unpackings are then made again
 NOT_DIGESTED = ("etc/herd/cluster.key", "usr/lib/herd/herdd.pyz")
+SITE = PurePosixPath("usr/share/herd/site")
 
 # Globs (relative to the root) deleted from every image.
 DROP = (
@@ -120,6 +122,15 @@ def secret_files(spec: Spec, role: Role, site_key: Path | None, tree: Path | Non
     return [OverlayFile(path, site_key.read_bytes(), 0o600)]
 
 
+def site_files(project: Path) -> list[OverlayFile]:
+    """The example site (examples/site) for the nfs image: herdd copies it into the export at first boot if the
+    export is empty. Read as the overlay is: never through a symlink out of the checkout."""
+    site = project / "examples/site"
+    if not site.is_dir():
+        return []
+    return [OverlayFile(SITE / f.rel, read(project, f.path), f.mode) for f in walk(project, site)]
+
+
 class Tree(Step):
     name = "tree"
 
@@ -136,6 +147,8 @@ class Tree(Step):
         # Render every template now, before any slow step, so a template error costs seconds, not minutes.
         context = template_context(ctx.plan, self.role_plan, "0.0.0-check")
         render(ctx.overlay_dir, self.role_plan.role.value, context)
+        if self.role_plan.role == Role.NFS:
+            site_files(ctx.project)  # the checkout's links checked now, before anything is written
         for arch in ("i386-pc", "x86_64-efi"):
             if not (GRUB_MODULES / arch).is_dir():
                 raise BuildError(f"{GRUB_MODULES / arch} is missing: install grub-pc-bin and grub-efi-amd64-bin")
@@ -187,11 +200,10 @@ class Tree(Step):
                 link.symlink_to("/usr/lib/herd/herdd.pyz")
             progress.line("unpacking herdd's packages")
             herdd_packages(ctx, tree, ctx.zipapp.read_bytes(), progress.line)
-            if role == Role.NFS and (ctx.project / "examples/site").is_dir():
-                # The example site: herdd copies it into the export at first boot if the export is empty.
-                site = tree / "usr/share/herd/site"
-                remove_tree(site)
-                shutil.copytree(ctx.project / "examples/site", site)
+            if role == Role.NFS:
+                site = safe_path(tree, SITE)
+                site.unlink() if site.is_symlink() else remove_tree(site)
+                install(tree, site_files(ctx.project))
             for command in self.role_plan.recipe.validate:
                 progress.line(f"checking: {command}")
                 try:
