@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from herd.build.checkout import CheckoutError, copy, read, sources, walk
 from herd.build.make_pyz import stage_data
 from herd.build.steps.tree import SITE, site_files
 from herd.build.steps.zipapp import copy_sources
+
+from .umask import umask
 
 SECRET = "root:$y$j9T$the-hosts-password-hash:19000:0:99999:7:::\n"
 
@@ -151,3 +154,63 @@ def test_herds_sources_refuse_a_link_out_of_the_checkout(tmp_path: Path) -> None
     with pytest.raises(CheckoutError, match="outside"):
         copy_sources(project, tmp_path / "copy")
     assert SECRET not in everything_under(tmp_path / "copy")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Modes: only whether the owner may run a file counts, never the checkout's group and other bits
+
+
+def loose_project(tmp_path: Path, files: dict[str, str], executable: tuple[str, ...] = ()) -> Path:
+    """A checkout made with umask 002: files 0664 (0775 if executable), folders 0775."""
+    project, _ = project_with(tmp_path, files)
+    for path in project.rglob("*"):
+        rel = str(path.relative_to(project))
+        path.chmod(0o775 if path.is_dir() or rel in executable else 0o664)
+    return project
+
+
+def modes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): stat.S_IMODE(p.stat().st_mode) for p in sorted(folder.rglob("*"))}
+
+
+def test_walked_files_get_0644_or_0755_whatever_the_checkouts_modes(tmp_path: Path) -> None:
+    project = loose_project(tmp_path, {"site/a": "", "site/run": "", "site/private": ""}, ("site/run",))
+    (project / "site/private").chmod(0o600)
+    (project / "site/setuid").write_text("")
+    (project / "site/setuid").chmod(0o4775)
+    assert {str(f.rel): f.mode for f in walk(project, project / "site")} == {
+        "a": 0o644, "run": 0o755, "private": 0o644, "setuid": 0o755}
+
+
+def test_a_copy_has_the_image_modes_whatever_the_umask(tmp_path: Path) -> None:
+    project = loose_project(tmp_path, {"src/herd/__init__.py": "", "src/herd/tool": "", "README.md": ""},
+                            ("src/herd/tool",))
+    with umask(0o002):
+        copy(project, ["src", "README.md"], tmp_path / "dest")
+    assert stat.S_IMODE((tmp_path / "dest").stat().st_mode) == 0o755
+    assert modes(tmp_path / "dest") == {"README.md": 0o644, "src": 0o755, "src/herd": 0o755,
+                                        "src/herd/__init__.py": 0o644, "src/herd/tool": 0o755}
+
+
+def test_the_example_site_gets_the_image_modes(tmp_path: Path) -> None:
+    project = loose_project(tmp_path, {"examples/site/index.html": "", "examples/site/cgi/run.php": ""},
+                            ("examples/site/cgi/run.php",))
+    assert {str(f.path): f.mode for f in site_files(project)} == {
+        "usr/share/herd/site/cgi/run.php": 0o755, "usr/share/herd/site/index.html": 0o644}
+
+
+def test_make_pyz_stages_the_image_modes(tmp_path: Path) -> None:
+    project = loose_project(tmp_path, {"image/base.toml": "", "overlay/common/usr/lib/herd/growroot": "",
+                                       "overlay/common/etc/motd.j2": "", "examples/cluster.toml": ""},
+                            ("overlay/common/usr/lib/herd/growroot",))
+    herdd = tmp_path / "herdd.pyz"
+    herdd.write_text("zip")
+    with umask(0o002):
+        stage_data(project, tmp_path / "bundle", herdd)
+    staged = modes(tmp_path / "bundle")
+    assert staged.pop("overlay/common/usr/lib/herd/growroot") == 0o755
+    assert staged.pop("herdd.pyz") == stat.S_IMODE(herdd.stat().st_mode)  # the zipapp's own, set by the tree step
+    assert {path for path, mode in staged.items() if mode not in (0o644, 0o755)} == set()
+    assert {path: staged[path] for path in ("image", "overlay/common/etc", "image/base.toml")} == {
+        "image": 0o755, "overlay/common/etc": 0o755, "image/base.toml": 0o644}
+

@@ -8,8 +8,11 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from herd.build import intree
 from herd.build.intree import TreeError, safe_path, write_file
 from herd.build.overlay import OverlayFile, install
+
+from .umask import umask
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o644, 0o755, 0o1777, 0o4755])
@@ -87,3 +90,27 @@ def test_safe_path_allows_links_that_stay_inside(tmp_path: Path) -> None:
     (tree / "lib").symlink_to("usr/lib")  # merged /usr, relative: stays inside
     assert safe_path(tree, PurePosixPath("lib/x.so")) == (tree / "usr/lib/x.so").resolve()
     assert safe_path(tree, PurePosixPath("top")) == tree.resolve() / "top"
+
+
+def test_folders_made_for_a_file_are_0755_whatever_the_umask(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir(mode=0o750)  # already there: left as it is
+
+    def modes() -> dict[str, int]:
+        return {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*")
+                if p.is_dir()}
+
+    with umask(0o002):
+        write_file(tmp_path, PurePosixPath("etc/ssh/sshd_config.d/herd.conf"), b"x", 0o644)
+        assert modes() == {"etc": 0o750, "etc/ssh": 0o755, "etc/ssh/sshd_config.d": 0o755}
+        made = intree.make_dirs(tmp_path, PurePosixPath("var/lib/apt/lists/partial"))
+    assert made == (tmp_path / "var/lib/apt/lists/partial").resolve()
+    assert {rel: mode for rel, mode in modes().items() if rel.startswith("var")} == dict.fromkeys(
+        ["var", "var/lib", "var/lib/apt", "var/lib/apt/lists", "var/lib/apt/lists/partial"], 0o755)
+
+
+def test_make_dirs_never_makes_a_folder_through_a_link_out_of_the_tree(tmp_path: Path) -> None:
+    tree = escaping_tree(tmp_path, "var", tmp_path / "host")
+    (tmp_path / "host").mkdir()
+    with pytest.raises(TreeError, match="outside the image tree"):
+        intree.make_dirs(tree, PurePosixPath("var/lib/apt"))
+    assert list((tmp_path / "host").iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from herd.build.recipes import load_base, load_role
 from herd.release import parse as parse_release
 from herd.secrets import derive
 from herd.spec import Role, Spec, parse
+
+from .umask import umask
 
 PROJECT = Path(__file__).resolve().parents[2]
 OVERLAY = PROJECT / "overlay"
@@ -350,7 +353,7 @@ def test_role_file_overrides_common_file(tmp_path: Path) -> None:
     assert text_of(web, "etc/motd") == "web's own\n"
     assert text_of(db, "etc/motd") == "common db\n"
     assert text_of(db, "etc/plain") == "{{ not rendered }}\n"
-    assert db["etc/plain"].mode == 0o600
+    assert db["etc/plain"].mode == 0o644  # not the checkout's: MODES names the files that are private
     assert sorted(web) == ["etc/motd", "etc/plain"]
 
 
@@ -413,6 +416,45 @@ def test_install_writes_files_with_their_modes(tmp_path: Path) -> None:
             assert (st.st_uid, st.st_gid) == (0, 0)
     assert stat.S_IMODE((tree / "usr/lib/herd/growroot").stat().st_mode) == 0o755
     assert not list(tree.rglob("*.herd-tmp"))
+
+
+def loose_copy(src: Path, dest: Path) -> dict[str, bool]:
+    """A copy of src as a checkout made with umask 002 has it: files 0664 (0775 if executable), folders 0775.
+    Returns which files are executable."""
+    shutil.copytree(src, dest)
+    executable = {}
+    for path in dest.rglob("*"):
+        if path.is_dir():
+            path.chmod(0o775)
+        else:
+            executable[str(path.relative_to(dest))] = bool(path.stat().st_mode & stat.S_IXUSR)
+            path.chmod(0o775 if executable[str(path.relative_to(dest))] else 0o664)
+    return executable
+
+
+PRIVATE = {"etc/drbd.d/herd.res": 0o600, "root/.ssh/authorized_keys": 0o600}
+
+
+@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+def test_modes_in_the_image_are_not_the_checkouts(tmp_path: Path, role: Role) -> None:
+    """With umask 002 a checkout's files are group-writable: the image's are 0644 or 0755 all the same, its
+    folders 0755, root's authorized_keys 0600 in a 0700 .ssh (sshd's StrictModes refuses group-writable ones)."""
+    executable = loose_copy(OVERLAY, tmp_path / "project/overlay")
+    with umask(0o002):
+        files = rendered(SPEC, role, tmp_path / "project/overlay", key=b"k" * 32)
+        tree = tmp_path / "tree"
+        tree.mkdir()
+        install(tree, list(files.values()))
+    for path, f in files.items():
+        source = next(s for s in (f"{role.value}/{path}", f"{role.value}/{path}.j2", f"common/{path}",
+                                  f"common/{path}.j2") if s in executable)
+        expected = PRIVATE.get(path, 0o755 if executable[source] else 0o644)
+        assert f.mode == expected, path
+        assert stat.S_IMODE((tree / path).stat().st_mode) == expected, path
+    assert files["usr/lib/herd/growroot"].mode == 0o755
+    folders = {str(p.relative_to(tree)): stat.S_IMODE(p.stat().st_mode) for p in tree.rglob("*") if p.is_dir()}
+    assert folders.pop("root/.ssh") == 0o700
+    assert set(folders.values()) == {0o755}, folders
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ followed by the build host's root, would carry a host secret into every image, t
 a file the copy leaves out (a cluster key beside its spec) would carry that. Such a link, a dangling one, a loop
 or anything but a file or a directory is refused with a CheckoutError naming it, and a copy checks every file
 before it writes any, so a refused checkout leaves nothing half-written.
+
+Nor are the checkout's modes taken as they are: cloned with umask 002, its files are group-writable, and an image
+must not be (sshd's StrictModes shuts root out over a group-writable authorized_keys). A file is 0644, or 0755 if
+its owner may run it; a folder a copy makes is 0755.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 Skip = Callable[[str], bool]  # a file or directory name the walk leaves out
+FILE_MODE, EXEC_MODE, DIR_MODE = 0o644, 0o755, 0o755
 
 
 class CheckoutError(Exception):
@@ -26,11 +31,16 @@ def nothing(name: str) -> bool:
     return False
 
 
+def image_mode(st_mode: int) -> int:
+    """A checkout file's mode in an image or herd.pyz: only whether its owner may run it counts."""
+    return EXEC_MODE if st_mode & stat.S_IXUSR else FILE_MODE
+
+
 @dataclass(frozen=True)
 class Source:
     path: Path           # in the checkout, as walked (a symlink's own path, not its target's)
     rel: PurePosixPath   # relative to what was walked
-    mode: int            # permission bits
+    mode: int            # in the image: image_mode() of the file's
 
 
 def _real(root: Path, path: Path, skip: Skip) -> Path:
@@ -55,7 +65,7 @@ def _collect(root: Path, path: Path, rel: PurePosixPath, skip: Skip, seen: froze
     except FileNotFoundError:
         raise CheckoutError(f"{path} is a symlink to {real}, which does not exist; fix or remove it") from None
     if stat.S_ISREG(st.st_mode):
-        out.append(Source(path, rel, stat.S_IMODE(st.st_mode)))
+        out.append(Source(path, rel, image_mode(st.st_mode)))
     elif stat.S_ISDIR(st.st_mode):
         if real in seen:
             raise CheckoutError(f"{path} is a symlink to {real}, a folder it is in (a loop); remove it")
@@ -96,12 +106,17 @@ def read(root: Path, path: Path) -> bytes:
 
 def copy(root: Path, names: Iterable[str], dest: Path, skip: Skip = nothing) -> None:
     """root's entries `names` (files or folders) into dest, made here: every file is checked before any is
-    written; each keeps its time stamp, and gets its mode."""
+    written; each keeps its time stamp and gets its image mode, and every folder is 0755, whatever the umask."""
     files = sources(root, names, skip)
     dest.mkdir(parents=True)
+    os.chmod(dest, DIR_MODE)
     for f in files:
         target = dest.joinpath(*f.rel.parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        for depth in range(1, len(f.rel.parts)):
+            folder = dest.joinpath(*f.rel.parts[:depth])
+            if not folder.is_dir():
+                folder.mkdir()
+                os.chmod(folder, DIR_MODE)
         data = read(root, f.path)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as out:

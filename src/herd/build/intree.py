@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+DIR_MODE = 0o755  # a folder made in the tree, whatever the umask
+
 
 class TreeError(Exception):
     pass
@@ -24,9 +26,22 @@ def safe_path(root: Path, rel: PurePosixPath) -> Path:
     return parent / dest.name
 
 
+def make_dirs(root: Path, rel: PurePosixPath) -> Path:
+    """root/rel as a folder inside the tree, where it really is. Each folder made here is 0755 whatever the
+    umask; the ones already there are left as they are."""
+    for depth in range(1, len(rel.parts) + 1):
+        path = safe_path(root, PurePosixPath(*rel.parts[:depth]))
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        os.chmod(path, DIR_MODE)
+    return safe_path(root, rel / "x").parent
+
+
 def write_file(root: Path, rel: PurePosixPath, data: bytes, mode: int) -> None:
     """Write one file into the tree atomically; a symlink in its place is replaced, never followed."""
-    safe_path(root, rel.parent / "x").parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(root, rel.parent)
     dest = safe_path(root, rel)
     tmp = dest.with_name(f".{dest.name}.herd-tmp")
     try:

@@ -17,7 +17,7 @@ import jinja2
 
 from herd import __version__
 from herd.build.checkout import Source, read, walk
-from herd.build.intree import TreeError, safe_path, write_file
+from herd.build.intree import TreeError, make_dirs, safe_path, write_file
 from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
 from herd.nfsspec import drbd_timing
 from herd.release import build_date
@@ -107,8 +107,10 @@ def _loader(overlay_dir: Path) -> jinja2.BaseLoader:
     return jinja2.FunctionLoader(load)
 
 
-# Rendered with a secret derived from the cluster key: root's alone, whatever modes the checkout gave them.
-PRIVATE = frozenset({PurePosixPath("etc/drbd.d/herd.res")})
+# Modes that are not the checkout's 0644/0755 (herd.build.checkout.image_mode), whatever it gave the files: root's
+# alone, a file rendered with a secret derived from the cluster key, and what sshd's StrictModes checks.
+MODES = {PurePosixPath("etc/drbd.d/herd.res"): 0o600, PurePosixPath("root/.ssh/authorized_keys"): 0o600}
+DIR_MODES = {PurePosixPath("root/.ssh"): 0o700}  # every other folder the overlay makes is 0755
 
 
 def render(overlay_dir: Path, role: str, context: dict[str, Any]) -> list[OverlayFile]:
@@ -122,7 +124,7 @@ def render(overlay_dir: Path, role: str, context: dict[str, Any]) -> list[Overla
     for src, rel in _sources(overlay_dir, role):
         if ".." in rel.parts:
             raise OverlayError(f"{src.path}: path leaves the root tree")
-        mode = 0o600 if rel in PRIVATE else src.mode
+        mode = MODES.get(rel, src.mode)
         if src.path.suffix == ".j2":
             name = src.path.relative_to(overlay_dir).as_posix()
             try:
@@ -140,6 +142,9 @@ def render(overlay_dir: Path, role: str, context: dict[str, Any]) -> list[Overla
 def install(root: Path, files: list[OverlayFile]) -> None:
     for f in files:
         write_file(root, f.path, f.data, f.mode)
+    for folder, mode in DIR_MODES.items():
+        if any(folder in f.path.parents for f in files):
+            os.chmod(make_dirs(root, folder), mode)
 
 
 def enable_unit(root: Path, unit: str) -> None:
@@ -154,8 +159,9 @@ def enable_unit(root: Path, unit: str) -> None:
     if not wanted:
         raise OverlayError(f"cannot enable {unit}: it has no WantedBy= in [Install]")
     for target in wanted:
-        link = safe_path(root, PurePosixPath(f"etc/systemd/system/{target}.wants/{unit}"))
-        link.parent.mkdir(parents=True, exist_ok=True)
+        rel = PurePosixPath(f"etc/systemd/system/{target}.wants/{unit}")
+        make_dirs(root, rel.parent)
+        link = safe_path(root, rel)
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to("/" + str(path.relative_to(root)))

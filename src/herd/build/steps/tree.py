@@ -15,7 +15,7 @@ from herd.build.chroot import in_chroot
 from herd.build.context import BuildContext
 from herd.build.dpkg import tree_packages
 from herd.build.fs import pack, remove_tree, unpack
-from herd.build.intree import safe_path, write_file
+from herd.build.intree import make_dirs, safe_path, write_file
 from herd.build.overlay import OverlayFile, disable_unit, enable_unit, install, render, template_context
 from herd.build.plan import RolePlan
 from herd.build.reproducible import clamp_tree
@@ -69,7 +69,7 @@ def clean(tree: Path) -> None:
     for path in locale.iterdir() if locale.is_dir() else ():
         if path.name != "locale.alias":
             remove_tree(path) if path.is_dir() else path.unlink()
-    (tree / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+    make_dirs(tree, PurePosixPath("var/lib/apt/lists/partial"))
     # Empty, not missing: systemd then treats the next boot as the first and makes a machine-id.
     write_file(tree, PurePosixPath("etc/machine-id"), b"", 0o444)
 
@@ -180,9 +180,7 @@ class Tree(Step):
             ]
             ctx.images[role].overlay = overlay_digests(files)
             files += secret_files(ctx.plan.spec, role, ctx.site_key_file, tree, files)  # never in the digests
-            install(tree, files)
-            os.chmod(tree / "etc/herd", 0o755)
-            os.chmod(tree / "root/.ssh", 0o700)
+            install(tree, files)  # every folder it makes 0755, root/.ssh 0700
             for unit in UNITS:
                 enable_unit(tree, unit)
             for unit in self.role_plan.herdd_starts:
