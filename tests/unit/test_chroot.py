@@ -4,7 +4,10 @@ through a symlink planted in the tree, and removes policy-rc.d afterwards withou
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import stat
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,6 +17,8 @@ from herd.build import chroot
 from herd.build.chroot import in_chroot
 from herd.build.intree import TreeError
 from herd.build.run import CommandError
+
+from .umask import umask
 
 
 def make_tree(tmp_path: Path) -> tuple[Path, Path]:
@@ -123,4 +128,26 @@ def test_the_real_chroot_never_writes_through_a_planted_link(tmp_path: Path) -> 
     with pytest.raises(CommandError):
         in_chroot(tree, None, "true")
     assert victim.read_text() == "host's own\n"
+    assert not os.path.lexists(tree / "usr/sbin/policy-rc.d")
+
+
+def runnable_tree(tmp_path: Path) -> Path:
+    """make_tree's, with the two programs in_chroot runs in it (env, and dash as /bin/sh) and their libraries."""
+    tree, _ = make_tree(tmp_path)
+    for program, inside in (("/usr/bin/env", "usr/bin/env"), ("/bin/dash", "bin/sh")):
+        libraries = re.findall(r"(/\S+) \(0x", subprocess.run(["ldd", program], capture_output=True, text=True,
+                                                              check=True).stdout)
+        for host_path, tree_path in [(program, inside), *((lib, lib.lstrip("/")) for lib in libraries)]:
+            (tree / tree_path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(host_path, tree / tree_path)
+    return tree
+
+
+@pytest.mark.root
+def test_the_command_runs_with_umask_022_and_policy_rc_d_whatever_the_builders_umask(tmp_path: Path) -> None:
+    """Files made in the chroot (dpkg's maintainer scripts, herdd's unpacking) go into every image."""
+    tree = runnable_tree(tmp_path)
+    with umask(0o002):
+        output = in_chroot(tree, None, 'umask; /usr/sbin/policy-rc.d || echo "policy-rc.d: $?"')
+    assert output.splitlines() == ["0022", "policy-rc.d: 101"]
     assert not os.path.lexists(tree / "usr/sbin/policy-rc.d")

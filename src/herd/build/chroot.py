@@ -33,6 +33,8 @@ if [ -n "$DEBS" ]; then
     mkdir -p "$R/var/cache/apt/archives" "$DEBS/partial"
     mount --bind "$DEBS" "$R/var/cache/apt/archives"
 fi
+# Whatever the builder's own: files dpkg's maintainer scripts and herdd's unpacking make go into every image.
+umask 022
 chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
     DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true SOURCE_DATE_EPOCH="$EPOCH" \
     PYTHONHASHSEED=0 "$@"

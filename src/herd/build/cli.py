@@ -36,6 +36,7 @@ PROJECT = find_project()  # the checkout, or the data packed into herd.pyz
 EXIT_BAD_INPUT = 2
 EXIT_HOST = 3
 EXIT_FAILED = 1
+BUILD_UMASK = 0o022
 
 EPILOG = """\
 examples:
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return make_pyz.main(argv[1:])
     args = parse_args(argv)
+    # Whatever the caller's umask: debootstrap, dpkg's maintainer scripts and the cache's tarballs make files with
+    # it, and they go into every image (herd's own files get explicit modes).
+    os.umask(BUILD_UMASK)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(message)s", stream=sys.stderr)
     reporter = Reporter(quiet=args.quiet)

@@ -26,7 +26,7 @@ from herd.spec import Role, Spec
 
 GRUB_MODULES = Path("/usr/lib/grub")
 UNITS = ("herdd.service", "herd-growroot.service")
-UNPACK_FORMAT = 1  # bump when unpack_zipapp changes what it makes: cached unpackings are then made again
+UNPACK_FORMAT = 2  # bump when unpack_zipapp changes what it makes: cached unpackings are then made again. 2: umask 022
 NOT_DIGESTED = ("etc/herd/cluster.key", "usr/lib/herd/herdd.pyz")
 SITE = PurePosixPath("usr/share/herd/site")
 
