@@ -28,7 +28,10 @@ path-exclude=/usr/share/lintian/*
 
 
 def debootstrap_command(debian: Debian, packages: Iterable[str], debs: Path, tree: Path) -> list[str | Path]:
-    return ["debootstrap", "--variant=minbase", "--components=main", f"--arch={debian.arch}",
+    """--force-check-gpg: the Release file must be signed by a key of the suite's keyring (Debian's archive
+    keyring, a host requirement). Without it debootstrap, given a mirror, only warns when the keyring is missing
+    and installs whatever the mirror or the network between serves."""
+    return ["debootstrap", "--force-check-gpg", "--variant=minbase", "--components=main", f"--arch={debian.arch}",
             f"--include={','.join(packages)}", f"--cache-dir={debs.resolve()}", debian.suite, tree, debian.mirror]
 
 
