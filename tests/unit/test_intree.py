@@ -114,3 +114,26 @@ def test_make_dirs_never_makes_a_folder_through_a_link_out_of_the_tree(tmp_path:
     with pytest.raises(TreeError, match="outside the image tree"):
         intree.make_dirs(tree, PurePosixPath("var/lib/apt"))
     assert list((tmp_path / "host").iterdir()) == []
+
+
+def test_remove_takes_a_link_never_what_it_names_and_refuses_a_parent_out_of_the_tree(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    (host / "grub").mkdir(parents=True)
+    (host / "grub/normal.mod").write_text("the host's\n")
+    tree = tmp_path / "tree"
+    (tree / "boot/grub").mkdir(parents=True)
+    (tree / "boot/grub/i386-pc").symlink_to(host / "grub")
+    (tree / "boot/grub/x86_64-efi").mkdir()
+    (tree / "boot/grub/x86_64-efi/normal.mod").write_text("the tree's\n")
+    intree.remove(tree, PurePosixPath("boot/grub/i386-pc"))
+    intree.remove(tree, PurePosixPath("boot/grub/x86_64-efi"))
+    intree.remove(tree, PurePosixPath("boot/grub/nothing"))
+    assert list((tree / "boot/grub").iterdir()) == []
+    assert (host / "grub/normal.mod").read_text() == "the host's\n"
+    (tree / "boot/grub").rmdir()
+    (tree / "boot/grub").symlink_to(host)
+    with pytest.raises(TreeError, match="outside the image tree"):
+        intree.remove(tree, PurePosixPath("boot/grub/grub"))
+    with pytest.raises(TreeError, match="outside the image tree"):
+        intree.real_dir(tree, PurePosixPath("boot/grub"))
+    assert (host / "grub/normal.mod").read_text() == "the host's\n"

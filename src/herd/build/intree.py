@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+from herd.build.fs import remove_tree
+
 DIR_MODE = 0o755  # a folder made in the tree, whatever the umask
 
 
@@ -26,6 +28,16 @@ def safe_path(root: Path, rel: PurePosixPath) -> Path:
     return parent / dest.name
 
 
+def real_dir(root: Path, rel: PurePosixPath) -> Path:
+    """Where root/rel really is, which must be inside the tree: a folder to walk or delete in (a link named by
+    rel itself is followed too, unlike safe_path)."""
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(root.joinpath(*rel.parts)))
+    if real != real_root and real_root not in real.parents:
+        raise TreeError(f"/{rel}: resolves outside the image tree ({real})")
+    return real
+
+
 def make_dirs(root: Path, rel: PurePosixPath) -> Path:
     """root/rel as a folder inside the tree, where it really is. Each folder made here is 0755 whatever the
     umask; the ones already there are left as they are."""
@@ -36,7 +48,7 @@ def make_dirs(root: Path, rel: PurePosixPath) -> Path:
         except FileExistsError:
             continue
         os.chmod(path, DIR_MODE)
-    return safe_path(root, rel / "x").parent
+    return real_dir(root, rel)
 
 
 def write_file(root: Path, rel: PurePosixPath, data: bytes, mode: int) -> None:
@@ -62,3 +74,13 @@ def remove_file(root: Path, rel: PurePosixPath) -> None:
     """Remove one file from the tree; a symlink there is removed itself, never what it points to. Nothing
     there is fine."""
     safe_path(root, rel).unlink(missing_ok=True)
+
+
+def remove(root: Path, rel: PurePosixPath) -> None:
+    """Remove root/rel: a file, a symlink (never what it points to) or a folder with all it holds (never through
+    a mount, herd.build.fs.remove_tree). Nothing there is fine."""
+    path = safe_path(root, rel)
+    if path.is_dir() and not path.is_symlink():
+        remove_tree(path)
+    else:
+        path.unlink(missing_ok=True)

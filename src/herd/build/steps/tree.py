@@ -15,7 +15,7 @@ from herd.build.chroot import in_chroot
 from herd.build.context import BuildContext
 from herd.build.dpkg import tree_packages
 from herd.build.fs import pack, remove_tree, unpack
-from herd.build.intree import make_dirs, safe_path, write_file
+from herd.build.intree import make_dirs, real_dir, remove, safe_path, write_file
 from herd.build.overlay import OverlayFile, disable_unit, enable_unit, install, render, template_context
 from herd.build.plan import RolePlan
 from herd.build.reproducible import clamp_tree
@@ -53,22 +53,21 @@ def kernel_version(tree: Path) -> str:
 
 
 def clean(tree: Path) -> None:
+    """Delete DROP, docs and translations; through intree, so a folder on the way that is a link out of the tree
+    (one to /etc, say: ssh_host_*) stops the build instead of deleting the host's files."""
     for pattern in DROP:
         for path in tree.glob(pattern):
-            if path.is_dir() and not path.is_symlink():
-                remove_tree(path)
-            else:
-                path.unlink()
-    docs = tree / "usr/share/doc"
+            remove(tree, PurePosixPath(path.relative_to(tree).as_posix()))
+    docs = real_dir(tree, PurePosixPath("usr/share/doc"))
     # Symlinks too, whatever they point to: testing a link with is_file() depends on whether its target was
     # deleted yet, that is on the directory order, which differs between file systems (tmpfs, ext4).
     for path in sorted(docs.rglob("*")) if docs.is_dir() else ():
         if path.name != "copyright" and (path.is_symlink() or path.is_file()):
             path.unlink()
-    locale = tree / "usr/share/locale"
+    locale = real_dir(tree, PurePosixPath("usr/share/locale"))
     for path in locale.iterdir() if locale.is_dir() else ():
         if path.name != "locale.alias":
-            remove_tree(path) if path.is_dir() else path.unlink()
+            remove_tree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     make_dirs(tree, PurePosixPath("var/lib/apt/lists/partial"))
     # Empty, not missing: systemd then treats the next boot as the first and makes a machine-id.
     write_file(tree, PurePosixPath("etc/machine-id"), b"", 0o444)
@@ -98,8 +97,7 @@ def herdd_packages(ctx: BuildContext, tree: Path, herdd: bytes, on_line: Callabl
     gets the same bytes), then taken from the cache; unpacking and compiling is seconds per role."""
     key = f"{hashlib.sha256(herdd).hexdigest()[:20]}-{ctx.plan.base_key}-{UNPACK_FORMAT}"
     cached = ctx.cache.lookup("zipapp", key, ".unpacked.tar.zst")
-    shiv = tree / SHIV_ROOT.lstrip("/")
-    remove_tree(shiv)
+    remove(tree, PurePosixPath(SHIV_ROOT.lstrip("/")))
     if cached is not None:
         unpack(cached, tree)
         return
@@ -193,14 +191,13 @@ class Tree(Step):
                            f"# herdd starts these when the cluster is ready for them.\n{preset}".encode(), 0o644)
             # One zipapp, two commands: it looks at the name it was run as.
             for command in ("herdd", "herdctl"):
-                link = tree / "usr/local/bin" / command
+                link = safe_path(tree, PurePosixPath("usr/local/bin", command))
                 link.unlink(missing_ok=True)
                 link.symlink_to("/usr/lib/herd/herdd.pyz")
             progress.line("unpacking herdd's packages")
             herdd_packages(ctx, tree, ctx.zipapp.read_bytes(), progress.line)
             if role == Role.NFS:
-                site = safe_path(tree, SITE)
-                site.unlink() if site.is_symlink() else remove_tree(site)
+                remove(tree, SITE)
                 install(tree, site_files(ctx.project))
             for command in self.role_plan.recipe.validate:
                 progress.line(f"checking: {command}")
@@ -210,8 +207,8 @@ class Tree(Step):
                     raise BuildError(f"the {role} image's configuration does not pass `{command}`:\n    "
                                      + "\n    ".join(exc.tail)) from None
             for arch in ("i386-pc", "x86_64-efi"):
-                dest = tree / "boot/grub" / arch
-                remove_tree(dest)
+                remove(tree, PurePosixPath("boot/grub", arch))
+                dest = safe_path(tree, PurePosixPath("boot/grub", arch))
                 shutil.copytree(GRUB_MODULES / arch, dest,
                                 ignore=shutil.ignore_patterns("*.image", "*.exec", "*.module", "*.img", "*.efi"))
             progress.line("time stamps clamped to SOURCE_DATE_EPOCH")
