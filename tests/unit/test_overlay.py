@@ -507,6 +507,21 @@ def test_disable_unit_removes_its_links_even_dangling_ones(tmp_path: Path) -> No
         "multi-user.target.wants/ssh.service"]
 
 
+@pytest.mark.parametrize("link", ["etc/systemd/system", "etc/systemd/system/multi-user.target.wants"])
+def test_disable_unit_never_removes_a_hosts_link(tmp_path: Path, link: str) -> None:
+    """From the host, a tree's absolute link to /etc/systemd/system is the host's own: its units stay enabled."""
+    host = tmp_path / "host"
+    host_wants = host / "multi-user.target.wants" if link.endswith("system") else host
+    host_wants.mkdir(parents=True)
+    (host_wants / "mariadb.service").symlink_to("/lib/systemd/system/mariadb.service")
+    tree = tmp_path / "tree"
+    (tree / link).parent.mkdir(parents=True)
+    (tree / link).symlink_to(host)
+    with pytest.raises(TreeError, match="outside the image tree"):
+        disable_unit(tree, "mariadb.service")
+    assert (host_wants / "mariadb.service").is_symlink()
+
+
 def test_enable_unit_without_install_section_fails_clearly(tmp_path: Path) -> None:
     tree = unit_tree(tmp_path, {"etc/systemd/system/static.service": "[Unit]\n[Service]\nExecStart=/bin/true\n"})
     with pytest.raises(OverlayError, match=r"static\.service.*WantedBy"):

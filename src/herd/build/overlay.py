@@ -17,7 +17,7 @@ import jinja2
 
 from herd import __version__
 from herd.build.checkout import Source, read, walk
-from herd.build.intree import TreeError, make_dirs, safe_path, write_file
+from herd.build.intree import TreeError, make_dirs, real_dir, safe_path, write_file
 from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
 from herd.nfsspec import drbd_timing
 from herd.release import build_date
@@ -111,6 +111,7 @@ def _loader(overlay_dir: Path) -> jinja2.BaseLoader:
 # alone, a file rendered with a secret derived from the cluster key, and what sshd's StrictModes checks.
 MODES = {PurePosixPath("etc/drbd.d/herd.res"): 0o600, PurePosixPath("root/.ssh/authorized_keys"): 0o600}
 DIR_MODES = {PurePosixPath("root/.ssh"): 0o700}  # every other folder the overlay makes is 0755
+SYSTEMD = PurePosixPath("etc/systemd/system")
 
 
 def render(overlay_dir: Path, role: str, context: dict[str, Any]) -> list[OverlayFile]:
@@ -170,10 +171,10 @@ def enable_unit(root: Path, unit: str) -> None:
 def disable_unit(root: Path, unit: str) -> None:
     """What `systemctl disable` does: the unit stays installed (herdd starts it when the time comes) but no
     target pulls it in at boot."""
-    systemd = root / "etc/systemd/system"
+    systemd = real_dir(root, SYSTEMD)
     # Not glob(): the links point into the image (/lib/...), so from the build host they dangle, and glob
     # skips dangling links.
     for wants in systemd.glob("*.wants") if systemd.is_dir() else ():
-        link = wants / unit
+        link = safe_path(root, SYSTEMD / wants.name / unit)  # a .wants that is a link out of the tree: refused
         if link.is_symlink():
             link.unlink()
