@@ -24,7 +24,7 @@ from .umask import umask
 def make_tree(tmp_path: Path) -> tuple[Path, Path]:
     """(a tree with usr/sbin and etc, a folder beside it standing for the host's own files)."""
     tree, host = tmp_path / "tree", tmp_path / "host"
-    for d in ("usr/sbin", "etc", "proc", "sys", "dev"):
+    for d in ("usr/sbin", "etc", "var/cache", "proc", "sys", "dev"):
         (tree / d).mkdir(parents=True)
     host.mkdir()
     return tree, host
@@ -73,7 +73,7 @@ def test_a_symlink_at_policy_rc_d_is_replaced_not_followed(tmp_path: Path, monke
     assert not os.path.lexists(policy)
 
 
-@pytest.mark.parametrize("link", ["usr/sbin", "usr", "etc"])
+@pytest.mark.parametrize("link", ["usr/sbin", "usr", "etc", "var/cache"])
 def test_a_directory_leading_out_of_the_tree_is_refused_before_anything_runs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str) -> None:
     tree, host = make_tree(tmp_path)
@@ -151,3 +151,13 @@ def test_the_command_runs_with_umask_022_and_policy_rc_d_whatever_the_builders_u
         output = in_chroot(tree, None, 'umask; /usr/sbin/policy-rc.d || echo "policy-rc.d: $?"')
     assert output.splitlines() == ["0022", "policy-rc.d: 101"]
     assert not os.path.lexists(tree / "usr/sbin/policy-rc.d")
+
+
+@pytest.mark.root
+def test_with_debs_the_shared_cache_is_mounted_in_the_tree_and_gone_after(tmp_path: Path) -> None:
+    tree = runnable_tree(tmp_path)
+    output = in_chroot(tree, tmp_path / "debs", "[ -d /var/cache/apt/archives/partial ] && echo cache; "
+                       "[ -s /etc/resolv.conf ] && echo dns")
+    assert output.splitlines() == ["cache", "dns"]
+    assert (tmp_path / "debs/partial").is_dir()
+    assert list((tree / "var/cache/apt/archives").iterdir()) == []  # a mount, in the command's namespace only

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from herd.build.intree import remove_file, write_file
+from herd.build.intree import make_dirs, remove_file, write_file
 from herd.build.plan import DEFAULT_EPOCH
 from herd.build.run import OnLine, in_private_namespace, run
 
@@ -24,14 +24,14 @@ DROP_APT_CACHES = "rm -f /var/cache/apt/pkgcache.bin /var/cache/apt/srcpkgcache.
 
 _SETUP = r"""
 set -eu
-R="$1"; DEBS="$2"; EPOCH="$3"; shift 3
+R="$1"; DEBS="$2"; ARCHIVES="$3"; EPOCH="$4"; shift 4
 mount -t proc proc "$R/proc"
 mount -t sysfs sysfs "$R/sys"
 mount --rbind /dev "$R/dev"
 if [ -n "$DEBS" ]; then
-    # Installing packages: the shared .deb cache (the host's DNS is written by in_chroot).
-    mkdir -p "$R/var/cache/apt/archives" "$DEBS/partial"
-    mount --bind "$DEBS" "$R/var/cache/apt/archives"
+    # Installing packages: the shared .deb cache (in_chroot made ARCHIVES and wrote the host's DNS).
+    mkdir -p "$DEBS/partial"
+    mount --bind "$DEBS" "$ARCHIVES"
 fi
 # Whatever the builder's own: files dpkg's maintainer scripts and herdd's unpacking make go into every image.
 umask 022
@@ -40,21 +40,24 @@ chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL
     PYTHONHASHSEED=0 "$@"
 """
 
-# Written into the tree by the host's root, so through herd.build.intree: a symlink planted at either path, or
-# at usr/sbin/ or etc/, must not make it overwrite or remove a host file.
+# Written into the tree by the host's root, so through herd.build.intree: a symlink planted at one of these paths,
+# or on the way (usr/sbin/, etc/, var/cache/), must not make it write, make or remove a host file or folder.
 POLICY_RC_D = PurePosixPath("usr/sbin/policy-rc.d")
 NO_DAEMONS = b"#!/bin/sh\n# herd: packages must not start their daemons in the build tree.\nexit 101\n"
 RESOLV_CONF = PurePosixPath("etc/resolv.conf")
+ARCHIVES = PurePosixPath("var/cache/apt/archives")  # where the shared .deb cache is mounted
 
 
 def in_chroot(tree: Path, debs: Path | None, script: str, on_line: OnLine | None = None) -> str:
     """Run script in the tree. With `debs`, set up for apt (the shared .deb cache, the host's DNS); without,
     the tree's own files are left exactly as they are (checking a finished tree's configs)."""
+    archives = ""
     if debs is not None:
         debs.mkdir(parents=True, exist_ok=True)
+        archives = str(make_dirs(tree, ARCHIVES))
         write_file(tree, RESOLV_CONF, Path("/etc/resolv.conf").read_bytes(), 0o644)  # the host's DNS
-    argv = in_private_namespace(["sh", "-c", _SETUP, "herd-chroot", tree.resolve(),
-                                 str(debs.resolve()) if debs else "", str(TREE_EPOCH), "/bin/sh", "-euc", script])
+    argv = in_private_namespace(["sh", "-c", _SETUP, "herd-chroot", tree.resolve(), str(debs.resolve()) if debs else "",
+                                 archives, str(TREE_EPOCH), "/bin/sh", "-euc", script])
     write_file(tree, POLICY_RC_D, NO_DAEMONS, 0o755)
     try:
         return run(argv, on_line=on_line)
