@@ -47,13 +47,14 @@ def _real(root: Path, path: Path, skip: Skip) -> Path:
     """Where path really is, which must be inside root and not something the walk leaves out."""
     real_root = Path(os.path.realpath(root))
     real = Path(os.path.realpath(path))
+    what = f"{path} is a symlink to {real}" if path.is_symlink() else f"{path} leads to {real}"
     if real != real_root and real_root not in real.parents:
-        raise CheckoutError(f"{path} is a symlink to {real}, outside {root}: the build copies nothing from outside "
-                            "it into an image or herd.pyz (it could be a host secret); replace the link with a copy "
-                            "of what it should hold, or remove it")
+        raise CheckoutError(f"{what}, outside {root}: the build copies nothing from outside it into an image or "
+                            "herd.pyz (it could be a host secret); replace the link with a copy of what it should "
+                            "hold, or remove it")
     if any(skip(part) for part in real.relative_to(real_root).parts):
-        raise CheckoutError(f"{path} is a symlink to {real}, which the build leaves out (a secret, a hidden file, a "
-                            "cache); replace the link with a copy of what it should hold, or remove it")
+        raise CheckoutError(f"{what}, which the build leaves out (a secret, a hidden file, a cache); replace the "
+                            "link with a copy of what it should hold, or remove it")
     return real
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from herd.build.intree import make_dirs, remove_file, write_file
+from herd.build.intree import make_dirs, remove, write_file
 from herd.build.plan import DEFAULT_EPOCH
 from herd.build.run import OnLine, in_private_namespace, run
 
@@ -62,7 +62,7 @@ def in_chroot(tree: Path, debs: Path | None, script: str, on_line: OnLine | None
     try:
         return run(argv, on_line=on_line)
     finally:
-        remove_file(tree, POLICY_RC_D)
+        remove(tree, POLICY_RC_D)
 
 
 class AptProgress:

@@ -1,7 +1,7 @@
 """Writing into a root tree as the build host's root. A Debian tree holds absolute symlinks meant for inside the
 chroot (and a package or a planted file may add others): followed from outside it, they point at the *host*.
 So every path is resolved and checked to stay inside the tree, and a symlink where a file goes is replaced,
-never followed. The overlay, the chroot's policy-rc.d and the tree step all write through here."""
+never followed. The overlay, the chroot's policy-rc.d and the tree step all write and delete through here."""
 
 from __future__ import annotations
 
@@ -68,12 +68,6 @@ def write_file(root: Path, rel: PurePosixPath, data: bytes, mode: int) -> None:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def remove_file(root: Path, rel: PurePosixPath) -> None:
-    """Remove one file from the tree; a symlink there is removed itself, never what it points to. Nothing
-    there is fine."""
-    safe_path(root, rel).unlink(missing_ok=True)
 
 
 def remove(root: Path, rel: PurePosixPath) -> None:
