@@ -20,6 +20,7 @@ from herd.build.steps import BuildError
 from herd.spec import Role
 
 from .test_artifacts import context
+from .umask import umask
 
 PROJECT = Path(__file__).resolve().parents[2]
 TEXT = (PROJECT / "examples" / "cluster.toml").read_text(encoding="utf-8")
@@ -73,6 +74,13 @@ def test_bad_spec_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.Capt
     assert f"{run.spec}:{line}: node[3].address: 192.168.51.22 is outside network.subnet" in err
     assert "error" in err
     run.assert_nothing_written()
+
+
+def test_a_build_runs_with_umask_022_whatever_the_callers(tmp_path: Path) -> None:
+    """debootstrap, dpkg's maintainer scripts and the cache's tarballs make files with the build's umask."""
+    with umask(0o002):
+        Run(tmp_path, edit('address = "192.168.50.22"', 'address = "192.168.51.22"'))()
+        assert os.umask(0o002) == 0o022
 
 
 def test_an_error_into_a_pipe_stays_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
-import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
 from herd import __version__
+from herd.build.checkout import CheckoutError
+from herd.build.intree import TreeError
 from herd.build.overlay import (
     OverlayError,
     OverlayFile,
@@ -20,15 +22,15 @@ from herd.build.overlay import (
     keepalive_timeout,
     mask_unit,
     render,
-    safe_path,
     template_context,
-    write_file,
 )
 from herd.build.plan import DEFAULT_EPOCH, BuildPlan, RolePlan, make_plan
 from herd.build.recipes import load_base, load_role
 from herd.release import parse as parse_release
 from herd.secrets import derive
 from herd.spec import Role, Spec, parse
+
+from .umask import umask
 
 PROJECT = Path(__file__).resolve().parents[2]
 OVERLAY = PROJECT / "overlay"
@@ -352,8 +354,49 @@ def test_role_file_overrides_common_file(tmp_path: Path) -> None:
     assert text_of(web, "etc/motd") == "web's own\n"
     assert text_of(db, "etc/motd") == "common db\n"
     assert text_of(db, "etc/plain") == "{{ not rendered }}\n"
-    assert db["etc/plain"].mode == 0o600
+    assert db["etc/plain"].mode == 0o644  # not the checkout's: MODES names the files that are private
     assert sorted(web) == ["etc/motd", "etc/plain"]
+
+
+@pytest.mark.parametrize("link", ["common/etc/motd", "web/etc/motd.j2", "common/root/.ssh"])
+def test_a_symlink_out_of_the_checkout_is_refused(tmp_path: Path, link: str) -> None:
+    """A link to a host secret (a file, a template, a folder) would put it in every image: refused, naming it."""
+    secret = tmp_path / "host/.ssh/id_rsa"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    overlay = make_overlay(tmp_path / "project/overlay", {"common/etc/hostname.j2": "{{ cluster }}\n"})
+    (overlay / link).parent.mkdir(parents=True, exist_ok=True)
+    (overlay / link).symlink_to(secret.parent if link.endswith(".ssh") else secret)
+    with pytest.raises(CheckoutError, match=re.escape(f"{overlay / link} is a symlink to ")):
+        rendered(SPEC, Role.WEB, overlay)
+
+
+def test_a_template_cannot_include_a_file_through_a_link_out_of_the_checkout(tmp_path: Path) -> None:
+    secret = tmp_path / "host/shadow"
+    secret.parent.mkdir()
+    secret.write_text("root:hash:::\n")
+    overlay = make_overlay(tmp_path / "project/overlay", {
+        "common/etc/motd.j2": '{% include "parts/secret" %}\n', "parts/fine": "fine\n"})
+    (overlay / "parts/secret").symlink_to(secret)
+    with pytest.raises(CheckoutError, match="outside"):
+        rendered(SPEC, Role.WEB, overlay)
+    for name in (str(secret), "../../host/shadow"):  # FileSystemLoader's own check would refuse `..`; this one too
+        (overlay / "common/etc/motd.j2").write_text('{% include "' + name + '" %}\n')
+        with pytest.raises(CheckoutError, match="outside"):
+            rendered(SPEC, Role.WEB, overlay)
+    (overlay / "common/etc/motd.j2").write_text('{% include "parts/fine" %}')
+    assert text_of(rendered(SPEC, Role.WEB, overlay), "etc/motd") == "fine\n"
+
+
+def test_symlinks_inside_the_checkout_are_followed(tmp_path: Path) -> None:
+    overlay = make_overlay(tmp_path / "project/overlay", {"common/etc/motd.j2": "{{ role }}\n",
+                                                          "shared/issue": "welcome\n"})
+    (overlay / "web/etc").mkdir(parents=True)
+    (overlay / "web/etc/issue").symlink_to("../../shared/issue")
+    (overlay / "web/etc/motd.j2").symlink_to("../../common/etc/motd.j2")
+    web = rendered(SPEC, Role.WEB, overlay)
+    assert text_of(web, "etc/issue") == "welcome\n"
+    assert text_of(web, "etc/motd") == "web\n"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -376,81 +419,43 @@ def test_install_writes_files_with_their_modes(tmp_path: Path) -> None:
     assert not list(tree.rglob("*.herd-tmp"))
 
 
-@pytest.mark.parametrize("mode", [0o600, 0o644, 0o755, 0o1777, 0o4755])
-def test_write_file_modes_are_exact(tmp_path: Path, mode: int) -> None:
-    write_file(tmp_path, PurePosixPath("deep/er/file"), b"x", mode)
-    assert stat.S_IMODE((tmp_path / "deep/er/file").stat().st_mode) == mode
+def loose_copy(src: Path, dest: Path) -> dict[str, bool]:
+    """A copy of src as a checkout made with umask 002 has it: files 0664 (0775 if executable), folders 0775.
+    Returns which files are executable."""
+    shutil.copytree(src, dest)
+    executable = {}
+    for path in dest.rglob("*"):
+        if path.is_dir():
+            path.chmod(0o775)
+        else:
+            executable[str(path.relative_to(dest))] = bool(path.stat().st_mode & stat.S_IXUSR)
+            path.chmod(0o775 if executable[str(path.relative_to(dest))] else 0o664)
+    return executable
 
 
-def test_symlink_at_destination_is_replaced_not_followed(tmp_path: Path) -> None:
-    tree, outside = tmp_path / "tree", tmp_path / "outside"
-    (tree / "etc").mkdir(parents=True)
-    outside.mkdir()
-    victim = outside / "hostname"
-    victim.write_text("host's own\n")
-    (tree / "etc/hostname").symlink_to(victim)  # absolute, pointing out of the tree
-    (tree / "etc/dangling").symlink_to(outside / "nothing-here")
-    write_file(tree, PurePosixPath("etc/hostname"), b"demo-web\n", 0o644)
-    write_file(tree, PurePosixPath("etc/dangling"), b"x\n", 0o644)
-    assert not (tree / "etc/hostname").is_symlink()
-    assert (tree / "etc/hostname").read_bytes() == b"demo-web\n"
-    assert victim.read_text() == "host's own\n"
-    assert not (tree / "etc/dangling").is_symlink() and not (outside / "nothing-here").exists()
+PRIVATE = {"etc/drbd.d/herd.res": 0o600, "root/.ssh/authorized_keys": 0o600}
 
 
-def escaping_tree(tmp_path: Path, link: str, target: str | Path) -> Path:
-    tree = tmp_path / "tree"
-    (tree / Path(link).parent).mkdir(parents=True, exist_ok=True)
-    (tree / link).symlink_to(target)
-    return tree
-
-
-@pytest.mark.parametrize("relative", [False, True], ids=["absolute-link", "relative-link"])
-def test_parent_symlink_out_of_the_tree_is_refused(tmp_path: Path, relative: bool) -> None:
-    host_etc = tmp_path / "host-etc"
-    host_etc.mkdir()
-    tree = escaping_tree(tmp_path, "etc", "../host-etc" if relative else host_etc)
-    for rel in ("etc/passwd", "etc/ssh/sshd_config.d/herd.conf"):
-        with pytest.raises(OverlayError, match="outside the image tree"):
-            write_file(tree, PurePosixPath(rel), b"pwned\n", 0o644)
-        with pytest.raises(OverlayError):
-            safe_path(tree, PurePosixPath(rel))
-    assert list(host_etc.iterdir()) == []
-
-
-def test_parent_symlink_to_the_hosts_etc_is_refused(tmp_path: Path) -> None:
-    # What a Debian tree holds: absolute links meant for inside the chroot, which point at the host outside it.
-    tree = escaping_tree(tmp_path, "etc", "/etc")
-    name = f"herd-unit-test-{uuid.uuid4().hex}"
-    try:
-        with pytest.raises(OverlayError, match="outside the image tree"):
-            write_file(tree, PurePosixPath(f"etc/{name}"), b"pwned\n", 0o644)
-        with pytest.raises(OverlayError):
-            install(tree, [OverlayFile(PurePosixPath(f"etc/{name}"), b"pwned\n", 0o644)])
-        assert not Path("/etc", name).exists()
-        assert not Path("/etc", f".{name}.herd-tmp").exists()
-    finally:
-        for leftover in (Path("/etc", name), Path("/etc", f".{name}.herd-tmp")):
-            if leftover.exists() and not leftover.is_symlink():
-                leftover.unlink()
-
-
-def test_dot_dot_is_refused(tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    with pytest.raises(OverlayError):
-        safe_path(tree, PurePosixPath("../escaped"))
-    with pytest.raises(OverlayError):
-        write_file(tree, PurePosixPath("etc/../../escaped"), b"x", 0o644)
-    assert not (tmp_path / "escaped").exists()
-
-
-def test_safe_path_allows_links_that_stay_inside(tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
-    (tree / "usr/lib").mkdir(parents=True)
-    (tree / "lib").symlink_to("usr/lib")  # merged /usr, relative: stays inside
-    assert safe_path(tree, PurePosixPath("lib/x.so")) == (tree / "usr/lib/x.so").resolve()
-    assert safe_path(tree, PurePosixPath("top")) == tree.resolve() / "top"
+@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+def test_modes_in_the_image_are_not_the_checkouts(tmp_path: Path, role: Role) -> None:
+    """With umask 002 a checkout's files are group-writable: the image's are 0644 or 0755 all the same, its
+    folders 0755, root's authorized_keys 0600 in a 0700 .ssh (sshd's StrictModes refuses group-writable ones)."""
+    executable = loose_copy(OVERLAY, tmp_path / "project/overlay")
+    with umask(0o002):
+        files = rendered(SPEC, role, tmp_path / "project/overlay", key=b"k" * 32)
+        tree = tmp_path / "tree"
+        tree.mkdir()
+        install(tree, list(files.values()))
+    for path, f in files.items():
+        source = next(s for s in (f"{role.value}/{path}", f"{role.value}/{path}.j2", f"common/{path}",
+                                  f"common/{path}.j2") if s in executable)
+        expected = PRIVATE.get(path, 0o755 if executable[source] else 0o644)
+        assert f.mode == expected, path
+        assert stat.S_IMODE((tree / path).stat().st_mode) == expected, path
+    assert files["usr/lib/herd/growroot"].mode == 0o755
+    folders = {str(p.relative_to(tree)): stat.S_IMODE(p.stat().st_mode) for p in tree.rglob("*") if p.is_dir()}
+    assert folders.pop("root/.ssh") == 0o700
+    assert set(folders.values()) == {0o755}, folders
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -503,6 +508,21 @@ def test_disable_unit_removes_its_links_even_dangling_ones(tmp_path: Path) -> No
         "multi-user.target.wants/ssh.service"]
 
 
+@pytest.mark.parametrize("link", ["etc/systemd/system", "etc/systemd/system/multi-user.target.wants"])
+def test_disable_unit_never_removes_a_hosts_link(tmp_path: Path, link: str) -> None:
+    """From the host, a tree's absolute link to /etc/systemd/system is the host's own: its units stay enabled."""
+    host = tmp_path / "host"
+    host_wants = host / "multi-user.target.wants" if link.endswith("system") else host
+    host_wants.mkdir(parents=True)
+    (host_wants / "mariadb.service").symlink_to("/lib/systemd/system/mariadb.service")
+    tree = tmp_path / "tree"
+    (tree / link).parent.mkdir(parents=True)
+    (tree / link).symlink_to(host)
+    with pytest.raises(TreeError, match="outside the image tree"):
+        disable_unit(tree, "mariadb.service")
+    assert (host_wants / "mariadb.service").is_symlink()
+
+
 def test_enable_unit_without_install_section_fails_clearly(tmp_path: Path) -> None:
     tree = unit_tree(tmp_path, {"etc/systemd/system/static.service": "[Unit]\n[Service]\nExecStart=/bin/true\n"})
     with pytest.raises(OverlayError, match=r"static\.service.*WantedBy"):
@@ -521,7 +541,7 @@ def test_enable_unit_refuses_a_wants_dir_outside_the_tree(tmp_path: Path) -> Non
     outside.mkdir()
     tree = unit_tree(tmp_path, {"etc/systemd/system/herdd.service": "[Install]\nWantedBy=multi-user.target\n"})
     (tree / "etc/systemd/system/multi-user.target.wants").symlink_to(outside)
-    with pytest.raises(OverlayError, match="outside the image tree"):
+    with pytest.raises(TreeError, match="outside the image tree"):
         enable_unit(tree, "herdd.service")
     assert list(outside.iterdir()) == []
 

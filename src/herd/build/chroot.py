@@ -4,8 +4,9 @@ killed; nothing is ever left mounted inside a tree that is about to be deleted."
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from herd.build.intree import make_dirs, remove, write_file
 from herd.build.plan import DEFAULT_EPOCH
 from herd.build.run import OnLine, in_private_namespace, run
 
@@ -23,37 +24,45 @@ DROP_APT_CACHES = "rm -f /var/cache/apt/pkgcache.bin /var/cache/apt/srcpkgcache.
 
 _SETUP = r"""
 set -eu
-R="$1"; DEBS="$2"; EPOCH="$3"; shift 3
+R="$1"; DEBS="$2"; ARCHIVES="$3"; EPOCH="$4"; shift 4
 mount -t proc proc "$R/proc"
 mount -t sysfs sysfs "$R/sys"
 mount --rbind /dev "$R/dev"
 if [ -n "$DEBS" ]; then
-    # Installing packages: the shared .deb cache and the host's DNS.
-    mkdir -p "$R/var/cache/apt/archives" "$DEBS/partial"
-    mount --bind "$DEBS" "$R/var/cache/apt/archives"
-    rm -f "$R/etc/resolv.conf"
-    cp /etc/resolv.conf "$R/etc/resolv.conf"
+    # Installing packages: the shared .deb cache (in_chroot made ARCHIVES and wrote the host's DNS).
+    mkdir -p "$DEBS/partial"
+    mount --bind "$DEBS" "$ARCHIVES"
 fi
-# Packages must not start their daemons in the build tree.
-printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"
-chmod 755 "$R/usr/sbin/policy-rc.d"
-status=0
+# Whatever the builder's own: files dpkg's maintainer scripts and herdd's unpacking make go into every image.
+umask 022
 chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
     DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true SOURCE_DATE_EPOCH="$EPOCH" \
-    PYTHONHASHSEED=0 "$@" || status=$?
-rm -f "$R/usr/sbin/policy-rc.d"
-exit $status
+    PYTHONHASHSEED=0 "$@"
 """
+
+# Written into the tree by the host's root, so through herd.build.intree: a symlink planted at one of these paths,
+# or on the way (usr/sbin/, etc/, var/cache/), must not make it write, make or remove a host file or folder.
+POLICY_RC_D = PurePosixPath("usr/sbin/policy-rc.d")
+NO_DAEMONS = b"#!/bin/sh\n# herd: packages must not start their daemons in the build tree.\nexit 101\n"
+RESOLV_CONF = PurePosixPath("etc/resolv.conf")
+ARCHIVES = PurePosixPath("var/cache/apt/archives")  # where the shared .deb cache is mounted
 
 
 def in_chroot(tree: Path, debs: Path | None, script: str, on_line: OnLine | None = None) -> str:
     """Run script in the tree. With `debs`, set up for apt (the shared .deb cache, the host's DNS); without,
     the tree's own files are left exactly as they are (checking a finished tree's configs)."""
+    archives = ""
     if debs is not None:
         debs.mkdir(parents=True, exist_ok=True)
-    argv = in_private_namespace(["sh", "-c", _SETUP, "herd-chroot", tree.resolve(),
-                                 str(debs.resolve()) if debs else "", str(TREE_EPOCH), "/bin/sh", "-euc", script])
-    return run(argv, on_line=on_line)
+        archives = str(make_dirs(tree, ARCHIVES))
+        write_file(tree, RESOLV_CONF, Path("/etc/resolv.conf").read_bytes(), 0o644)  # the host's DNS
+    argv = in_private_namespace(["sh", "-c", _SETUP, "herd-chroot", tree.resolve(), str(debs.resolve()) if debs else "",
+                                 archives, str(TREE_EPOCH), "/bin/sh", "-euc", script])
+    write_file(tree, POLICY_RC_D, NO_DAEMONS, 0o755)
+    try:
+        return run(argv, on_line=on_line)
+    finally:
+        remove(tree, POLICY_RC_D)
 
 
 class AptProgress:

@@ -16,9 +16,10 @@ from rich.table import Table
 from herd import __version__
 from herd.build import host, scratch
 from herd.build.cache import Cache
+from herd.build.checkout import CheckoutError
 from herd.build.context import BuildContext, ImageResult
 from herd.build.epoch import EpochError, source_date_epoch
-from herd.build.overlay import OverlayError
+from herd.build.intree import TreeError
 from herd.build.plan import make_plan
 from herd.build.private import cache_problem, key_problem
 from herd.build.progress import Reporter, plain_console
@@ -35,6 +36,7 @@ PROJECT = find_project()  # the checkout, or the data packed into herd.pyz
 EXIT_BAD_INPUT = 2
 EXIT_HOST = 3
 EXIT_FAILED = 1
+BUILD_UMASK = 0o022
 
 EPILOG = """\
 examples:
@@ -199,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return make_pyz.main(argv[1:])
     args = parse_args(argv)
+    # Whatever the caller's umask: debootstrap, dpkg's maintainer scripts and the cache's tarballs make files with
+    # it, and they go into every image (herd's own files get explicit modes).
+    os.umask(BUILD_UMASK)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(message)s", stream=sys.stderr)
     reporter = Reporter(quiet=args.quiet)
@@ -267,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         removed, freed = cache.prune()
         if removed:
             reporter.info(f"[dim]cache: removed {removed} entries no recent build used ({freed / 2**20:.0f} MiB)[/]")
-    except (BuildError, OverlayError) as exc:
+    except (BuildError, TreeError, CheckoutError) as exc:  # TreeError: OverlayError too
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-        return EXIT_BAD_INPUT if isinstance(exc, OverlayError) else EXIT_FAILED
+        return EXIT_FAILED if isinstance(exc, BuildError) else EXIT_BAD_INPUT
     except CommandError as exc:
         err.print(f"[red]error:[/] build failed: {escape(str(exc))}", highlight=False)
         return EXIT_FAILED

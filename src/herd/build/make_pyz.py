@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 
 from herd.build.cache import Cache
+from herd.build.checkout import CheckoutError, copy
 from herd.build.plan import DEFAULT_EPOCH
 from herd.build.project import BUNDLE, PREBUILT_HERDD, find
 from herd.build.run import CommandError, OnLine, run
@@ -33,14 +34,14 @@ def builder_requirements(project: Path) -> list[str]:
 SECRETS = (".key", ".tsig")  # a cluster key, a site's TSIG key (each made beside its spec by a build)
 
 
-def _ignore(directory: str, names: list[str]) -> list[str]:
-    return [n for n in names if n.endswith(SECRETS) or n.startswith(".") or n == "__pycache__"]
+def _left_out(name: str) -> bool:
+    return name.endswith(SECRETS) or name.startswith(".") or name == "__pycache__"
 
 
 def stage_data(project: Path, bundle: Path, herdd: Path) -> None:
-    """bundle/{image,overlay,examples,herdd.pyz}: what the builder reads from a checkout, secrets left out."""
-    for name in DATA:
-        shutil.copytree(project / name, bundle / name, ignore=_ignore)
+    """bundle/{image,overlay,examples,herdd.pyz}: what the builder reads from a checkout, secrets left out; a
+    symlink out of the checkout, or to a file left out, is refused before anything is copied."""
+    copy(project, DATA, bundle, _left_out)
     shutil.copy2(herdd, bundle / PREBUILT_HERDD)
     for path in [bundle, *bundle.rglob("*")]:
         os.utime(path, (DEFAULT_EPOCH, DEFAULT_EPOCH), follow_symlinks=False)
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         make_pyz(project.root, args.out, args.cache_dir)
+    except CheckoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -2,12 +2,13 @@
 rendered by jinja2 (StrictUndefined: a missing variable is an error, never an empty string).
 
 `render()` is pure (files in, bytes out) so every role's templates can be checked before anything is built;
-`install()` writes the result, refusing any path that would leave the tree.
+`install()` writes the result through herd.build.intree, refusing any path that would leave the tree.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import jinja2
 
 from herd import __version__
+from herd.build.checkout import Source, read, walk
+from herd.build.intree import TreeError, make_dirs, real_dir, safe_path, write_file
 from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
 from herd.nfsspec import drbd_timing
 from herd.release import build_date
@@ -34,8 +37,8 @@ def keepalive_timeout(membership: Membership) -> int:
     return max(APACHE_KEEPALIVE, -(-2 * takeover_ms // 1000) + 2)
 
 
-class OverlayError(Exception):
-    pass
+class OverlayError(TreeError):
+    """A template that does not render, a file that would leave the tree, a unit that cannot be enabled."""
 
 
 @dataclass(frozen=True)
@@ -74,29 +77,46 @@ def template_context(plan: BuildPlan, role_plan: RolePlan, kernel_version: str,
     }
 
 
-def _sources(overlay_dir: Path, role: str) -> list[tuple[Path, PurePosixPath]]:
-    """(source file, relative path) pairs; a role file overrides a common one at the same path."""
-    chosen: dict[PurePosixPath, Path] = {}
+def _not_copied(name: str) -> bool:
+    return name == "__pycache__"
+
+
+def _sources(overlay_dir: Path, role: str) -> list[tuple[Source, PurePosixPath]]:
+    """(source file, relative path) pairs; a role file overrides a common one at the same path. A symlink must
+    stay inside the project (overlay_dir's parent), or the walk refuses it (herd.build.checkout)."""
+    chosen: dict[PurePosixPath, Source] = {}
     for layer in ("common", role):
         base = overlay_dir / layer
         if not base.is_dir():
             continue
-        for src in sorted(base.rglob("*")):
-            if src.is_file() and "__pycache__" not in src.parts:
-                rel = PurePosixPath(src.relative_to(base).as_posix())
-                if rel.suffix == ".j2":
-                    rel = rel.with_suffix("")
-                chosen[rel] = src
+        for src in walk(overlay_dir.parent, base, _not_copied):
+            rel = src.rel
+            if rel.suffix == ".j2":
+                rel = rel.with_suffix("")
+            chosen[rel] = src
     return sorted(((src, rel) for rel, src in chosen.items()), key=lambda p: str(p[1]))
 
 
-# Rendered with a secret derived from the cluster key: root's alone, whatever modes the checkout gave them.
-PRIVATE = frozenset({PurePosixPath("etc/drbd.d/herd.res")})
+def _loader(overlay_dir: Path) -> jinja2.BaseLoader:
+    """Templates read as every overlay file is, never through a symlink out of the project."""
+    def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        path = overlay_dir / name
+        if not os.path.lexists(path):
+            return None
+        return read(overlay_dir.parent, path).decode(), str(path), lambda: True
+    return jinja2.FunctionLoader(load)
+
+
+# Modes that are not the checkout's 0644/0755 (herd.build.checkout.image_mode), whatever it gave the files: root's
+# alone, a file rendered with a secret derived from the cluster key, and what sshd's StrictModes checks.
+MODES = {PurePosixPath("etc/drbd.d/herd.res"): 0o600, PurePosixPath("root/.ssh/authorized_keys"): 0o600}
+DIR_MODES = {PurePosixPath("root/.ssh"): 0o700}  # every other folder the overlay makes is 0755
+SYSTEMD = PurePosixPath("etc/systemd/system")
 
 
 def render(overlay_dir: Path, role: str, context: dict[str, Any]) -> list[OverlayFile]:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(overlay_dir)),
+        loader=_loader(overlay_dir),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # config files, not HTML
@@ -104,55 +124,28 @@ def render(overlay_dir: Path, role: str, context: dict[str, Any]) -> list[Overla
     files = []
     for src, rel in _sources(overlay_dir, role):
         if ".." in rel.parts:
-            raise OverlayError(f"{src}: path leaves the root tree")
-        mode = 0o600 if rel in PRIVATE else src.stat().st_mode & 0o7777
-        if src.suffix == ".j2":
-            name = src.relative_to(overlay_dir).as_posix()
+            raise OverlayError(f"{src.path}: path leaves the root tree")
+        mode = MODES.get(rel, src.mode)
+        if src.path.suffix == ".j2":
+            name = src.path.relative_to(overlay_dir).as_posix()
             try:
                 data = env.get_template(name).render(context).encode()
             except jinja2.TemplateError as exc:
                 line = getattr(exc, "lineno", None)
-                where = f"{src}:{line}" if line else str(src)
+                where = f"{src.path}:{line}" if line else str(src.path)
                 raise OverlayError(f"{where}: template error: {exc}") from None
         else:
-            data = src.read_bytes()
+            data = read(overlay_dir.parent, src.path)
         files.append(OverlayFile(rel, data, mode))
     return files
-
-
-def safe_path(root: Path, rel: PurePosixPath) -> Path:
-    """root/rel, guaranteed inside root even where the tree holds absolute symlinks (which point at the
-    *host* when followed from outside the chroot)."""
-    real_root = Path(os.path.realpath(root))
-    dest = root.joinpath(*rel.parts)
-    parent = Path(os.path.realpath(dest.parent))
-    if parent != real_root and real_root not in parent.parents:
-        raise OverlayError(f"/{rel}: its directory resolves outside the image tree ({parent})")
-    return parent / dest.name
-
-
-def write_file(root: Path, rel: PurePosixPath, data: bytes, mode: int) -> None:
-    """Write one file into the tree atomically; a symlink in its place is replaced, never followed."""
-    safe_path(root, rel.parent / "x").parent.mkdir(parents=True, exist_ok=True)
-    dest = safe_path(root, rel)
-    tmp = dest.with_name(f".{dest.name}.herd-tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o777)
-        try:
-            os.write(fd, data)
-            if os.geteuid() == 0:
-                os.fchown(fd, 0, 0)  # image files belong to root, whoever owns the overlay checkout
-            os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def install(root: Path, files: list[OverlayFile]) -> None:
     for f in files:
         write_file(root, f.path, f.data, f.mode)
+    for folder, mode in DIR_MODES.items():
+        if any(folder in f.path.parents for f in files):
+            os.chmod(make_dirs(root, folder), mode)
 
 
 def enable_unit(root: Path, unit: str) -> None:
@@ -167,8 +160,9 @@ def enable_unit(root: Path, unit: str) -> None:
     if not wanted:
         raise OverlayError(f"cannot enable {unit}: it has no WantedBy= in [Install]")
     for target in wanted:
-        link = safe_path(root, PurePosixPath(f"etc/systemd/system/{target}.wants/{unit}"))
-        link.parent.mkdir(parents=True, exist_ok=True)
+        rel = PurePosixPath(f"etc/systemd/system/{target}.wants/{unit}")
+        make_dirs(root, rel.parent)
+        link = safe_path(root, rel)
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to("/" + str(path.relative_to(root)))
@@ -176,8 +170,9 @@ def enable_unit(root: Path, unit: str) -> None:
 
 def mask_unit(root: Path, unit: str) -> None:
     """What `systemctl mask` does: a link to /dev/null in /etc/systemd/system, which nothing can start."""
-    link = safe_path(root, PurePosixPath(f"etc/systemd/system/{unit}"))
-    link.parent.mkdir(parents=True, exist_ok=True)
+    rel = PurePosixPath(f"etc/systemd/system/{unit}")
+    make_dirs(root, rel.parent)
+    link = safe_path(root, rel)
     if link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to("/dev/null")
@@ -186,10 +181,10 @@ def mask_unit(root: Path, unit: str) -> None:
 def disable_unit(root: Path, unit: str) -> None:
     """What `systemctl disable` does: the unit stays installed (herdd starts it when the time comes) but no
     target pulls it in at boot."""
-    systemd = root / "etc/systemd/system"
+    systemd = real_dir(root, SYSTEMD)
     # Not glob(): the links point into the image (/lib/...), so from the build host they dangle, and glob
     # skips dangling links.
     for wants in systemd.glob("*.wants") if systemd.is_dir() else ():
-        link = wants / unit
+        link = safe_path(root, SYSTEMD / wants.name / unit)  # a .wants that is a link out of the tree: refused
         if link.is_symlink():
             link.unlink()

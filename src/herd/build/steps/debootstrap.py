@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
 from herd.build.chroot import DROP_APT_CACHES, REPRODUCIBLE_ENV, AptProgress, in_chroot
@@ -12,6 +13,7 @@ from herd.build.context import BuildContext
 from herd.build.fs import pack, remove_tree
 from herd.build.run import in_private_namespace, run
 from herd.build.steps import Step
+from herd.spec import Debian
 
 # Images carry no docs, man pages or translations: they are never read on a headless node.
 NODOC = """\
@@ -23,6 +25,14 @@ path-exclude=/usr/share/locale/*
 path-include=/usr/share/locale/locale.alias
 path-exclude=/usr/share/lintian/*
 """
+
+
+def debootstrap_command(debian: Debian, packages: Iterable[str], debs: Path, tree: Path) -> list[str | Path]:
+    """--force-check-gpg: the Release file must be signed by a key of the suite's keyring (Debian's archive
+    keyring, a host requirement). Without it debootstrap, given a mirror, only warns when the keyring is missing
+    and installs whatever the mirror or the network between serves."""
+    return ["debootstrap", "--force-check-gpg", "--variant=minbase", "--components=main", f"--arch={debian.arch}",
+            f"--include={','.join(packages)}", f"--cache-dir={debs.resolve()}", debian.suite, tree, debian.mirror]
 
 
 class Debootstrap(Step):
@@ -54,10 +64,8 @@ class Debootstrap(Step):
             tree.mkdir(parents=True)
             ctx.debs.mkdir(parents=True, exist_ok=True)
             debian = plan.spec.debian
-            run(in_private_namespace([
-                "debootstrap", "--variant=minbase", "--components=main", f"--arch={debian.arch}",
-                f"--include={','.join(plan.base.packages)}", f"--cache-dir={ctx.debs.resolve()}",
-                debian.suite, tree, debian.mirror]), on_line=progress.line, env=REPRODUCIBLE_ENV)
+            run(in_private_namespace(debootstrap_command(debian, plan.base.packages, ctx.debs, tree)),
+                on_line=progress.line, env=REPRODUCIBLE_ENV)
             (tree / "etc/dpkg/dpkg.cfg.d/herd-nodoc").write_text(NODOC)
             (tree / "etc/initramfs-tools/modules").write_text(
                 "# herd: the root may be on a USB stick, SATA, NVMe or virtio disk\n"

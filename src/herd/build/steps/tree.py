@@ -10,20 +10,13 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
+from herd.build.checkout import read, walk
 from herd.build.chroot import in_chroot
 from herd.build.context import BuildContext
 from herd.build.dpkg import tree_packages
 from herd.build.fs import pack, remove_tree, unpack
-from herd.build.overlay import (
-    OverlayFile,
-    disable_unit,
-    enable_unit,
-    install,
-    mask_unit,
-    render,
-    template_context,
-    write_file,
-)
+from herd.build.intree import make_dirs, real_dir, remove, safe_path, write_file
+from herd.build.overlay import OverlayFile, disable_unit, enable_unit, install, mask_unit, render, template_context
 from herd.build.plan import RolePlan
 from herd.build.reproducible import clamp_tree
 from herd.build.run import CommandError
@@ -36,8 +29,9 @@ UNITS = ("herdd.service", "herd-growroot.service")
 # Units a node never needs, each of which costs its boot seconds on a thin client (a minute under QEMU's TCG):
 # e2scrub for LVM snapshots (no LVM here), binfmt_misc registrations (none), the DRM module (no screen).
 MASKED = ("e2scrub_reap.service", "e2scrub_all.timer", "systemd-binfmt.service", "modprobe@drm.service")
-UNPACK_FORMAT = 1  # bump when unpack_zipapp changes what it makes: cached unpackings are then made again
+UNPACK_FORMAT = 2  # bump when unpack_zipapp changes what it makes: cached unpackings are then made again. 2: umask 022
 NOT_DIGESTED = ("etc/herd/cluster.key", "usr/lib/herd/herdd.pyz")
+SITE = PurePosixPath("usr/share/herd/site")
 
 # Globs (relative to the root) deleted from every image.
 DROP = (
@@ -62,23 +56,22 @@ def kernel_version(tree: Path) -> str:
 
 
 def clean(tree: Path) -> None:
+    """Delete DROP, docs and translations; through intree, so a folder on the way that is a link out of the tree
+    (one to /etc, say: ssh_host_*) stops the build instead of deleting the host's files."""
     for pattern in DROP:
         for path in tree.glob(pattern):
-            if path.is_dir() and not path.is_symlink():
-                remove_tree(path)
-            else:
-                path.unlink()
-    docs = tree / "usr/share/doc"
+            remove(tree, PurePosixPath(path.relative_to(tree).as_posix()))
+    docs = real_dir(tree, PurePosixPath("usr/share/doc"))
     # Symlinks too, whatever they point to: testing a link with is_file() depends on whether its target was
     # deleted yet, that is on the directory order, which differs between file systems (tmpfs, ext4).
     for path in sorted(docs.rglob("*")) if docs.is_dir() else ():
         if path.name != "copyright" and (path.is_symlink() or path.is_file()):
             path.unlink()
-    locale = tree / "usr/share/locale"
+    locale = real_dir(tree, PurePosixPath("usr/share/locale"))
     for path in locale.iterdir() if locale.is_dir() else ():
         if path.name != "locale.alias":
-            remove_tree(path) if path.is_dir() else path.unlink()
-    (tree / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+            remove_tree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    make_dirs(tree, PurePosixPath("var/lib/apt/lists/partial"))
     # Empty, not missing: systemd then treats the next boot as the first and makes a machine-id.
     write_file(tree, PurePosixPath("etc/machine-id"), b"", 0o444)
 
@@ -107,8 +100,7 @@ def herdd_packages(ctx: BuildContext, tree: Path, herdd: bytes, on_line: Callabl
     gets the same bytes), then taken from the cache; unpacking and compiling is seconds per role."""
     key = f"{hashlib.sha256(herdd).hexdigest()[:20]}-{ctx.plan.base_key}-{UNPACK_FORMAT}"
     cached = ctx.cache.lookup("zipapp", key, ".unpacked.tar.zst")
-    shiv = tree / SHIV_ROOT.lstrip("/")
-    remove_tree(shiv)
+    remove(tree, PurePosixPath(SHIV_ROOT.lstrip("/")))
     if cached is not None:
         unpack(cached, tree)
         return
@@ -131,6 +123,15 @@ def secret_files(spec: Spec, role: Role, site_key: Path | None, tree: Path | Non
     return [OverlayFile(path, site_key.read_bytes(), 0o600)]
 
 
+def site_files(project: Path) -> list[OverlayFile]:
+    """The example site (examples/site) for the nfs image: herdd copies it into the export at first boot if the
+    export is empty. Read as the overlay is: never through a symlink out of the checkout."""
+    site = project / "examples/site"
+    if not site.is_dir():
+        return []
+    return [OverlayFile(SITE / f.rel, read(project, f.path), f.mode) for f in walk(project, site)]
+
+
 class Tree(Step):
     name = "tree"
 
@@ -147,6 +148,8 @@ class Tree(Step):
         # Render every template now, before any slow step, so a template error costs seconds, not minutes.
         context = template_context(ctx.plan, self.role_plan, "0.0.0-check")
         render(ctx.overlay_dir, self.role_plan.role.value, context)
+        if self.role_plan.role == Role.NFS:
+            site_files(ctx.project)  # the checkout's links checked now, before anything is written
         for arch in ("i386-pc", "x86_64-efi"):
             if not (GRUB_MODULES / arch).is_dir():
                 raise BuildError(f"{GRUB_MODULES / arch} is missing: install grub-pc-bin and grub-efi-amd64-bin")
@@ -178,9 +181,7 @@ class Tree(Step):
             ]
             ctx.images[role].overlay = overlay_digests(files)
             files += secret_files(ctx.plan.spec, role, ctx.site_key_file, tree, files)  # never in the digests
-            install(tree, files)
-            os.chmod(tree / "etc/herd", 0o755)
-            os.chmod(tree / "root/.ssh", 0o700)
+            install(tree, files)  # every folder it makes 0755, root/.ssh 0700
             for unit in UNITS:
                 enable_unit(tree, unit)
             for unit in self.role_plan.herdd_starts:
@@ -195,16 +196,14 @@ class Tree(Step):
                            f"# herdd starts these when the cluster is ready for them.\n{preset}".encode(), 0o644)
             # One zipapp, two commands: it looks at the name it was run as.
             for command in ("herdd", "herdctl"):
-                link = tree / "usr/local/bin" / command
+                link = safe_path(tree, PurePosixPath("usr/local/bin", command))
                 link.unlink(missing_ok=True)
                 link.symlink_to("/usr/lib/herd/herdd.pyz")
             progress.line("unpacking herdd's packages")
             herdd_packages(ctx, tree, ctx.zipapp.read_bytes(), progress.line)
-            if role == Role.NFS and (ctx.project / "examples/site").is_dir():
-                # The example site: herdd copies it into the export at first boot if the export is empty.
-                site = tree / "usr/share/herd/site"
-                remove_tree(site)
-                shutil.copytree(ctx.project / "examples/site", site)
+            if role == Role.NFS:
+                remove(tree, SITE)
+                install(tree, site_files(ctx.project))
             for command in self.role_plan.recipe.validate:
                 progress.line(f"checking: {command}")
                 try:
@@ -213,8 +212,8 @@ class Tree(Step):
                     raise BuildError(f"the {role} image's configuration does not pass `{command}`:\n    "
                                      + "\n    ".join(exc.tail)) from None
             for arch in ("i386-pc", "x86_64-efi"):
-                dest = tree / "boot/grub" / arch
-                remove_tree(dest)
+                remove(tree, PurePosixPath("boot/grub", arch))
+                dest = safe_path(tree, PurePosixPath("boot/grub", arch))
                 shutil.copytree(GRUB_MODULES / arch, dest,
                                 ignore=shutil.ignore_patterns("*.image", "*.exec", "*.module", "*.img", "*.efi"))
             progress.line("time stamps clamped to SOURCE_DATE_EPOCH")

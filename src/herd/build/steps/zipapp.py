@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from herd.build.checkout import copy, sources
 from herd.build.context import BuildContext
 from herd.build.plan import DEFAULT_EPOCH, tree_digest
 from herd.build.project import PREBUILT_HERDD
@@ -47,14 +48,15 @@ def shiv_command() -> str:
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "src")
 
 
+def _left_out(name: str) -> bool:
+    return name == "__pycache__" or name.endswith(".egg-info")
+
+
 def copy_sources(project: Path, dest: Path) -> None:
-    """The checkout's WHEEL_SOURCES into a new directory dest, without caches and earlier builds' egg-info."""
-    dest.mkdir(parents=True)
-    for name in WHEEL_SOURCES:
-        if (project / name).is_dir():
-            shutil.copytree(project / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(project / name, dest / name)
+    """The checkout's WHEEL_SOURCES into a new directory dest, without caches and earlier builds' egg-info. A
+    symlink out of the checkout is refused (CheckoutError) before anything is copied: it would go into
+    herdd.pyz, and so into every image, and into herd.pyz."""
+    copy(project, WHEEL_SOURCES, dest, _left_out)
 
 
 def herd_wheel(project: Path, wheels: Path, pip_cache: Path, on_line: OnLine | None = None) -> Path:
@@ -90,6 +92,10 @@ class Zipapp(Step):
 
     def label(self) -> str:
         return "herdd zipapp (shiv, CPython 3.11 x86-64)"
+
+    def check(self, ctx: BuildContext) -> None:
+        if (ctx.project / "src").is_dir():
+            sources(ctx.project, WHEEL_SOURCES, _left_out)  # the checkout's links checked before any step runs
 
     def run(self, ctx: BuildContext) -> None:
         prebuilt = ctx.project / PREBUILT_HERDD
