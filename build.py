@@ -103,7 +103,8 @@ def main() -> None:
         what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         say(f"could not set up the builder's Python environment in {VENV}: {what}\n"
             "  run build.py as root, or point HERD_CACHE (or HERD_VENV) at a folder you can write; pip needs "
-            "PyPI (or its cache) the first time")
+            "PyPI (or its cache) the first time, and refuses a file whose sha256 is not the lock file's (pip's "
+            "message above names it)")
         sys.exit(3)
     if setup:
         print(python)
