@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent
@@ -56,14 +55,16 @@ def apt_install(packages: list[str]) -> None:
                    stdout=sys.stderr)
 
 
-def ensure_venv(extras: list[str]) -> Path:
-    """The builder's Python dependencies in a venv under the cache (so repeat runs and CI reuse it); the
+# The venv's packages, pinned with their sha256 (src/herd/build/locks.py writes them): the test lock has all of
+# the build lock's and the test tools.
+LOCKS = {"build": PROJECT / "image" / "requirements-build.txt", "test": PROJECT / "image" / "requirements-test.txt"}
+
+
+def ensure_venv(lock: Path) -> Path:
+    """The builder's Python dependencies in a venv under the cache (so repeat runs and CI reuse it), exactly the
+    lock file's versions and files: pip checks every download against its hash and resolves nothing. The
     project itself is imported from this checkout."""
-    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]
-    deps = list(project["dependencies"])
-    for extra in extras:
-        deps += project["optional-dependencies"][extra]
-    stamp = hashlib.sha256("\n".join(sorted(deps)).encode()).hexdigest()
+    stamp = hashlib.sha256(lock.read_bytes()).hexdigest()
     python = VENV / "bin" / "python"
     marker = VENV / ".herd-deps"
     if python.exists() and marker.exists() and stamp in marker.read_text().split():
@@ -78,8 +79,9 @@ def ensure_venv(extras: list[str]) -> Path:
     if not python.exists():
         say(f"creating a virtual environment in {VENV}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, stdout=sys.stderr)
-    say("installing Python dependencies: " + ", ".join(deps))
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *deps], check=True,
+    say(f"installing Python dependencies from {lock.relative_to(PROJECT)}")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--require-hashes",
+                    "--no-deps", "--only-binary=:all:", "-r", str(lock)], check=True,
                    env={**os.environ, "PIP_CACHE_DIR": str(CACHE / "pip")}, stdout=sys.stderr)
     old = marker.read_text().split() if marker.exists() else []
     marker.write_text("\n".join([*old, stamp]) + "\n")
@@ -96,12 +98,13 @@ def main() -> None:
     if building and (not (set(argv) & {"-h", "--help", "--version"}) or not VENV.exists()):
         apt_install(missing(requirements("host-packages.txt", *(["test-packages.txt"] if wants_tests else []))))
     try:
-        python = ensure_venv(["build", "test"] if wants_tests else ["build"])
+        python = ensure_venv(LOCKS["test" if wants_tests else "build"])
     except (OSError, subprocess.CalledProcessError) as exc:
         what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         say(f"could not set up the builder's Python environment in {VENV}: {what}\n"
             "  run build.py as root, or point HERD_CACHE (or HERD_VENV) at a folder you can write; pip needs "
-            "PyPI (or its cache) the first time")
+            "PyPI (or its cache) the first time, and refuses a file whose sha256 is not the lock file's (pip's "
+            "message above names it)")
         sys.exit(3)
     if setup:
         print(python)

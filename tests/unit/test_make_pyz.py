@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from herd.build.make_pyz import builder_requirements, main, stage_data
-from herd.build.project import BUNDLE
+from herd.build import locks
+from herd.build.make_pyz import main, stage_data
+from herd.build.project import BUNDLE, PREBUILT_HERDD
 
 PROJECT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -64,9 +65,27 @@ def run_pyz(pyz: Path, *args: str, env: dict[str, str] | None = None) -> subproc
                                                **(env or {})})
 
 
-def test_requirements_are_the_builders_without_shiv() -> None:
-    reqs = builder_requirements(PROJECT)
-    assert {r.split(">")[0] for r in reqs} == {"jinja2", "sh", "rich"}
+def installed(z: zipfile.ZipFile) -> dict[str, str]:
+    """The packages in a shiv zipapp's site-packages, by canonical name: their versions."""
+    found = {}
+    for name in z.namelist():
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] == "site-packages" and parts[2] == "METADATA":
+            package, version = parts[1].removesuffix(".dist-info").rsplit("-", 1)
+            found[locks.canonical(package)] = version
+    return found
+
+
+def test_pyz_packages_are_the_locked_ones(pyz: Path) -> None:
+    """herd.pyz has exactly image/requirements-herd-pyz.txt's versions (and herd), and the herdd.pyz it
+    carries exactly image/requirements-herdd.txt's: the zipapps are made from the lock files, nothing else."""
+    with zipfile.ZipFile(pyz) as z:
+        packed = installed(z)
+        with z.open(f"site-packages/{BUNDLE}/{PREBUILT_HERDD}") as f, zipfile.ZipFile(f) as herdd:
+            in_herdd = installed(herdd)
+    assert {"jinja2", "sh", "rich", "herd"} <= packed.keys() and "shiv" not in packed
+    assert packed == {"herd": "0.1.0", **{n: p.version for n, p in locks.read(PROJECT, locks.HERD_PYZ).items()}}
+    assert in_herdd == {"herd": "0.1.0", **{n: p.version for n, p in locks.read(PROJECT, locks.HERDD).items()}}
 
 
 def test_pyz_contents(pyz: Path) -> None:

@@ -1,8 +1,9 @@
 """`python3 build.py make-pyz [OUT]`: the builder itself as one file, herd.pyz (shiv), for any Debian 12 host with
 python3: `python3 herd.pyz --spec site.toml` builds the images as `build.py` does, without a checkout, a venv,
-pip or shiv. It carries the builder (herd, jinja2, sh, rich, for CPython 3.11 x86-64), the project's image/,
-overlay/ and examples/ (never a `.key` file), and a prebuilt herdd.pyz. The host tools (debootstrap, mkfs…) are
-not in it: herd.pyz names the missing ones with the apt-get line that installs them."""
+pip or shiv. It carries the builder (herd, jinja2, sh, rich, for CPython 3.11 x86-64: exactly the packages and
+files of image/requirements-herd-pyz.txt, hashes checked), the project's image/, overlay/ and examples/ (never a
+`.key` file), and a prebuilt herdd.pyz. The host tools (debootstrap, mkfs…) are not in it: herd.pyz names the
+missing ones with the apt-get line that installs them."""
 
 from __future__ import annotations
 
@@ -11,24 +12,27 @@ import os
 import shutil
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
 
+from herd.build import locks
 from herd.build.cache import Cache
 from herd.build.checkout import CheckoutError, copy
 from herd.build.plan import DEFAULT_EPOCH
 from herd.build.project import BUNDLE, PREBUILT_HERDD, find
 from herd.build.run import CommandError, OnLine, run
-from herd.build.steps.zipapp import TARGET_PIP, build_herdd, herd_wheel, pip_env, shiv_command, zipapp_key
+from herd.build.steps.zipapp import (
+    TARGET_PIP,
+    build_herdd,
+    download_locked,
+    herd_wheel,
+    locked_with_herd,
+    pip_env,
+    shiv_command,
+    zipapp_key,
+)
 
 DATA = ("image", "overlay", "examples")
 ENTRY = "herd.build.cli:main"
-
-
-def builder_requirements(project: Path) -> list[str]:
-    """The builder's Python dependencies (pyproject's `build` extra) but shiv: herd.pyz never runs it."""
-    extra = tomllib.loads((project / "pyproject.toml").read_text())["project"]["optional-dependencies"]["build"]
-    return [req for req in extra if not req.lower().startswith("shiv")]
 
 
 SECRETS = (".key", ".tsig")  # a cluster key, a site's TSIG key (each made beside its spec by a build)
@@ -60,11 +64,14 @@ def make_pyz(project: Path, out: Path, cache_dir: Path, on_line: OnLine | None =
             build_herdd(project, herdd, work / "herdd", pip_cache, on_line)
         site = work / "site-packages"
         stage_data(project, site / BUNDLE, herdd)
-        wheel = herd_wheel(project, work / "wheels", pip_cache, on_line)
+        wheels = work / "wheels"
+        wheel = herd_wheel(project, wheels, pip_cache, on_line)
+        download_locked(project / locks.HERD_PYZ, wheels, pip_cache, on_line)
+        requirements = locked_with_herd(project / locks.HERD_PYZ, wheel, work / "herd-pyz-requirements.txt")
         try:
             run([shiv_command(), "-o", tmp, "-e", ENTRY, "-p", "/usr/bin/env python3", "--compressed",
-                 "--reproducible", "--site-packages", site, "--", *TARGET_PIP, "--find-links", work / "wheels",
-                 str(wheel), *builder_requirements(project)],
+                 "--reproducible", "--site-packages", site, "--", *TARGET_PIP, "--no-index", "--find-links", wheels,
+                 "--require-hashes", "--no-deps", "-r", requirements],
                 on_line=on_line, env={**pip_env(pip_cache), "SOURCE_DATE_EPOCH": str(DEFAULT_EPOCH)})
             os.replace(tmp, out)
         finally:
