@@ -31,7 +31,7 @@ sys.path.insert(0, str(PROJECT / "src"))
 
 from tests.image.conftest import make_build  # noqa: E402
 from tests.image.lab import VM_NODES, Lab, start_lab  # noqa: E402
-from tests.image.scenario import LOAD, db_tags, wait_joined  # noqa: E402
+from tests.image.scenario import LOAD, db_tags, put_tagged_page, wait_joined  # noqa: E402
 from tests.netns.harness import wait_for  # noqa: E402
 
 RESULTS = Path(os.environ.get("HERD_CACHE", "/var/cache/herd")) / "bench"
@@ -84,6 +84,7 @@ def main() -> None:
             boots.append(time.monotonic() - start)
             print(f"boot {i + 1}: all six joined after {boots[-1]:.0f} s", flush=True)
             if i == args.boots - 1:
+                put_tagged_page(lab)
                 for j in range(args.failovers):
                     runs.append(failover(lab, work / "stop"))
                     print(f"failover {j + 1}: {runs[-1]}", flush=True)

@@ -1,14 +1,14 @@
 <?php
-// The whole stack in one page: served from the nfs docroot by any web node, it writes a row to the cluster's
-// database and reads the count back. Each request adds one; ?tag=... is stored with the row, so a client can
-// check later that the row of every answered request is there.
+// The whole stack in one page: served from the nfs docroot by any web node, it counts the request in the
+// cluster's database and reads the total back. One row per web node, updated (never a row per request: an
+// anonymous GET must not be able to fill the db node's disk), so two web nodes writing through two Galera
+// nodes never contend for one row.
 $cfg = require '/etc/herd/db.php';
 $db = $cfg['databases']['site'];
 $pdo = new PDO("mysql:host={$cfg['host']};dbname=site", $db['user'], $db['password'],
                [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
-$pdo->exec('CREATE TABLE IF NOT EXISTS hits (id INT AUTO_INCREMENT PRIMARY KEY, node VARCHAR(64) NOT NULL,
-            tag VARCHAR(64) NULL, at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)');
-$tag = isset($_GET['tag']) ? substr((string) $_GET['tag'], 0, 64) : null;
-$pdo->prepare('INSERT INTO hits (node, tag) VALUES (?, ?)')->execute([gethostname(), $tag]);
+$pdo->exec('CREATE TABLE IF NOT EXISTS counts (node VARCHAR(64) PRIMARY KEY, n BIGINT UNSIGNED NOT NULL)');
+$pdo->prepare('INSERT INTO counts (node, n) VALUES (?, 1) ON DUPLICATE KEY UPDATE n = n + 1')
+    ->execute([gethostname()]);
 header('Content-Type: text/plain');
-echo gethostname(), ' ', $pdo->query('SELECT COUNT(*) FROM hits')->fetchColumn(), "\n";
+echo gethostname(), ' ', $pdo->query('SELECT SUM(n) FROM counts')->fetchColumn(), "\n";

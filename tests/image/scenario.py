@@ -3,20 +3,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..netns.harness import wait_for
 from .lab import VM_NODES, Lab
 
-# A client hammering the VIP: the static page and the PHP page (which stores ?tag= with its row), one request
-# every 0.1 s, a line of JSON per request, until the stop file appears.
+TAGGED = Path(__file__).with_name("tagged.php")
+
+# A client hammering the VIP: the static page and the test's PHP page (put_tagged_page: a row per request, with
+# its ?tag=), one request every 0.1 s, a line of JSON per request, until the stop file appears.
 LOAD = """
 import json, os, sys, time, urllib.error, urllib.request
 vip, stop = sys.argv[1], sys.argv[2]
 i = 0
 while not os.path.exists(stop):
     i += 1
-    path = "/index.html" if i % 2 else f"/counter.php?tag=r{i}"
+    path = "/index.html" if i % 2 else f"/tagged.php?tag=r{i}"
     start = time.time()
     try:
         with urllib.request.urlopen(f"http://{vip}{path}", timeout=2) as r:
@@ -28,6 +31,15 @@ while not os.path.exists(stop):
     print(json.dumps({"t": start, "path": path, "code": code, "body": body[:100]}), flush=True)
     time.sleep(0.1)
 """
+
+
+def put_tagged_page(lab: Lab, export: str = "/srv/herd/www") -> None:
+    """The test page into the docroot on the nfs node, once both web nodes serve it (the example's counter.php
+    keeps one row per web node: it cannot say which requests were stored)."""
+    lab.put("nfs1", [TAGGED], export)
+    for address in ("192.168.50.21", "192.168.50.22"):
+        wait_for(lambda address=address: lab.fetch_text("/tagged.php", address).strip() != "", 60, every=1,
+                 what=f"{address} serving tagged.php")
 
 
 def bring_everyone_up(lab: Lab) -> None:
@@ -62,5 +74,5 @@ def wait_joined(lab: Lab, timeout: float = 600) -> dict[str, Any]:
 
 
 def db_tags(lab: Lab) -> set[str]:
-    out = lab.ssh("db1", "mariadb --batch --skip-column-names -e 'SELECT tag FROM site.hits WHERE tag IS NOT NULL'")
+    out = lab.ssh("db1", "mariadb --batch --skip-column-names -e 'SELECT tag FROM site.tagged WHERE tag IS NOT NULL'")
     return set(out.split())

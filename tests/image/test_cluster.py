@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..netns.harness import wait_for
 from .lab import VM_NODES, Lab
-from .scenario import LOAD, bring_everyone_up, db_tags, wait_joined
+from .scenario import LOAD, bring_everyone_up, db_tags, put_tagged_page, wait_joined
 
 GRACE = 3.0  # the load's 2 s client timeout, and the 0.5 s at which the test polls the console
 
@@ -38,6 +38,7 @@ def test_every_box_joins_with_no_human_input(lab: Lab) -> None:
 def test_the_service_rides_out_a_dying_director_and_web_node(lab: Lab, tmp_path: Path) -> None:
     bring_everyone_up(lab)
     status = wait_joined(lab)
+    put_tagged_page(lab)
     holder = status["vip"]["holder"]
     other = "dir2" if holder == "dir1" else "dir1"
     stop = tmp_path / "stop"
@@ -86,7 +87,7 @@ def test_the_service_rides_out_a_dying_director_and_web_node(lab: Lab, tmp_path:
             f"{[round(r['t'] - t_director, 1) for r in outside[:30]]} ({outside[0]['body']}); {other} said:\n"
             f"{herd[-6000:]}")
     assert [r for r in results if r["t"] >= t_back and r["code"] != 200] == []  # coming back costs nothing
-    php_ok = [r for r in results if r["path"].startswith("/counter.php") and r["code"] == 200]
+    php_ok = [r for r in results if r["path"].startswith("/tagged.php") and r["code"] == 200]
     static_ok = [r for r in results if r["path"] == "/index.html" and r["code"] == 200]
     assert len(php_ok) > 20 and len(static_ok) > 20, (len(php_ok), len(static_ok))
     tags = {r["path"].split("tag=")[1] for r in php_ok}

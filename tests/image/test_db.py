@@ -33,3 +33,6 @@ def test_the_php_page_counts_through_every_web_node(lab: Lab) -> None:
         counts.setdefault(name, []).append(int(count))
     everything = sorted(counts["web1"] + counts["web2"])
     assert everything == list(range(everything[0], everything[0] + 6)), counts  # one count, shared by both
+    # Bounded: a row per web node, updated, however many requests (an anonymous GET must not fill the disk).
+    rows = lab.ssh("db1", "mariadb --batch --skip-column-names -e 'SELECT node, n FROM site.counts'").split()
+    assert sorted(rows[::2]) == ["web1", "web2"] and sum(map(int, rows[1::2])) == everything[-1], rows
