@@ -148,6 +148,9 @@ def test_files(build: Build, role: Role) -> None:
     assert fs.readlink("/etc/systemd/system/multi-user.target.wants/herdd.service") == \
         "/etc/systemd/system/herdd.service"
     assert fs.readlink("/etc/systemd/system/local-fs.target.wants/herd-growroot.service")
+    # The host firewall, loaded before the network comes up.
+    assert fs.readlink("/etc/systemd/system/sysinit.target.wants/nftables.service")
+    assert "table inet herd" in fs.text("/etc/nftables.conf")
     # /etc/herd: the spec verbatim, the role, the key (root-only).
     assert fs.text("/etc/herd/cluster.toml") == build.spec.source
     assert fs.text("/etc/herd/role").strip() == role.value

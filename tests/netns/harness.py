@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,29 @@ def python_in(ns: str, code: str, *args: str) -> subprocess.CompletedProcess[str
     """Python code run inside namespace ns, with the checkout's herd importable."""
     return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, *args], capture_output=True,
                           text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(PROJECT / "src")})
+
+
+# What a TCP connection from a namespace gets: "open", "refused" (reached: nothing listens) or "dropped" (no
+# answer in time: a firewall).
+REACH = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5).close(); print("open")
+except ConnectionRefusedError:
+    print("refused")
+except OSError:
+    print("dropped")
+"""
+
+def reach(ns: str, host: str, port: int) -> str:
+    return python_in(ns, REACH, host, str(port)).stdout.strip()
+
+
+def reach_all(probes: dict[Any, tuple[str, str, int]]) -> dict[Any, str]:
+    """Every probe at once (a dropped one waits out its timeout)."""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = {key: pool.submit(reach, *probe) for key, probe in probes.items()}
+        return {key: f.result() for key, f in futures.items()}
 
 
 def systemd_fd_limit() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 
 from herd import __version__
+from herd.build import firewall
 from herd.build.checkout import Source, read, walk
 from herd.build.intree import TreeError, make_dirs, real_dir, safe_path, write_file
 from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
@@ -74,6 +75,7 @@ def template_context(plan: BuildPlan, role_plan: RolePlan, kernel_version: str,
         "drbd_secret": derive(key, "drbd-shared-secret", 32) if key else "checking-templates-only",
         "drbd": drbd_timing(spec.membership.deadtime_ms),
         "keepalive_timeout": keepalive_timeout(spec.membership),
+        "firewall": firewall.allowed(spec, role_plan.role),
     }
 
 

@@ -25,7 +25,7 @@ from herd.build.steps.zipapp import SHIV_ROOT
 from herd.spec import Role, Spec
 
 GRUB_MODULES = Path("/usr/lib/grub")
-UNITS = ("herdd.service", "herd-growroot.service")
+UNITS = ("herdd.service", "herd-growroot.service", "nftables.service")
 # Units a node never needs, each of which costs its boot seconds on a thin client (a minute under QEMU's TCG):
 # e2scrub for LVM snapshots (no LVM here), binfmt_misc registrations (none), the DRM module (no screen).
 MASKED = ("e2scrub_reap.service", "e2scrub_all.timer", "systemd-binfmt.service", "modprobe@drm.service")
