@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from herd.daemon import dnsupdate
-from herd.sitespec import Failback, SiteRole
 from herd.spec import SpecError, load, parse
+from herd.spec.site import Failback, SiteRole
 
 PROJECT = Path(__file__).resolve().parents[2]
 BACKUP = PROJECT / "examples" / "site-backup.toml"

@@ -20,10 +20,10 @@ from herd.build import firewall
 from herd.build.checkout import Source, read, walk
 from herd.build.intree import TreeError, make_dirs, real_dir, safe_path, write_file
 from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
-from herd.nfsspec import drbd_timing
 from herd.release import build_date
 from herd.secrets import derive
 from herd.spec import LEASE_INTERVALS, Membership, Role
+from herd.spec.nfs import drbd_timing
 
 APACHE_KEEPALIVE = 5  # s, Apache's own KeepAliveTimeout (Debian's apache2.conf)
 

@@ -21,7 +21,7 @@ import dns.tsig
 import dns.update
 
 from herd.daemon.site import Target
-from herd.sitespec import Site
+from herd.spec.site import Site
 
 TIMEOUT = 3.0
 _SECRET = re.compile(r'secret\s+"([^"]+)"')

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from herd.nfsspec import DRBD_DEADTIME_MAX_MS, DRBD_LIMITS, Nfs, parse_nfs
-from herd.sitespec import Site, ipv4_text, parse_site
+from herd.spec.nfs import DRBD_DEADTIME_MAX_MS, DRBD_LIMITS, Nfs, parse_nfs
+from herd.spec.site import Site, ipv4_text, parse_site
 
 T = TypeVar("T")
 
@@ -295,7 +295,7 @@ _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 # network.domain, written into /etc/hosts, /etc/resolv.conf and idmapd.conf: dot-separated labels of letters,
-# digits and '-' (no '_', unlike herd.sitespec's names of zones and keys), each 1-63 long, 253 in all.
+# digits and '-' (no '_', unlike herd.spec.site's names of zones and keys), each 1-63 long, 253 in all.
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*")
 
