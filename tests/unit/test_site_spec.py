@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from herd.daemon import dnsupdate
-from herd.spec import SpecError, load, parse
-from herd.spec.site import Failback, SiteRole
+from herd.spec import Failback, SiteRole, SpecError, load, parse
 
 PROJECT = Path(__file__).resolve().parents[2]
 BACKUP = PROJECT / "examples" / "site-backup.toml"

@@ -21,7 +21,7 @@ import dns.tsig
 import dns.update
 
 from herd.daemon.site import Target
-from herd.spec.site import Site
+from herd.spec import Site
 
 TIMEOUT = 3.0
 _SECRET = re.compile(r'secret\s+"([^"]+)"')

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 from herd.daemon import dnsupdate
 from herd.daemon.checks import PROBES
 from herd.daemon.site import Effect, Lookup, Policy, Publish, SiteMachine, Target
-from herd.spec import Spec
-from herd.spec.site import Failback, Site, SiteRole
+from herd.spec import Failback, Site, SiteRole, Spec
 
 if TYPE_CHECKING:
     from herd.daemon.loop import Daemon

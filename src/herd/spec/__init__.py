@@ -7,163 +7,43 @@ Every error names the key (`node[3].address`), the line where it could be found,
 from __future__ import annotations
 
 import enum
-import hashlib
 import ipaddress
 import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from herd.spec.nfs import DRBD_DEADTIME_MAX_MS, DRBD_LIMITS, Nfs, parse_nfs
-from herd.spec.site import Site, ipv4_text, parse_site
+from herd.spec.model import (
+    Check,
+    CheckKind,
+    Database,
+    Debian,
+    Failback,
+    Forwarding,
+    Image,
+    Membership,
+    Network,
+    Nfs,
+    Node,
+    Protocol,
+    Role,
+    Scheduler,
+    Service,
+    Site,
+    SiteRole,
+    Spec,
+)
+from herd.spec.nfs import DRBD_DEADTIME_MAX_MS, DRBD_LIMITS, parse_nfs
+from herd.spec.site import ipv4_text, parse_site
+
+__all__ = ["CLUSTER_NAME_MAX", "HEARTBEAT_LIMIT", "LEASE_INTERVALS", "Check", "CheckKind", "Database", "Debian",
+           "Failback", "Forwarding", "Image", "Membership", "Network", "Nfs", "Node", "Protocol", "Role", "Scheduler",
+           "Service", "Site", "SiteRole", "Spec", "SpecError", "heartbeat_bound", "key_lines", "load", "parse",
+           "valid_release"]
 
 T = TypeVar("T")
-
-
-class Role(enum.StrEnum):
-    DIRECTOR = "director"
-    WEB = "web"
-    NFS = "nfs"
-    DB = "db"
-
-
-class Scheduler(enum.StrEnum):
-    RR = "rr"
-    WRR = "wrr"
-    LC = "lc"
-    WLC = "wlc"
-    SH = "sh"
-    MH = "mh"
-
-
-class Forwarding(enum.StrEnum):
-    DR = "dr"
-    NAT = "nat"
-
-
-class Protocol(enum.StrEnum):
-    TCP = "tcp"
-    UDP = "udp"
-
-
-class CheckKind(enum.StrEnum):
-    HTTP = "http"
-    TCP = "tcp"
-
-
-@dataclass(frozen=True)
-class Debian:
-    suite: str = "bookworm"
-    arch: str = "amd64"
-    mirror: str = "http://deb.debian.org/debian"
-
-
-@dataclass(frozen=True)
-class Image:
-    min_size: int = 0  # bytes; 0: as small as the tree allows (its root still grows to fill the stick)
-
-
-@dataclass(frozen=True)
-class Network:
-    subnet: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address | None
-    dns: tuple[ipaddress.IPv4Address, ...]
-    vip: ipaddress.IPv4Address
-    domain: str = "herd.lan"
-    preempt: bool = False  # a recovered higher-priority director takes the VIP back
-
-
-@dataclass(frozen=True)
-class Membership:
-    port: int = 694
-    interval_ms: int = 200
-    deadtime_ms: int = 1000
-    metrics_port: int = 9694  # Prometheus text endpoint; 0 turns it off
-    # Who may read it (besides the node itself); empty: network.subnet
-    metrics_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-
-
-@dataclass(frozen=True)
-class Check:
-    kind: CheckKind = CheckKind.HTTP
-    path: str = "/"
-    expect: str = ""
-    status: int = 200
-    interval: float = 2.0
-    timeout: float = 1.0
-    rise: int = 2
-    fall: int = 2
-
-
-@dataclass(frozen=True)
-class Service:
-    name: str
-    port: int
-    protocol: Protocol = Protocol.TCP
-    scheduler: Scheduler = Scheduler.WLC
-    forwarding: Forwarding = Forwarding.DR
-    persistence: int = 0
-    check: Check = field(default_factory=Check)
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    role: Role
-    address: ipaddress.IPv4Address
-    mac: str | None = None
-    priority: int = 100
-    weight: int = 1
-
-
-@dataclass(frozen=True)
-class Database:
-    name: str
-    user: str  # its password is derived from the cluster key (herd.secrets), never written in the spec
-
-
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    release: str
-    debian: Debian
-    network: Network
-    membership: Membership
-    services: tuple[Service, ...]
-    nodes: tuple[Node, ...]
-    ssh_keys: tuple[str, ...]
-    source: str  # the TOML text as given: baked into images verbatim
-    nfs: Nfs = field(default_factory=Nfs)
-    databases: tuple[Database, ...] = ()
-    site: Site | None = None  # [site]: off-site failover through DNS; absent, herdd never touches DNS
-    image: Image = field(default_factory=Image)
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.source.encode()).hexdigest()
-
-    @property
-    def roles(self) -> tuple[Role, ...]:
-        present = {n.role for n in self.nodes}
-        return tuple(r for r in Role if r in present)
-
-    def nodes_of(self, role: Role) -> tuple[Node, ...]:
-        return tuple(n for n in self.nodes if n.role == role)
-
-    def node_by_mac(self, macs: set[str]) -> Node | None:
-        wanted = {m.lower() for m in macs}
-        return next((n for n in self.nodes if n.mac is not None and n.mac in wanted), None)
-
-    def node_named(self, name: str) -> Node | None:
-        return next((n for n in self.nodes if n.name == name), None)
-
-    @property
-    def replicated_storage(self) -> bool:
-        """Two nfs nodes: the docroot lives on DRBD, served from nfs.address by the primary."""
-        return len(self.nodes_of(Role.NFS)) == 2
 
 
 class SpecError(Exception):

@@ -8,33 +8,18 @@ import ipaddress
 import posixpath
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # herd.spec imports this module: only names for the type checker from there
-    from herd.spec import Network, Node, _Reader
+from herd.spec.model import AUTO_DISK, Network, Nfs, Node, Role
 
-AUTO_DISK = "auto"
+if TYPE_CHECKING:  # herd.spec imports this module: only names for the type checker from there
+    from herd.spec import _Reader
+
 _KEYS = {"export", "options", "address", "disk", "port"}
 _DEVICE = re.compile(r"/dev/[A-Za-z0-9._:/+-]+")  # fullmatch: `$` would take a final newline
 
 
-@dataclass(frozen=True)
-class Nfs:
-    export: str = "/srv/herd/www"  # on the nfs node; every web node serves it as its docroot
-    options: str = "rw,sync,no_subtree_check,root_squash"
-    # Two nfs nodes: the address web nodes mount from, held by whichever is the DRBD primary (a one-node set-up
-    # has none: web nodes mount from the node's own address).
-    address: ipaddress.IPv4Address | None = None
-    # Two nfs nodes: each one's DRBD backing disk, wholly given over to it; "auto" is the first disk that is not
-    # the one the node booted from, or with none, the free space of its stick (a partition growroot makes).
-    disk: str = AUTO_DISK
-    port: int = 7789  # DRBD's replication link (TCP), between the two nfs nodes
-
-
 def parse_nfs(r: _Reader, data: Mapping[str, Any], network: Network, nodes: list[Node]) -> Nfs:
-    from herd.spec import Role
-
     p = "nfs"
     r.table(data, p, _KEYS)
     nfs = Nfs()

@@ -4,48 +4,15 @@ builder validates specs too, and needs nothing of DNS."""
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from herd.spec.model import Failback, Network, Service, Site, SiteRole
+
 if TYPE_CHECKING:  # herd.spec imports this module: only names for the type checker from there
-    from herd.spec import Network, Service, _Reader
-
-
-class SiteRole(enum.StrEnum):
-    MAIN = "main"
-    BACKUP = "backup"
-
-
-class Failback(enum.StrEnum):
-    AUTO = "auto"      # back to the main site once it has been healthy for up_seconds
-    MANUAL = "manual"  # only by `herdctl site failback`
-
-
-@dataclass(frozen=True)
-class Site:
-    """Off-site failover through DNS: the backup site's VIP holder points the public names at the backup VIP
-    when the main site has failed its checks for down_seconds (herd.daemon.site has the policy)."""
-
-    name: str
-    role: SiteRole
-    names: tuple[str, ...]  # fully qualified, without the trailing dot
-    zone: str
-    server: ipaddress.IPv4Address  # the zone's authoritative server, which takes RFC 2136 updates
-    port: int
-    ttl: int
-    key_name: str
-    key_algorithm: str
-    key_file: str  # the TSIG secret: bare base64, or tsig-keygen's `key {…}` clause; never in the spec
-    main: tuple[ipaddress.IPv4Address, ...]  # the main site's public address(es): probed, and put back
-    backup: ipaddress.IPv4Address  # what the names point at after a failover
-    interval: float = 1.0  # seconds between probes of the main site
-    down_seconds: float = 10.0
-    up_seconds: float = 60.0
-    failback: Failback = Failback.AUTO
+    from herd.spec import _Reader
 
 
 _SITE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
