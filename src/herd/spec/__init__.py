@@ -6,14 +6,12 @@ Every error names the key (`node[3].address`), the line where it could be found,
 
 from __future__ import annotations
 
-import enum
 import ipaddress
-import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from herd.spec.model import (
     Check,
@@ -36,14 +34,13 @@ from herd.spec.model import (
     Spec,
 )
 from herd.spec.nfs import DRBD_DEADTIME_MAX_MS, DRBD_LIMITS, parse_nfs
-from herd.spec.site import ipv4_text, parse_site
+from herd.spec.reader import Reader, ipv4_text, key_lines, network_text
+from herd.spec.site import parse_site
 
 __all__ = ["CLUSTER_NAME_MAX", "HEARTBEAT_LIMIT", "LEASE_INTERVALS", "Check", "CheckKind", "Database", "Debian",
            "Failback", "Forwarding", "Image", "Membership", "Network", "Nfs", "Node", "Protocol", "Role", "Scheduler",
            "Service", "Site", "SiteRole", "Spec", "SpecError", "heartbeat_bound", "key_lines", "load", "parse",
            "valid_release"]
-
-T = TypeVar("T")
 
 
 class SpecError(Exception):
@@ -52,122 +49,6 @@ class SpecError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Finding a key's line: tomllib gives none, so map key paths to lines from the text itself. It understands
-# what specs are written with (tables, arrays of tables, `key = value`); anything fancier just gets no line.
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
-_ASSIGN = re.compile(r"^\s*([A-Za-z0-9_\-]+|\"[^\"]*\")\s*=")
-
-
-def key_lines(text: str) -> dict[str, int]:
-    lines: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    table = ""
-    for number, line in enumerate(text.splitlines(), start=1):
-        header = _HEADER.match(line)
-        if header:
-            name = ".".join(p.strip().strip('"') for p in header.group(2).split("."))
-            if header.group(1) == "[[":
-                counts[name] = counts.get(name, -1) + 1
-                table = f"{name}[{counts[name]}]"
-                lines.setdefault(name, number)  # the array as a whole: where its first table is
-            else:
-                # `[service.check]` after `[[service]]` belongs to the latest service
-                parts = name.split(".")
-                prefix = parts[0]
-                table = f"{prefix}[{counts[prefix]}]" if prefix in counts else prefix
-                if len(parts) > 1:
-                    table += "." + ".".join(parts[1:])
-            lines.setdefault(table, number)
-            continue
-        assign = _ASSIGN.match(line)
-        if assign:
-            key = assign.group(1).strip('"')
-            lines.setdefault(f"{table}.{key}" if table else key, number)
-    return lines
-
-
-_ELEMENT = re.compile(r"^(.+)\[\d+\]$")
-_KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
-          dict: "a table"}
-
-
-class _Reader:
-    """Walks the parsed TOML, collecting every problem instead of stopping at the first."""
-
-    def __init__(self, file: str, text: str) -> None:
-        self.file = file
-        self.lines = key_lines(text)
-        self.problems: list[str] = []
-
-    def where(self, path: str) -> str:
-        probe = path
-        while probe:
-            if probe in self.lines:
-                return f"{self.file}:{self.lines[probe]}"
-            element = _ELEMENT.match(probe)
-            probe = element.group(1) if element else probe.rpartition(".")[0]
-        return self.file
-
-    def fail(self, path: str, message: str) -> None:
-        self.problems.append(f"{self.where(path)}: {path}: {message}")
-
-    def table(self, data: Mapping[str, Any], path: str, known: set[str]) -> Mapping[str, Any]:
-        for key in data:
-            if key not in known:
-                hint = ", ".join(sorted(known))
-                self.fail(f"{path}.{key}" if path else key, f"unknown key; expected one of: {hint}")
-        return data
-
-    def get(self, data: Mapping[str, Any], path: str, key: str, kind: type[T], default: T | None = None,
-            *, required: bool = False) -> T | None:
-        full = f"{path}.{key}" if path else key
-        if key not in data:
-            if required:
-                hint = f"a [{full}] table" if kind is dict else f"`{key} = …` here"
-                self.fail(full, f"missing; add {hint}")
-            return default
-        value = data[key]
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            want = _KINDS.get(kind, kind.__name__)
-            self.fail(full, f"must be {want}, got {type(value).__name__} {value!r}")
-            return default
-        if kind is float and not math.isfinite(value):
-            # TOML has nan and inf: every range check (x <= 0, x < 2 * y) is false for nan, so it would pass.
-            self.fail(full, f"must be a finite number, got {value}")
-            return default
-        return value  # type: ignore[no-any-return]
-
-    def value(self, data: Mapping[str, Any], path: str, key: str, kind: type[T], default: T) -> T:
-        """Like get() with a default, keeping given values that are falsy (0, 0.0, "") so they get checked."""
-        got = self.get(data, path, key, kind, default)
-        return default if got is None else got
-
-    def convert(self, path: str, value: Any, parse: Callable[[Any], T], what: str) -> T | None:
-        if value is None:  # missing or of the wrong type: get() has said so already
-            return None
-        try:
-            return parse(value)
-        except (ValueError, TypeError):
-            self.fail(path, f"{value!r} is not {what}")
-            return None
-
-    def enum(self, data: Mapping[str, Any], path: str, key: str, kind: type[enum.StrEnum], default: Any) -> Any:
-        raw = self.get(data, path, key, str)
-        if raw is None:
-            return default
-        try:
-            return kind(raw)
-        except ValueError:
-            choices = ", ".join(m.value for m in kind)
-            self.fail(f"{path}.{key}", f"{raw!r} is not one of: {choices}")
-            return default
 
 
 # All matched with fullmatch(): `$` also matches before a final newline, and "web1\n" is no host name.
@@ -194,13 +75,6 @@ PERSISTENCE_MAX = (2**32 - 1) // 1000
 LEASE_INTERVALS = 2  # the VIP and storage leases (deadtime - 2 x interval) must last this many intervals
 
 
-def network_text(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """A network or a single address, from a string only (ipaddress would take 1 for 0.0.0.1/32)."""
-    if not isinstance(value, str):
-        raise ValueError(value)
-    return ipaddress.ip_network(value, strict=False)
-
-
 def valid_release(release: str) -> bool:
     return bool(_RELEASE.fullmatch(release))
 
@@ -215,7 +89,7 @@ def parse(text: str, file: str = "<spec>") -> Spec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError([f"{file}: not valid TOML: {exc}"]) from None
-    r = _Reader(file, text)
+    r = Reader(file, text)
     r.table(data, "", {"cluster", "debian", "network", "membership", "service", "node", "access", "nfs",
                        "database", "site", "image"})
 
@@ -337,7 +211,7 @@ IMAGE_SIZE_MAX = 64 * GiB  # sparse, but hashed and compressed whole at every bu
 _SIZE = re.compile(r"([1-9][0-9]{0,6}|0)\s*(MiB|GiB)")
 
 
-def _image(r: _Reader, data: Mapping[str, Any]) -> Image:
+def _image(r: Reader, data: Mapping[str, Any]) -> Image:
     r.table(data, "image", {"min_size"})
     raw = r.get(data, "image", "min_size", str)
     if raw is None:
@@ -365,7 +239,7 @@ _SQL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 RESERVED_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 
 
-def _databases(r: _Reader, items: list[Any]) -> list[Database]:
+def _databases(r: Reader, items: list[Any]) -> list[Database]:
     out: list[Database] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
@@ -391,7 +265,7 @@ def _databases(r: _Reader, items: list[Any]) -> list[Database]:
     return out
 
 
-def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
+def _network(r: Reader, data: Mapping[str, Any]) -> Network:
     p = "network"
     r.table(data, p, {"subnet", "gateway", "dns", "vip", "domain", "preempt"})
     subnet_raw = r.get(data, p, "subnet", str, required=True)
@@ -433,7 +307,7 @@ def _network(r: _Reader, data: Mapping[str, Any]) -> Network:
                    vip=vip or ipaddress.IPv4Address(0), domain=domain)
 
 
-def _services(r: _Reader, items: list[Any]) -> list[Service]:
+def _services(r: Reader, items: list[Any]) -> list[Service]:
     services: list[Service] = []
     seen: dict[tuple[str, int], str] = {}
     names: dict[str, int] = {}
@@ -514,7 +388,7 @@ def heartbeat_bound(names: list[str]) -> int:
     return 140 + longest + HEALTH_ROOM + admin + hears + seen
 
 
-def _nodes(r: _Reader, items: list[Any], network: Network) -> list[Node]:
+def _nodes(r: Reader, items: list[Any], network: Network) -> list[Node]:
     nodes: list[Node] = []
     names: dict[str, int] = {}
     addresses: dict[ipaddress.IPv4Address, int] = {}

@@ -8,18 +8,16 @@ import ipaddress
 import posixpath
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from herd.spec.model import AUTO_DISK, Network, Nfs, Node, Role
-
-if TYPE_CHECKING:  # herd.spec imports this module: only names for the type checker from there
-    from herd.spec import _Reader
+from herd.spec.reader import Reader
 
 _KEYS = {"export", "options", "address", "disk", "port"}
 _DEVICE = re.compile(r"/dev/[A-Za-z0-9._:/+-]+")  # fullmatch: `$` would take a final newline
 
 
-def parse_nfs(r: _Reader, data: Mapping[str, Any], network: Network, nodes: list[Node]) -> Nfs:
+def parse_nfs(r: Reader, data: Mapping[str, Any], network: Network, nodes: list[Node]) -> Nfs:
     p = "nfs"
     r.table(data, p, _KEYS)
     nfs = Nfs()

@@ -7,13 +7,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from herd.spec.model import Failback, Network, Service, Site, SiteRole
-
-if TYPE_CHECKING:  # herd.spec imports this module: only names for the type checker from there
-    from herd.spec import _Reader
-
+from herd.spec.reader import Reader, ipv4_text
 
 _SITE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
@@ -26,14 +23,7 @@ _SITE_KEYS = {"name", "role", "names", "zone", "server", "port", "ttl", "key_nam
               "main", "backup", "interval", "down_seconds", "up_seconds", "failback"}
 
 
-def ipv4_text(value: Any) -> ipaddress.IPv4Address:
-    """An address written as one, in quotes: TOML's 3405803786 would otherwise be taken for 203.0.113.10."""
-    if not isinstance(value, str):
-        raise TypeError(value)
-    return ipaddress.IPv4Address(value)
-
-
-def _dns_name(r: _Reader, path: str, value: str | None) -> str | None:
+def _dns_name(r: Reader, path: str, value: str | None) -> str | None:
     if value is None:
         return None
     name = value.lower().rstrip(".")
@@ -43,7 +33,7 @@ def _dns_name(r: _Reader, path: str, value: str | None) -> str | None:
     return name
 
 
-def parse_site(r: _Reader, data: Mapping[str, Any], network: Network, services: list[Service]) -> Site | None:
+def parse_site(r: Reader, data: Mapping[str, Any], network: Network, services: list[Service]) -> Site | None:
     p = "site"
     r.table(data, p, _SITE_KEYS)
     before = len(r.problems)
