@@ -704,7 +704,7 @@ def test_persistence_of_the_most_ipvs_keeps_is_accepted() -> None:
 def test_drbd_bound_on_deadtime() -> None:
     """The longest deadtime taken with two nfs nodes gives DRBD timers it accepts; one more would not; with one
     nfs node (no DRBD) the deadtime is not bound by DRBD."""
-    from herd.spec.nfs import DRBD_DEADTIME_MAX_MS, DRBD_LIMITS, drbd_timing, drbd_timing_fits
+    from herd.spec import DRBD_DEADTIME_MAX_MS, DRBD_LIMITS, drbd_timing, drbd_timing_fits
 
     assert drbd_timing_fits(DRBD_DEADTIME_MAX_MS) and not drbd_timing_fits(DRBD_DEADTIME_MAX_MS + 1)
     assert all(value <= DRBD_LIMITS[key] for key, value in drbd_timing(DRBD_DEADTIME_MAX_MS).items())

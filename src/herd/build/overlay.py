@@ -22,8 +22,7 @@ from herd.build.intree import TreeError, make_dirs, real_dir, safe_path, write_f
 from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
 from herd.release import build_date
 from herd.secrets import derive
-from herd.spec import LEASE_INTERVALS, Membership, Role
-from herd.spec.nfs import drbd_timing
+from herd.spec import LEASE_INTERVALS, Membership, Role, drbd_timing
 
 APACHE_KEEPALIVE = 5  # s, Apache's own KeepAliveTimeout (Debian's apache2.conf)
 

@@ -1,6 +1,6 @@
 """The spec's [nfs] section: the shared docroot, and with two nfs nodes its replication (DRBD) and the NFS
-service address. Parsed with the spec's reader (herd.spec calls parse_nfs once the nodes are known), kept apart
-so the spec module stays a readable size."""
+service address (herd.spec.load calls parse_nfs once the nodes are known); and DRBD's link timers, which follow
+membership.deadtime_ms and bound it."""
 
 from __future__ import annotations
 

@@ -133,7 +133,11 @@ class Reader:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Forms of value that several sections read (with Reader.convert).
+# Forms of value that several sections read.
+
+# A host name (cluster.name, node names): matched with fullmatch(), as `$` also matches before a final newline,
+# and "web1\n" is no host name.
+HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def ipv4_text(value: Any) -> ipaddress.IPv4Address:

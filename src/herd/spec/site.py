@@ -1,6 +1,5 @@
-"""The spec's [site] section: off-site failover through DNS. Its model, and its parsing with the spec's reader
-(herd.spec calls parse_site), kept apart so the spec module stays a readable size. No dnspython here: the
-builder validates specs too, and needs nothing of DNS."""
+"""The spec's [site] section: off-site failover through DNS (its model is herd.spec.model's Site). No dnspython
+here: the builder validates specs too, and needs nothing of DNS."""
 
 from __future__ import annotations
 
