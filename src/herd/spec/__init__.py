@@ -3,12 +3,13 @@
 Both programs use it: the builder bakes the file into every image, and herdd reads it back on the node.
 Every error names the key (`node[3].address`), the line where it could be found, and what to do.
 
-The package, in the one direction its imports go (a test holds it to that, with no cycle):
+The package; each module imports only from those above it (tests/unit/test_spec_package.py: no import cycle,
+nothing but the standard library):
 - model.py: every section as a frozen dataclass, and the enums (Role, Protocol, SiteRole…); no parsing.
 - reader.py: Reader, which walks the parsed TOML and collects problems with key path and file:line.
-- cluster.py ([cluster], [debian], [image], [access], [[database]]), network.py ([network], [membership],
-  [[service]]), nodes.py ([[node]]), nfs.py ([nfs], DRBD's timers), site.py ([site]): one parser per section,
-  each with the limits it checks.
+- the parsers, one function per section, each module with the limits it checks: cluster.py ([cluster],
+  [debian], [image], [access], [[database]]), network.py ([network], [membership], [[service]]), nodes.py
+  ([[node]], the heartbeat bound), nfs.py ([nfs], DRBD's timers), site.py ([site]).
 - load.py: parse() and load(): every section in turn, then the checks across sections; SpecError.
 
 Callers import from here, not from the modules.
