@@ -34,6 +34,8 @@ class BuildContext:
     key_file: Path          # the cluster secret
     reporter: Reporter
     site_key_file: Path | None = None  # [site]'s TSIG secret, for the directors
+    release_key: Path | None = None  # signs the update bundles; stays on the build host
+    release_public: str = ""  # its public half, `ssh-ed25519 BASE64`, in every image
     zipapp: Path | None = None
     base_tarball: Path | None = None
     role_tarballs: dict[Role, Path] = field(default_factory=dict)

@@ -170,10 +170,11 @@ class Tree(Step):
             progress.line("cleaning")
             clean(tree)
             progress.line("overlay")
+            if ctx.zipapp is None or not ctx.release_public:
+                raise BuildError("internal: the zipapp or the release key is missing before the tree")
             files = render(ctx.overlay_dir, role.value,
-                           template_context(ctx.plan, self.role_plan, version, ctx.key_file.read_bytes()))
-            if ctx.zipapp is None:
-                raise BuildError("internal: the zipapp was not built before the tree")
+                           template_context(ctx.plan, self.role_plan, version, ctx.key_file.read_bytes(),
+                                            ctx.release_public))
             files += [
                 OverlayFile(PurePosixPath("etc/herd/cluster.toml"), ctx.plan.spec.source.encode(), 0o644),
                 OverlayFile(PurePosixPath("etc/herd/cluster.key"), ctx.key_file.read_bytes(), 0o600),
