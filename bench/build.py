@@ -29,7 +29,8 @@ STEP = re.compile(r"✓ (.+?) (?:\(cached\)|([\d.]+) s)\s*$")
 def build(cache: Path, out: Path, key: Path, *extra: str) -> tuple[float, dict[str, float]]:
     start = time.monotonic()
     r = subprocess.run([sys.executable, str(PROJECT / "build.py"), "--out", str(out), "--key", str(key),
-                        "--cache-dir", str(cache), *extra], capture_output=True, text=True,
+                        "--release-key", str(key.with_name("cluster.release.key")), "--cache-dir", str(cache),
+                        *extra], capture_output=True, text=True,
                        env={**os.environ, "HERD_VENV": str(CACHE / "venv")})
     elapsed = time.monotonic() - start
     if r.returncode != 0:

@@ -14,10 +14,13 @@ its status, so `herdctl status` tells which image a node runs.
 from __future__ import annotations
 
 import functools
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 RELEASE_FILE = Path("/etc/herd/release")
+Version = tuple[int, ...]
+_VERSION = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 
 
 def build_date(epoch: int) -> str:
@@ -57,3 +60,29 @@ def installed() -> str | None:
     """This image's release, read once per process; None outside an image."""
     fields = read(RELEASE_FILE)
     return None if fields is None else fields.get("RELEASE") or None
+
+
+def version_of(release: str) -> Version:
+    """A release's version: the dot-separated numbers its name starts with, compared number by number, so
+    2026.12.0 > 2026.11.10 > 2026.11.9, and 2026.11 < 2026.11.0 (a shorter run of the same numbers is older).
+    What follows the numbers only names the release (7.0+rc1 and 7.0-hotfix are both version 7.0). ValueError
+    for a release that does not start with a number: update bundles are ordered by version, and a node refuses
+    one older than what it runs."""
+    found = _VERSION.match(release)
+    if found is None:
+        raise ValueError(f"release {release!r} does not start with a version number (like 2026.11.0)")
+    return tuple(int(n) for n in found.group().split("."))
+
+
+def version_text(version: Version) -> str:
+    return ".".join(str(n) for n in version) or "none"
+
+
+def installed_version() -> Version:
+    """The version of the release this node runs; () (older than any) outside an image or for a release of an
+    image that named it otherwise."""
+    name = installed()
+    try:
+        return version_of(name) if name else ()
+    except ValueError:
+        return ()

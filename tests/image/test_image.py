@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from herd import bundle
 from herd.build.disk import BIOS_BOOT, ESP, ROOT_X86_64, USR_X86_64
 from herd.build.plan import disk_ids
 from herd.release import parse as parse_release
+from herd.release import version_of
 from herd.spec import Role
 
 from .conftest import Build, run_build
@@ -29,20 +31,56 @@ def root_fs(build: Build, role: Role) -> RootFs:
     return RootFs(build.images[role])
 
 
+def bundle_of(image: Path) -> Path:
+    return image.with_name(image.name.removesuffix(".img") + ".bundle")
+
+
 def test_release_directory(build: Build) -> None:
     files = sorted(os.listdir(build.out))
     expected = sorted([p.name + suffix for p in build.images.values() for suffix in ("", ".bmap", ".zst")]
+                      + [bundle_of(p).name + suffix for p in build.images.values() for suffix in ("", ".sig")]
                       + ["SHA256SUMS", "manifest.json"])
     assert files == expected, "only finished artifacts, no temporary files, in the release directory"
-    # The images hold the cluster key: the folder and all that holds an image are the owner's alone.
+    # The images hold the cluster key, the bundles secrets derived from it: the folder and all that holds an
+    # image or a bundle are the owner's alone.
     assert stat.S_IMODE(build.out.stat().st_mode) == 0o700
     for name in files:
-        if ".img" in name:
+        if ".img" in name or ".bundle" in name:
             assert stat.S_IMODE((build.out / name).stat().st_mode) == 0o600, name
     sums = dict(reversed(line.split("  ")) for line in (build.out / "SHA256SUMS").read_text().splitlines())
     for image in build.images.values():
-        h = hashlib.sha256(image.read_bytes()).hexdigest()
-        assert sums[image.name] == h
+        for path in (image, bundle_of(image), bundle_of(image).with_suffix(".bundle.sig")):
+            h = hashlib.sha256(path.read_bytes()).hexdigest()
+            assert sums[path.name] == h, path.name
+
+
+@pytest.mark.parametrize("role", ROLES, ids=IDS)
+def test_the_bundle_passes_a_nodes_checks_and_holds_the_images_slot(build: Build, role: Role,
+                                                                    tmp_path: Path) -> None:
+    """Checked with the release-signers file of the role's own image, as herdd will; its squashfs is the
+    image's /usr byte for byte, its kernel and initramfs the image's /boot ones, its config tree the image's
+    files, and the cluster key is not in it."""
+    image = build.images[role]
+    fs = root_fs(build, role)
+    signers = tmp_path / "release-signers"
+    signers.write_bytes(fs.read("/etc/herd/release-signers"))
+    path = bundle_of(image)
+    manifest = bundle.verify(path, path.with_suffix(".bundle.sig"), signers, build.spec.name, role.value,
+                             version_of(build.spec.release))
+    kernel = build.manifest["images"][role.value]["kernel"]
+    assert manifest.kernel == kernel
+    parts = {p.name: p for p in manifest.parts}
+    _, table = partitions(image)
+    (usr,) = [p for p in table if p.type == USR_X86_64]
+    with open(image, "rb") as f:
+        f.seek(usr.start)
+        assert hashlib.sha256(f.read(parts["usr.squashfs"].size)).hexdigest() == parts["usr.squashfs"].sha256
+    assert hashlib.sha256(fs.read(f"/boot/vmlinuz-{kernel}")).hexdigest() == parts["vmlinuz"].sha256
+    assert hashlib.sha256(fs.read(f"/boot/initrd.img-{kernel}")).hexdigest() == parts["initrd.img"].sha256
+    for name in ("etc/herd/cluster.toml", "etc/herd/release-signers", "etc/hosts", "root/.ssh/authorized_keys"):
+        assert hashlib.sha256(fs.read(f"/{name}")).hexdigest() == parts[f"config/{name}"].sha256, name
+    assert "config/etc/herd/cluster.key" not in parts
+    assert build.key.read_bytes() not in path.read_bytes()
 
 
 def test_manifest(build: Build) -> None:

@@ -46,7 +46,8 @@ def test_ctrl_c_during_debootstrap(build: Build, tmp_path: Path) -> None:
     # --scratch ram: in a tmpfs of the build's own, which must be unmounted too.
     proc = subprocess.Popen(
         [sys.executable, "-m", "herd.build.cli", "--spec", str(EXAMPLE), "--out", str(out),
-         "--key", str(build.key), "--role", "director", "--no-cache", "--scratch", "ram"],
+         "--key", str(build.key), "--release-key", str(build.spec_path.with_suffix(".release.key")),
+         "--role", "director", "--no-cache", "--scratch", "ram"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         preexec_fn=default_sigint, env={**os.environ, "PYTHONPATH": str(PROJECT / "src")})
     assert proc.stdout is not None
@@ -70,7 +71,8 @@ def test_ctrl_c_during_debootstrap(build: Build, tmp_path: Path) -> None:
     assert not processes_inside(CACHE), "processes still running inside a build tree"
 
     # The cache is still valid: the same role builds from it without debootstrapping.
-    r = run_build(["--spec", str(EXAMPLE), "--out", str(out), "--key", str(build.key), "--role", "director"])
+    r = run_build(["--spec", str(EXAMPLE), "--out", str(out), "--key", str(build.key),
+                   "--release-key", str(build.spec_path.with_suffix(".release.key")), "--role", "director"])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "(cached)" in r.stderr
     assert (out / build.spec.release / build.images[Role.DIRECTOR].name).is_file()

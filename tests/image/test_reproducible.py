@@ -81,6 +81,8 @@ def test_two_clean_builds_of_a_role_are_byte_identical(build: Build, tmp_path: P
     images = [builds.out(name) / build.spec.release / a["file"] for name in ("a", "b")]
     assert a["sha256"] == b["sha256"], why_they_differ(*images, tmp_path)
     assert a["zst_sha256"] == b["zst_sha256"]
+    assert (a["bundle_sha256"], a["bundle_sig_sha256"]) == (b["bundle_sha256"], b["bundle_sig_sha256"]), \
+        "the update bundles differ"
     assert hashlib.sha256(images[0].read_bytes()).hexdigest() == a["sha256"]
     # The .deb cache keeps what the builds downloaded, so the next clean build downloads nothing (it used to be
     # emptied by `apt-get clean` through the chroot's bind mount).

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -16,6 +17,7 @@ from rich.console import Console
 from herd.build.chroot import AptProgress
 from herd.build.cli import EXIT_BAD_INPUT, cluster_key, main, summary
 from herd.build.dpkg import installed_packages
+from herd.build.release_key import ReleaseKeyError, release_key
 from herd.build.steps import BuildError
 from herd.spec import Role
 
@@ -58,6 +60,7 @@ class Run:
         assert not self.cache.exists()
         assert sorted(p.name for p in self.site.iterdir()) == ["cluster.toml"]  # no .key, no temp file
         assert not self.spec.with_suffix(".key").exists()
+        assert not self.spec.with_suffix(".release.key").exists()
 
 
 def stderr(capsys: pytest.CaptureFixture[str]) -> str:
@@ -187,7 +190,7 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--spec", "--out", "--role", "--release", "--cache-dir", "--no-cache", "--key"):
+    for option in ("--spec", "--out", "--role", "--release", "--cache-dir", "--no-cache", "--key", "--release-key"):
         assert re.search(rf"(^|\s){option}\b", out), option
     assert "Exit codes" in out
     assert "build.py flash IMAGE" in out  # the subcommand is found from the main help
@@ -229,6 +232,113 @@ def test_cluster_key_too_short_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="too short"):
         cluster_key(path)
     assert path.read_text() == "short\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The release key
+
+
+def test_release_key_is_made_private_once_and_reused(tmp_path: Path) -> None:
+    """An ed25519 key without a passphrase, 0600 whatever the umask; nothing else is left beside it (no .pub: its
+    public half is in every image and in manifest.json); the next build signs with the same key."""
+    path = tmp_path / "new-dir" / "cluster.release.key"
+    with umask(0o000):
+        public = release_key(path, "demo")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["cluster.release.key"]
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(path)], capture_output=True, text=True, check=True)
+    assert derived.stdout.split()[:2] == public.split() and public.startswith("ssh-ed25519 ")
+    before, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    assert release_key(path, "demo") == public
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
+    assert release_key(tmp_path / "other.release.key", "demo") != public  # random, not derived from anything
+
+
+def test_a_release_key_of_ones_own_is_used(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "my comment", "-f", str(mine)], check=True)
+    public = mine.with_name("mine.pub").read_text().split()
+    assert release_key(mine, "demo").split() == public[:2]  # the comment left out
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    (["-t", "ed25519", "-N", "a passphrase"], "without a passphrase"),
+    (["-t", "ecdsa", "-N", ""], "is not an ed25519 key (ecdsa-sha2-nistp256)"),
+    (None, "is not a private key ssh-keygen can read"),
+])
+def test_a_release_key_the_build_cannot_sign_with_is_refused(tmp_path: Path, kind: list[str] | None,
+                                                             message: str) -> None:
+    path = tmp_path / "cluster.release.key"
+    if kind is None:
+        path.write_text("k" * 64)
+    else:
+        subprocess.run(["ssh-keygen", "-q", *kind, "-f", str(path)], check=True)
+    before = path.read_bytes()
+    with pytest.raises(ReleaseKeyError, match=re.escape(message)):
+        release_key(path, "demo")
+    assert path.read_bytes() == before
+
+
+def test_a_release_key_the_build_cannot_sign_with_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found once the host is known to have ssh-keygen, before anything is made."""
+    from herd.build import cli
+
+    def no_build(*args: object) -> None:
+        raise AssertionError("the build went on")
+
+    monkeypatch.setattr(cli.host, "problems", lambda: [])
+    monkeypatch.setattr(cli, "make_plan", no_build)
+    run = Run(tmp_path, TEXT)
+    key = run.spec.with_suffix(".release.key")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(key)], check=True)
+    key.with_name(key.name + ".pub").unlink()
+    assert run() == EXIT_BAD_INPUT
+    assert f"error: --release-key: {key} is not a private key ssh-keygen can read without a passphrase" \
+        in stderr(capsys)
+    assert not run.out.exists() and not run.cache.exists() and not run.spec.with_suffix(".key").exists()
+
+
+def test_a_release_key_open_to_other_users_exits_2_before_building(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Anyone who can read it could sign releases every node takes; like --key, refused with the command that
+    mends it; the default one beside the spec as well as one named."""
+    run = Run(tmp_path, TEXT)
+    default = run.spec.with_suffix(".release.key")
+    named = tmp_path / "elsewhere.key"
+    for key, args in ((default, ()), (named, ("--release-key", str(named)))):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        key.with_name(key.name + ".pub").unlink()
+        for mode in (0o644, 0o640, 0o604, 0o620):
+            os.chmod(key, mode)
+            assert run(*args) == EXIT_BAD_INPUT
+            assert f"--release-key: {key} is open to other users (mode {mode:04o}); make it private with " \
+                   f"`chmod 600 {key}`" in stderr(capsys)
+        key.unlink()
+    run.assert_nothing_written()
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    assert run("--release-key", str(folder)) == EXIT_BAD_INPUT
+    assert f"--release-key: {folder} is not a file (the release key is one file)" in stderr(capsys)
+
+
+def test_the_release_key_is_beside_the_spec_by_default(tmp_path: Path) -> None:
+    from herd.build.cli import parse_args, release_key_path
+
+    spec = tmp_path / "site.toml"
+    assert release_key_path(parse_args(["--spec", str(spec)])) == tmp_path / "site.release.key"
+    assert release_key_path(parse_args(["--spec", str(spec), "--release-key", "/k"])) == Path("/k")
+
+
+@pytest.mark.parametrize("release", ["latest", "v2026.11.0", "x1"])
+def test_a_release_without_a_version_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             release: str) -> None:
+    run = Run(tmp_path, TEXT)
+    assert run("--release", release) == EXIT_BAD_INPUT
+    assert f"error: --release: {release!r} must start with its version, numbers and dots like 2026.11.0" \
+        in stderr(capsys)
+    run.assert_nothing_written()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -553,3 +553,37 @@ def test_mask_unit_links_it_to_dev_null_in_place_of_what_was_there(tmp_path: Pat
     mask_unit(tree, "modprobe@drm.service")
     for unit in ("e2scrub_reap.service", "modprobe@drm.service"):
         assert os.readlink(tree / "etc/systemd/system" / unit) == "/dev/null"
+
+
+@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+def test_every_image_trusts_the_release_keys_public_half(role: Role, tmp_path: Path) -> None:
+    """/etc/herd/release-signers: the release key as an allowed_signers line, for herd releases only, which
+    `ssh-keygen -Y verify` (what herdd runs) takes as it is, and which refuses another key's signature."""
+    import subprocess
+
+    from herd.bundle import NAMESPACE, PRINCIPAL
+
+    keys = {}
+    for name in ("release", "other"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True)
+        keys[name] = tmp_path / name
+    public = (tmp_path / "release.pub").read_text()
+    files = {str(f.path): f for f in render(OVERLAY, role.value, template_context(
+        PLAN, role_plan(PLAN, role), KERNEL, b"k" * 32, public))}
+    signers = files["etc/herd/release-signers"]
+    assert signers.mode == 0o644
+    lines = [line for line in signers.data.decode().splitlines() if not line.startswith("#")]
+    assert lines == [f'herd-release namespaces="herd-release" {" ".join(public.split()[:2])}']
+    (tmp_path / "signers").write_bytes(signers.data)
+    message = b"a manifest\n"
+    for name, good in (("release", True), ("other", False)):
+        sig = subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys[name]), "-n", NAMESPACE, "-"],
+                             input=message, capture_output=True, check=True).stdout
+        (tmp_path / "sig").write_bytes(sig)
+        r = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(tmp_path / "signers"), "-I", PRINCIPAL,
+                            "-n", NAMESPACE, "-s", str(tmp_path / "sig")], input=message, capture_output=True)
+        assert (r.returncode == 0) == good, (name, r)
+    # Checking the templates (before any key is at hand) renders no key at all.
+    checked = {str(f.path): f for f in render(OVERLAY, role.value, template_context(PLAN, role_plan(PLAN, role),
+                                                                                    KERNEL))}
+    assert b"ssh-ed25519" not in checked["etc/herd/release-signers"].data

@@ -142,3 +142,32 @@ def test_bad_epoch_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         EXIT_BAD_INPUT)
     assert "SOURCE_DATE_EPOCH='yesterday'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("name", "version"), [
+    ("2026.11.0", (2026, 11, 0)), ("2026.12.1-hotfix", (2026, 12, 1)), ("7.0+rc1", (7, 0)), ("3", (3,)),
+    ("2026.01.0", (2026, 1, 0)), ("1.2.", (1, 2)), ("10_beta", (10,)),
+])
+def test_a_releases_version_is_the_numbers_it_starts_with(name: str, version: tuple[int, ...]) -> None:
+    assert release.version_of(name) == version
+
+
+def test_versions_compare_number_by_number() -> None:
+    order = ["2026.9.0", "2026.11", "2026.11.0", "2026.11.9", "2026.11.10", "2026.12.0", "2027.1.0"]
+    assert sorted(order, key=release.version_of) == order
+    assert release.version_of("7.0+rc1") == release.version_of("7.0-hotfix")  # the rest only names it
+
+
+@pytest.mark.parametrize("name", ["latest", "v2026.11.0", ".1", "x1"])
+def test_a_release_without_a_version_has_none(name: str) -> None:
+    with pytest.raises(ValueError, match="does not start with a version number"):
+        release.version_of(name)
+
+
+def test_the_installed_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for text, version in (("RELEASE=2026.11.0\n", (2026, 11, 0)), ("RELEASE=latest\n", ()), ("", ())):
+        (tmp_path / "release").write_text(text)
+        monkeypatch.setattr(release, "RELEASE_FILE", tmp_path / "release")
+        release.installed.cache_clear()
+        assert release.installed_version() == version
+    release.installed.cache_clear()

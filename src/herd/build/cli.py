@@ -25,11 +25,12 @@ from herd.build.private import cache_problem, key_problem
 from herd.build.progress import Reporter, plain_console
 from herd.build.project import find as find_project
 from herd.build.recipes import RecipeError, load_base, load_role
+from herd.build.release_key import ReleaseKeyError, release_key
 from herd.build.run import CommandError
 from herd.build.runner import execute, steps_for
 from herd.build.steps import BuildError
 from herd.build.steps.zipapp import zipapp_key
-from herd.release import build_date
+from herd.release import build_date, version_of
 from herd.spec import Role, Spec, SpecError, load, valid_release
 
 PROJECT = find_project()  # the checkout, or the data packed into herd.pyz
@@ -64,10 +65,13 @@ examples:
 Run as root on Debian 12; missing host tools are named with the apt-get line that installs them.
 """
 OUTPUTS = """
-Images land in OUT/<release>/<cluster>-<role>-<release>.img, each with a .bmap (bmaptool's block map) and a
-zstd copy (.img.zst), with SHA256SUMS and manifest.json.
+Images land in OUT/<release>/<cluster>-<role>-<release>.img, each with a .bmap (bmaptool's block map), a
+zstd copy (.img.zst) and the role's update bundle (.bundle) signed by the release key (.bundle.sig), with
+SHA256SUMS and manifest.json.
 The cluster key is made once beside the spec (<spec>.key, mode 0600) and reused by later releases,
-so new images join the running cluster. Exit codes: 0 built, 1 build failed, 2 bad input, 3 host not ready.
+so new images join the running cluster; so is the release key (<spec>.release.key, an ed25519 key that
+never leaves this host; every image trusts its public half). Exit codes: 0 built, 1 build failed, 2 bad
+input, 3 host not ready.
 """
 
 
@@ -90,6 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="build only this role (repeatable); default: every role in the spec")
     p.add_argument("--release", help="image version; default: the spec's cluster.release")
     p.add_argument("--key", type=Path, help="cluster key file; default: the spec's path with .key")
+    p.add_argument("--release-key", type=Path,
+                   help="the ed25519 key (OpenSSH's format, no passphrase) that signs the update bundles; made "
+                        "once if missing; default: the spec's path with .release.key")
     p.add_argument("--site-key", type=Path,
                    help="with [site] in the spec: the TSIG secret the directors sign DNS updates with "
                         "(tsig-keygen output); default: the spec's path with .tsig")
@@ -110,19 +117,24 @@ class BadPath(Exception):
     """A command-line option that cannot be used (a path, a release name, a role)."""
 
 
-def check_writable(option: str, path: Path, directory: bool) -> None:
+KEY_MIN = 32  # bytes of a cluster key
+
+
+def check_writable(option: str, path: Path, directory: bool, what: str = "the cluster key",
+                   min_size: int = KEY_MIN) -> None:
     """Before a build of minutes: that PATH can be made (or used) as what it is for, or a message saying why.
-    An existing key file is read, not written; an existing directory is written into."""
+    An existing key file (`what`, at least `min_size` bytes) is read, not written; an existing directory is
+    written into."""
     if path.exists():
         if directory and not path.is_dir():
             raise BadPath(f"{option}: {path} exists and is not a directory")
         if not directory and not path.is_file():
-            raise BadPath(f"{option}: {path} is not a file (the cluster key is one file)")
+            raise BadPath(f"{option}: {path} is not a file ({what} is one file)")
         if not os.access(path, os.W_OK if directory else os.R_OK):
             raise BadPath(f"{option}: {path} is not {'writable' if directory else 'readable'} by this user")
-        if not directory and path.stat().st_size < KEY_MIN:
-            raise BadPath(f"{option}: {path} is too short for a cluster key (at least {KEY_MIN} bytes); delete it "
-                          "to make a new one (nodes built with the old key will not join)")
+        if not directory and path.stat().st_size < min_size:
+            raise BadPath(f"{option}: {path} is too short for a cluster key (at least {min_size} bytes); delete "
+                          "it to make a new one (nodes built with the old key will not join)")
         if not directory and (problem := key_problem(option, path)):
             raise BadPath(problem)
         return
@@ -133,9 +145,6 @@ def check_writable(option: str, path: Path, directory: bool) -> None:
         raise BadPath(f"{option}: cannot make {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise BadPath(f"{option}: cannot make {path}: {parent} is not writable by this user")
-
-
-KEY_MIN = 32  # bytes of a cluster key
 
 
 def cluster_key(path: Path) -> Path:
@@ -158,6 +167,11 @@ def cluster_key(path: Path) -> Path:
         pass
     finally:
         os.unlink(tmp)
+    return path
+
+
+def release_key_path(args: argparse.Namespace) -> Path:
+    path: Path = args.release_key or args.spec.with_suffix(".release.key")
     return path
 
 
@@ -216,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         release = spec.release if args.release is None else args.release
         if not valid_release(release):
             raise BadPath(f"--release: {release!r} must be letters, digits and . _ + - (it names files)")
+        try:
+            version_of(release)
+        except ValueError:
+            raise BadPath(f"--release: {release!r} must start with its version, numbers and dots like 2026.11.0: "
+                          "nodes take an update bundle only if its version is not older than the one they "
+                          "run") from None
         wanted = list(dict.fromkeys(Role(r) for r in args.roles)) if args.roles else list(spec.roles)
         missing = [r.value for r in wanted if r not in spec.roles]
         if missing:
@@ -227,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         site_key = site_key_file(spec, wanted, args.site_key or args.spec.with_suffix(".tsig"))
         check_writable("--out", args.out / release, directory=True)
         check_writable("--key", args.key or args.spec.with_suffix(".key"), directory=False)
+        check_writable("--release-key", release_key_path(args), directory=False, what="the release key",
+                       min_size=0)
         check_writable("--cache-dir", args.cache_dir, directory=True)
         if args.cache_dir.is_dir() and (problem := cache_problem("--cache-dir", args.cache_dir)):
             raise BadPath(problem)
@@ -245,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in problems:
             err.print(f"  {line}", markup=False)
         return EXIT_HOST
+    try:
+        release_public = release_key(release_key_path(args), spec.name)
+    except ReleaseKeyError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return EXIT_BAD_INPUT
 
     plan = make_plan(spec, release, wanted, base, recipes, zipapp_key(PROJECT.root), args.out, epoch)
     cache = Cache(args.cache_dir, enabled=not args.no_cache)
@@ -261,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         key = cluster_key(args.key or args.spec.with_suffix(".key"))
         ctx = BuildContext(plan=plan, project=PROJECT.root, cache=cache, work=work, key_file=key, reporter=reporter,
-                           site_key_file=site_key)
+                           site_key_file=site_key, release_key=release_key_path(args), release_public=release_public)
         for rp in plan.roles:
             final = plan.out_dir / rp.image_name
             ctx.images[rp.role] = ImageResult(rp.role, final.with_name(f".{final.name}.{os.getpid()}.tmp"), final)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from herd.build.cache import Cache
+from herd.build.overlay import OverlayFile
 from herd.build.plan import BuildPlan
 from herd.build.progress import Reporter
 from herd.spec import Role
@@ -23,6 +24,10 @@ class ImageResult:
     overlay: dict[str, str] = field(default_factory=dict)  # rendered config file (root-relative) -> sha256
     zst_size: int = 0       # X.img.zst beside the image
     zst_sha256: str = ""
+    config: list[OverlayFile] = field(default_factory=list)  # the update bundle's config tree (no secret)
+    bundle_size: int = 0    # X.bundle beside the image, and its signature X.bundle.sig; 0: none was made
+    bundle_sha256: str = ""
+    sig_sha256: str = ""
 
 
 @dataclass
@@ -34,6 +39,8 @@ class BuildContext:
     key_file: Path          # the cluster secret
     reporter: Reporter
     site_key_file: Path | None = None  # [site]'s TSIG secret, for the directors
+    release_key: Path | None = None  # signs the update bundles; stays on the build host
+    release_public: str = ""  # its public half, `ssh-ed25519 BASE64`, in every image
     zipapp: Path | None = None
     base_tarball: Path | None = None
     role_tarballs: dict[Role, Path] = field(default_factory=dict)

@@ -35,7 +35,7 @@ DATA = ("image", "overlay", "examples")
 ENTRY = "herd.build.cli:main"
 
 
-SECRETS = (".key", ".tsig")  # a cluster key, a site's TSIG key (each made beside its spec by a build)
+SECRETS = (".key", ".tsig")  # a cluster key, a release key, a site's TSIG key (each beside its spec)
 
 
 def _left_out(name: str) -> bool:

@@ -20,6 +20,7 @@ from herd.build import firewall
 from herd.build.checkout import Source, read, walk
 from herd.build.intree import TreeError, make_dirs, real_dir, safe_path, write_file
 from herd.build.plan import ROOT_LABEL, BuildPlan, RolePlan
+from herd.bundle import signer_line
 from herd.release import build_date
 from herd.secrets import derive
 from herd.spec import LEASE_INTERVALS, Membership, Role, drbd_timing
@@ -49,9 +50,10 @@ class OverlayFile:
 
 
 def template_context(plan: BuildPlan, role_plan: RolePlan, kernel_version: str,
-                     key: bytes = b"") -> dict[str, Any]:
+                     key: bytes = b"", release_public: str = "") -> dict[str, Any]:
     """key: the cluster key, for the secrets derived from it that go into configs (DRBD's peer
-    authentication); empty when only checking that the templates render."""
+    authentication); release_public: the release key's public half (`ssh-ed25519 BASE64`), which every image
+    trusts to sign its update bundles. Both empty when only checking that the templates render."""
     spec = plan.spec
     return {
         "spec": spec,
@@ -75,6 +77,7 @@ def template_context(plan: BuildPlan, role_plan: RolePlan, kernel_version: str,
         "drbd": drbd_timing(spec.membership.deadtime_ms),
         "keepalive_timeout": keepalive_timeout(spec.membership),
         "firewall": firewall.allowed(spec, role_plan.role),
+        "release_signer": signer_line(release_public) if release_public else "# (checking templates only)",
     }
 
 

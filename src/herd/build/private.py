@@ -38,9 +38,10 @@ def _access_problem(option: str, path: Path, uid: int | None, mask: int, owners:
 
 
 def key_problem(option: str, path: Path, uid: int | None = None) -> str | None:
-    """Why an existing secret (`--key`, `--site-key`) must not be used as it is, or None. Readable by others, it
-    is no secret (anyone could forge heartbeats, derive the database passwords, repoint the public names);
-    writable by another user, or owned by one, it could be swapped for a key of theirs."""
+    """Why an existing secret (`--key`, `--release-key`, `--site-key`) must not be used as it is, or None.
+    Readable by others, it is no secret (anyone could forge heartbeats, derive the database passwords, sign
+    releases every node takes, repoint the public names); writable by another user, or owned by one, it could be
+    swapped for a key of theirs."""
     return _access_problem(option, path, uid, 0o077, "a key must be yours or root's",
                            "{option}: {path} is open to other users (mode {mode}); make it private with "
                            "`chmod 600 {path}` (and keep a copy only where you trust every user)")

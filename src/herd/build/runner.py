@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from herd.build.context import BuildContext
 from herd.build.steps import Step
 from herd.build.steps.artifacts import Artifacts
+from herd.build.steps.bundle import Bundle
 from herd.build.steps.debootstrap import Debootstrap
 from herd.build.steps.disk import Disk
 from herd.build.steps.packages import Packages
@@ -22,7 +23,7 @@ def steps_for(ctx: BuildContext) -> list[Step]:
     steps: list[Step] = [Zipapp(), Debootstrap()]
     steps += [Packages(r) for r in ctx.plan.roles]
     for r in ctx.plan.roles:
-        steps += [Tree(r), Disk(r)]
+        steps += [Tree(r), Disk(r), Bundle(r.role)]
     steps.append(Artifacts())
     return steps
 

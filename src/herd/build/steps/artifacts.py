@@ -1,7 +1,8 @@
 """The release directory: images renamed from their temporary names, each with its block map (`X.img.bmap`,
-bmaptool's format: which blocks hold data, so a stick is written with those only) and a zstd-compressed copy
-(`X.img.zst`, to download or archive), SHA256SUMS (images and compressed images) and
-manifest.json. This is the commit point of a build; nothing before it is visible under out/<release>/."""
+bmaptool's format: which blocks hold data, so a stick is written with those only), a zstd-compressed copy
+(`X.img.zst`, to download or archive) and its role's signed update bundle (`X.bundle`, `X.bundle.sig`, made by
+the bundle step), SHA256SUMS (images, compressed images, bundles and signatures) and manifest.json. This is the
+commit point of a build; nothing before it is visible under out/<release>/."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from herd.build.context import BuildContext, ImageResult
 from herd.build.private import FILE_MODE, create_private, private_dir
 from herd.build.run import OnLine, run
 from herd.build.steps import Step
+from herd.build.steps.bundle import bundle_path, sig_path, tmp_bundle, tmp_sig
 from herd.build.steps.disk import sha256_file
-from herd.release import build_date
+from herd.release import build_date, version_of
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -82,9 +84,19 @@ def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, An
             "overlay": dict(sorted(result.overlay.items())),
             "packages": result.packages,
         }
-    return {
+        if result.bundle_sha256:
+            bundle = bundle_path(result.final_path)
+            images[role.value].update({
+                "bundle": bundle.name,
+                "bundle_size": result.bundle_size,
+                "bundle_sha256": result.bundle_sha256,
+                "bundle_sig": sig_path(bundle).name,
+                "bundle_sig_sha256": result.sig_sha256,
+            })
+    data: dict[str, Any] = {
         "cluster": plan.spec.name,
         "release": plan.release,
+        "version": list(version_of(plan.release)),
         "herd_version": __version__,
         "spec_sha256": plan.spec.digest,
         "source_date_epoch": plan.source_date_epoch,
@@ -92,15 +104,22 @@ def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, An
         "debian": {"suite": plan.spec.debian.suite, "arch": plan.spec.debian.arch},
         "images": dict(sorted(images.items())),
     }
+    if ctx.release_public:
+        data["release_key"] = ctx.release_public  # the public half; the bundles' signatures check with it
+    return data
 
 
 def sha256sums(data: dict[str, Any]) -> str:
-    """`sha256sum -c` input for the images and their compressed copies (not the bmaps: they name their own)."""
+    """`sha256sum -c` input for the images, their compressed copies, bundles and signatures (not the bmaps: they
+    name their own)."""
     lines = []
     for entry in data["images"].values():
         lines.append(f"{entry['sha256']}  {entry['file']}\n")
         if entry.get("zst"):
             lines.append(f"{entry['zst_sha256']}  {entry['zst']}\n")
+        if entry.get("bundle"):
+            lines.append(f"{entry['bundle_sha256']}  {entry['bundle']}\n")
+            lines.append(f"{entry['bundle_sig_sha256']}  {entry['bundle_sig']}\n")
     return "".join(lines)
 
 
@@ -132,7 +151,7 @@ class Artifacts(Step):
     name = "artifacts"
 
     def label(self) -> str:
-        return f"release {self.out}: block maps, zstd copies, SHA256SUMS, manifest"
+        return f"release {self.out}: block maps, zstd copies, bundles, SHA256SUMS, manifest"
 
     def run(self, ctx: BuildContext) -> None:
         out = ctx.plan.out_dir
@@ -167,6 +186,9 @@ class Artifacts(Step):
                     os.replace(result.tmp_path, result.final_path)
                     os.replace(tmp_bmap(result), bmap_path(result.final_path))
                     os.replace(tmp_zst(result), zst_path(result.final_path))
+                    if result.bundle_sha256:
+                        os.replace(tmp_bundle(result), bundle_path(result.final_path))
+                        os.replace(tmp_sig(result), sig_path(bundle_path(result.final_path)))
                 write_atomic(out / "SHA256SUMS", sha256sums(data))
                 write_atomic(path, json.dumps(data, indent=2) + "\n")
 

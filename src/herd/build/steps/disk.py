@@ -19,6 +19,7 @@ from herd.build.private import create_private, private_dir
 from herd.build.reproducible import set_inode_times
 from herd.build.run import in_private_namespace, run
 from herd.build.steps import Step
+from herd.build.steps.bundle import keep_parts, parts_dir
 
 GRUB_COMMON = ["part_gpt", "part_msdos", "ext2", "fat", "search", "search_fs_uuid", "search_label", "normal",
                "configfile", "linux", "gzio", "echo", "test", "serial", "terminal", "boot", "ls", "cat"]
@@ -99,6 +100,7 @@ class Disk(Step):
             progress.line("sha256")
             result.sha256 = sha256_file(image)
             result.allocated = os.stat(image).st_blocks * 512
+            keep_parts(ctx, role, squashfs, tree, ctx.kernel_versions[role])  # for the update bundle
             # The tree is in the image now; free its space before the next role.
             remove_tree(ctx.work / role.value)
             ctx.trees.pop(role, None)
@@ -164,3 +166,4 @@ class Disk(Step):
     def undo(self, ctx: BuildContext) -> None:
         ctx.images[self.role_plan.role].tmp_path.unlink(missing_ok=True)
         remove_tree(ctx.work / self.role_plan.role.value)
+        remove_tree(parts_dir(ctx, self.role_plan.role))

@@ -31,6 +31,7 @@ UNITS = ("herdd.service", "herd-growroot.service", "nftables.service")
 MASKED = ("e2scrub_reap.service", "e2scrub_all.timer", "systemd-binfmt.service", "modprobe@drm.service")
 UNPACK_FORMAT = 2  # bump when unpack_zipapp changes what it makes: cached unpackings are then made again. 2: umask 022
 NOT_DIGESTED = ("etc/herd/cluster.key", "usr/lib/herd/herdd.pyz")
+NOT_IN_BUNDLE = ("etc/herd/cluster.key",)
 SITE = PurePosixPath("usr/share/herd/site")
 
 # Globs (relative to the root) deleted from every image.
@@ -81,6 +82,15 @@ def overlay_digests(files: list[OverlayFile]) -> dict[str, str]:
     Not the cluster key (a secret: its hash proves nothing useful) nor herdd (the manifest has its own)."""
     return {f"/{f.path}": hashlib.sha256(f.data).hexdigest() for f in sorted(files, key=lambda f: str(f.path))
             if str(f.path) not in NOT_DIGESTED}
+
+
+def config_tree(files: list[OverlayFile]) -> list[OverlayFile]:
+    """The update bundle's config tree, by path: every file installed from the overlay and into /etc/herd but the
+    cluster key (a node keeps its own, and the bundle must not carry it) and what is under /usr (the squashfs
+    has it: herdd, growroot, the example site). [site]'s TSIG secret is never among `files`. What it still holds
+    that is derived from the cluster key (DRBD's shared secret in /etc/drbd.d/herd.res) keeps bundles 0600."""
+    return sorted((f for f in files if str(f.path) not in NOT_IN_BUNDLE and f.path.parts[0] != "usr"),
+                  key=lambda f: str(f.path))
 
 
 def unpack_zipapp(tree: Path, on_line: Callable[[str], None]) -> None:
@@ -170,16 +180,18 @@ class Tree(Step):
             progress.line("cleaning")
             clean(tree)
             progress.line("overlay")
+            if ctx.zipapp is None or not ctx.release_public:
+                raise BuildError("internal: the zipapp or the release key is missing before the tree")
             files = render(ctx.overlay_dir, role.value,
-                           template_context(ctx.plan, self.role_plan, version, ctx.key_file.read_bytes()))
-            if ctx.zipapp is None:
-                raise BuildError("internal: the zipapp was not built before the tree")
+                           template_context(ctx.plan, self.role_plan, version, ctx.key_file.read_bytes(),
+                                            ctx.release_public))
             files += [
                 OverlayFile(PurePosixPath("etc/herd/cluster.toml"), ctx.plan.spec.source.encode(), 0o644),
                 OverlayFile(PurePosixPath("etc/herd/cluster.key"), ctx.key_file.read_bytes(), 0o600),
                 OverlayFile(PurePosixPath("usr/lib/herd/herdd.pyz"), ctx.zipapp.read_bytes(), 0o755),
             ]
             ctx.images[role].overlay = overlay_digests(files)
+            ctx.images[role].config = config_tree(files)
             files += secret_files(ctx.plan.spec, role, ctx.site_key_file, tree, files)  # never in the digests
             install(tree, files)  # every folder it makes 0755, root/.ssh 0700
             for unit in UNITS:
