@@ -30,9 +30,9 @@ herdd's part, after each boot (outcome() says which case this is; the slot boote
   (and sync them), then stage(). A power cut anywhere in that order leaves the default untouched and no try
   pointing at a half-written slot.
 
-Each herd value has a fixed length except the two release fields, which come after the three GRUB reads: GRUB's
-save (one digit for another, the same length) changes one byte of the block and moves nothing; and the whole
-state (at most MAX_FAILED releases of the spec's longest name) fits in the block's first 512-byte sector.
+The one value GRUB writes, herd_tries, is always one character: its save, one digit for another, changes one
+byte of the block and moves nothing. herdd's writes change more, but the whole state (MAX_FAILED releases of the
+spec's longest name) fits in the block's first 512-byte sector, so no write of either tears across two sectors.
 """
 
 from __future__ import annotations
@@ -117,6 +117,9 @@ class Boot:
 
 @dataclass(frozen=True)
 class State:
+    """One node's slots, as its block holds them. Always: the tried slot is the other one; no try, no tries
+    left and no release; `good` is None (a fresh flash not yet checked) or the default, for mark_good() makes
+    the slot it marks the default."""
     default: Slot
     trying: Slot | None = None
     tries: str = "0"
