@@ -1,14 +1,17 @@
 """What every tier shares: a time limit per test (pyproject's `timeout`, 20 minutes, is for the QEMU tests, whose
 first test on a lab pays for its boots); the fast tiers get a tighter one, so a hang there fails within minutes
-with the test's name."""
+with the test's name. One rule for tests that need root: they are marked `root` (every netns and image test is),
+and without root they fail, saying so; never a skip that would pass a run that tested nothing."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 TIMEOUTS = {"unit": 180, "netns": 300}  # seconds, a test with its fixtures' set-up (a namespace cluster's start)
+ROOT_TIERS = {"netns": "network namespaces", "image": "builds, loop devices and QEMU"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -16,6 +19,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         limit = TIMEOUTS.get(Path(str(item.fspath)).parent.name)
         if limit is not None and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(limit))
+        if Path(str(item.fspath)).parent.name in ROOT_TIERS:
+            item.add_marker(pytest.mark.root)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") is not None and os.geteuid() != 0:
+        why = ROOT_TIERS.get(Path(str(item.fspath)).parent.name, "mounts, loop devices or another user's files")
+        pytest.fail(f"needs root ({why}): run the tests as root, as tests/run does", pytrace=False)
 
 
 _PARTS: dict[str, float] = {}  # test file -> seconds spent in its tests and their fixtures

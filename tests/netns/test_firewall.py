@@ -69,8 +69,8 @@ def dropped_by_firewall(ns: str) -> int:
 
 @pytest.fixture(scope="module")
 def walled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str]]:
-    if os.geteuid() != 0 or shutil.which("nft") is None:
-        pytest.fail("this test needs root and nft (tests/run installs nftables)")
+    if shutil.which("nft") is None:
+        pytest.fail("this test needs nft (tests/run installs nftables)")
     work = tmp_path_factory.mktemp("walled")
     spec_path = PROJECT / "examples/cluster.toml"
     spec = load(spec_path)

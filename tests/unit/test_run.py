@@ -51,7 +51,7 @@ def test_interrupt_stops_the_command(tmp_path: Path) -> None:
         os.kill(pid, 0)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")
+@pytest.mark.root  # mount namespaces
 def test_private_namespace_mounts_vanish(tmp_path: Path) -> None:
     run(in_private_namespace(["sh", "-c", f"mount -t tmpfs herd-test {tmp_path} && touch {tmp_path}/inside"]))
     assert not (tmp_path / "inside").exists()

@@ -13,7 +13,7 @@ import pytest
 from herd.build import scratch
 from herd.build.scratch import GiB, choose
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+needs_root = pytest.mark.root  # mounting a tmpfs
 
 
 def fs_type(path: Path) -> str | None:
