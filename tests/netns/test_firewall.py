@@ -19,6 +19,7 @@ from herd.build.plan import make_plan
 from herd.build.recipes import load_base, load_role
 from herd.spec import Role, Spec, load, parse
 
+from ..specs import two_of_each
 from .harness import PROJECT, Cluster, Lan, new_key, python_in, reach_all, wait_for
 
 OUTSIDER = "192.168.50.99"  # in the subnet, not a spec node (the QEMU lab's client has this address too)
@@ -146,23 +147,10 @@ def test_each_port_is_open_only_to_the_nodes_that_use_it(walled: tuple[Cluster, 
 
 
 # A two-db, two-nfs cluster's rules (Galera with garbd on the directors; DRBD), on bare hosts: no herdd needed.
-TWO = """
-[[node]]
-name = "db2"
-role = "db"
-address = "192.168.50.42"
-
-[[node]]
-name = "nfs2"
-role = "nfs"
-address = "192.168.50.32"
-"""
 
 
 def test_galera_and_drbd_are_open_to_their_peers_only(tmp_path: Path) -> None:
-    text = (PROJECT / "examples/cluster.toml").read_text()
-    text = text.replace("[nfs]\n", '[nfs]\naddress = "192.168.50.30"\n').replace("\n[access]", TWO + "\n[access]")
-    spec = parse(text, "two.toml")
+    spec = parse(two_of_each((PROJECT / "examples/cluster.toml").read_text()), "two.toml")
     walls = rulesets(spec)
     lan = Lan(f"g{os.getpid() % 100000}")
     listeners = []

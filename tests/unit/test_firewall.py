@@ -9,23 +9,14 @@ from pathlib import Path
 from herd.build.firewall import Allow, allowed, garbd
 from herd.spec import Role, parse
 
+from .. import specs
+
 PROJECT = Path(__file__).resolve().parents[2]
 TEXT = (PROJECT / "examples/cluster.toml").read_text()
-TWO = """
-[[node]]
-name = "db2"
-role = "db"
-address = "192.168.50.42"
-
-[[node]]
-name = "nfs2"
-role = "nfs"
-address = "192.168.50.32"
-"""
 
 
 def two_of_each(text: str = TEXT) -> str:
-    return text.replace("[nfs]\n", '[nfs]\naddress = "192.168.50.30"\n').replace("\n[access]", TWO + "\n[access]")
+    return specs.two_of_each(text)
 
 
 def by_why(rules: list[Allow]) -> dict[str, tuple[tuple[int, ...], tuple[str, ...], str | None]]:

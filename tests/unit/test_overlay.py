@@ -30,6 +30,7 @@ from herd.release import parse as parse_release
 from herd.secrets import derive
 from herd.spec import Role, Spec, parse
 
+from ..specs import with_second_db, with_second_nfs
 from .umask import umask
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -37,22 +38,8 @@ OVERLAY = PROJECT / "overlay"
 TEXT = (PROJECT / "examples" / "cluster.toml").read_text(encoding="utf-8")
 KERNEL = "6.1.0-test-amd64"
 
-# A second db node and a second ssh key, by editing the example.
-DB2 = '\n[[node]]\nname = "db2"\nrole = "db"\naddress = "192.168.50.42"\nmac = "52:54:00:50:00:42"\n'
+# A second ssh key, by editing the example (a second db or nfs node: tests/specs.py).
 SECOND_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDherdSecondKey second@example"
-
-
-def with_second_db(text: str) -> str:
-    assert text.count("\n[access]") == 1
-    return text.replace("\n[access]", DB2 + "\n[access]")
-
-
-def with_second_nfs(text: str) -> str:
-    """nfs2 beside nfs1, the NFS service address, a data disk: the docroot replicated with DRBD."""
-    nfs2 = DB2.replace("db2", "nfs2").replace('"db"', '"nfs"').replace("50.42", "50.32").replace("00:42", "00:32")
-    assert text.count("[nfs]\n") == 1
-    text = text.replace("[nfs]\n", '[nfs]\naddress = "192.168.50.30"\ndisk = "/dev/vdb"\n')
-    return text.replace("\n[access]", nfs2 + "\n[access]")
 
 
 def with_second_key(text: str) -> str:
