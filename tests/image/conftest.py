@@ -19,6 +19,7 @@ import pytest
 
 from herd.spec import Role, Spec, load
 
+from ..specs import CLAIMER, with_web2_claimed
 from . import cleanbuilds
 from .qemu import Boot, boot
 
@@ -38,7 +39,7 @@ DISK_NEEDED = 24 * 2**30
 # debootstraps with the same .deb cache (apt's lock).
 NO_VMS = ("test_image.py", "test_reproducible.py", "test_interrupt.py")
 # Modules with VMs of their own: they run (and are torn down) before the shared lab starts.
-EARLY = ("test_galera.py", "test_drbd.py", "test_claiming.py", "test_lab_cli.py")
+EARLY = ("test_galera.py", "test_drbd.py", "test_lab_cli.py")
 
 
 def _phase(item: pytest.Item) -> tuple[int, int]:
@@ -183,7 +184,8 @@ CLEAN_BUILDS = pytest.StashKey[cleanbuilds.AfterSharedBuild]()
 
 def _start_shared_build(config: pytest.Config) -> PendingBuild:
     factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
-    pending = start_make_build(factory.mktemp("build"), lab_timing(EXAMPLE.read_text()), background=True)
+    text = with_web2_claimed(lab_timing(EXAMPLE.read_text()))
+    pending = start_make_build(factory.mktemp("build"), text, background=True)
     config.stash[SHARED_BUILD] = pending
     return pending
 
@@ -214,7 +216,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def build(request: pytest.FixtureRequest) -> Build:
-    """The example cluster, every role, with the labs' timing (LAB_*): shared by every image test."""
+    """The example cluster, every role, with the labs' timing (LAB_*) and web2's slot left to be claimed (the
+    shared lab boots a box with a MAC of its own there): shared by every image test."""
     pending = request.config.stash.get(SHARED_BUILD, None) or _start_shared_build(request.config)
     return pending.finish()
 
@@ -235,7 +238,7 @@ def boots(build: Build, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[
             with open(stick, "r+b") as f:
                 f.truncate(image.stat().st_size + STICK_EXTRA)
             image = stick
-        node = build.spec.nodes_of(role)[-1]
+        node = [n for n in build.spec.nodes_of(role) if n.mac][-1]  # found by its MAC: no one to claim from
         result = boot(image, way, work, r"herd: (\S+) (\S+) ready", node.mac)
         if way == "usb":
             os.unlink(image)
@@ -250,5 +253,6 @@ def boots(build: Build, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[
 def lab(build: Build, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from .lab import start_lab
 
-    # persistent: each VM boots its own copy of its role's image, so power cuts keep what was written.
-    yield from start_lab(build, tmp_path_factory.mktemp("lab"), persistent=True)
+    # persistent: each VM boots its own copy of its role's image, so power cuts keep what was written. The box
+    # booted as web2 has a MAC of its own: it claims the free slot at first boot (test_claiming.py).
+    yield from start_lab(build, tmp_path_factory.mktemp("lab"), persistent=True, macs=CLAIMER)

@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,9 +23,10 @@ from ..netns.harness import Cluster, wait_for
 from .conftest import Build
 from .qemu import VM
 
-# Every node a VM. dir2 and nfs1 boot once dir1 holds the VIP (dir1, web1, web2 and db1 are a quorum): the
-# web nodes are up before their docroot's server is, and dir1 is the holder the tests expect.
-VM_NODES = ("dir1", "web1", "web2", "db1", "dir2", "nfs1")
+# Every node a VM. web2 and nfs1 boot once dir1 holds the VIP (dir1, web1, db1 and dir2 are a quorum): web1 is up
+# before its docroot's server is, dir1 is the holder the tests expect, and a web2 box that must claim its slot
+# finds the strict majority of members that grant it (4 of 6) already there.
+VM_NODES = ("dir1", "web1", "db1", "dir2", "web2", "nfs1")
 NETNS_NODES: tuple[str, ...] = ()  # none needed now; the harness still gives the LAN and the client
 FETCH = ("import sys,urllib.request\n"
          "for _ in range(int(sys.argv[2])):\n"
@@ -101,14 +103,16 @@ class Lab:
         return self.vms[name].proc.poll() is None
 
     def wait_ready(self, names: list[str], timeout: float = 600) -> None:
+        nodes = []
         for name in names:
             vm = self.vms[name]
             pattern = r"herd: \S+ \S+ ready" if name in self.macs else rf"herd: {name} \S+ ready"
             assert vm.wait_for(pattern, timeout), f"{name} not ready:\n{vm.console()[-3000:]}"
+            # A box with a MAC of its own is whichever slot it claimed (named in its ready line).
+            nodes += re.findall(r"herd: (\S+) \S+ ready", vm.console())[-1:]
         # herdd says ready while sshd's unit may still be making its host key or starting (a starved TCG VM).
-        # (A box with a MAC of its own may have claimed another slot's address: not looked for here.)
-        for name in (n for n in names if n not in self.macs):
-            wait_for(lambda node=name: self.answers(node), timeout, every=2, what=f"{name}'s sshd answering")
+        for node in nodes:
+            wait_for(lambda node=node: self.answers(node), timeout, every=2, what=f"{node}'s sshd answering")
         for name in names:
             self.vms[name].foreground()
 
@@ -183,7 +187,7 @@ def _vm(build: Build, cluster: Cluster, work: Path, name: str, persistent: bool,
     return vm
 
 
-def start_lab(build: Build, work: Path, nodes: tuple[str, ...] = VM_NODES, vip_after: str | None = "db1",
+def start_lab(build: Build, work: Path, nodes: tuple[str, ...] = VM_NODES, vip_after: str | None = "dir2",
               persistent: bool = False, macs: dict[str, str] | None = None) -> Generator[Lab, None, None]:
     """Boot `nodes` as VMs on the lab's LAN, in order; after `vip_after` has started, wait until dir1 holds
     the VIP before booting the rest."""
