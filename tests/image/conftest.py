@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from herd.spec import Role, Spec, load
+from herd.spec import Node, Role, Spec, load
 
 from ..specs import CLAIMER, with_web2_claimed
 from . import cleanbuilds
@@ -222,6 +222,12 @@ def build(request: pytest.FixtureRequest) -> Build:
     return pending.finish()
 
 
+def boot_node(spec: Spec, role: Role) -> Node:
+    """The node a role's boot test boots as: the last of its role the spec knows by MAC (a box booted alone has
+    no one to claim a slot from)."""
+    return [n for n in spec.nodes_of(role) if n.mac][-1]
+
+
 @pytest.fixture(scope="session")
 def boots(build: Build, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[Role, str], Boot]:
     """Every role booted its way (BOOTS), two VMs at a time; each waits for herdd's ready line."""
@@ -238,7 +244,7 @@ def boots(build: Build, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[
             with open(stick, "r+b") as f:
                 f.truncate(image.stat().st_size + STICK_EXTRA)
             image = stick
-        node = [n for n in build.spec.nodes_of(role) if n.mac][-1]  # found by its MAC: no one to claim from
+        node = boot_node(build.spec, role)
         result = boot(image, way, work, r"herd: (\S+) (\S+) ready", node.mac)
         if way == "usb":
             os.unlink(image)

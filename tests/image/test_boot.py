@@ -11,7 +11,7 @@ import pytest
 
 from herd.spec import Role
 
-from .conftest import BOOTS, STICK_EXTRA, Build
+from .conftest import BOOTS, STICK_EXTRA, Build, boot_node
 from .qemu import VM, Boot
 
 ROLES = pytest.mark.parametrize("role", list(Role), ids=[f"{r.value}-{BOOTS[r]}" for r in Role])
@@ -25,7 +25,7 @@ def test_boots_to_herdd_ready(role: Role, build: Build, boots: dict[tuple[Role, 
         "\n".join(result.console.splitlines()[-40:])
     name, seen_role = result.match.groups()
     # The NIC carries the MAC of this role's last node in the spec: herdd must have recognised it.
-    assert (name, seen_role) == (build.spec.nodes_of(role)[-1].name, role.value)
+    assert (name, seen_role) == (boot_node(build.spec, role).name, role.value)
     assert "Kernel panic" not in result.console
 
 
@@ -55,7 +55,7 @@ def test_root_grows_to_fill_the_stick(role: Role, boots: dict[tuple[Role, str], 
 
 @ROLES
 def test_herdd_configures_the_network(role: Role, build: Build, boots: dict[tuple[Role, str], Boot]) -> None:
-    node = build.spec.nodes_of(role)[-1]
+    node = boot_node(build.spec, role)
     prefix = build.spec.network.subnet.prefixlen
     result = boots[(role, BOOTS[role])]
     assert result.lines(rf"network: AddAddress\(name='\w+', address='{node.address}/{prefix}'\)")
