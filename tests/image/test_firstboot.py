@@ -4,6 +4,8 @@ the same image never share them; herdd runs from the packages the build unpacked
 
 from __future__ import annotations
 
+import json
+
 from herd.release import parse
 
 from .lab import Lab
@@ -20,7 +22,8 @@ def test_each_box_made_its_own_name_keys_and_machine_id(lab: Lab) -> None:
         assert lab.ssh(name, "ls /etc/ssh | grep ^ssh_host_").split() == [
             "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
         identity = lab.ssh(name, "cat /var/lib/herd/identity.json")
-        assert f'"name": "{name}"' in identity and '"how": "mac"' in identity
+        how = f"claimed by {lab.macs[name]}" if name in lab.macs else "mac"  # web2's box claimed its slot
+        assert json.loads(identity) == {"name": name, "role": "web", "how": how}
         seen[name] = (machine_id, host_key)
         # herdd runs from the packages the build unpacked; a box never unpacks (or half-writes) them itself.
         unpacked = lab.ssh(name, "ls /usr/lib/herd/shiv; ls /var/lib/herd").split()
