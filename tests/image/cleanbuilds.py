@@ -50,16 +50,25 @@ class CleanBuilds:
                     proc.wait()
 
 
-def start(spec_path: Path, key: Path, work: Path, background: bool = False) -> CleanBuilds:
-    own = work / "cache-b"
-    own.mkdir(mode=0o755)
-    os.chmod(own, 0o755)  # whatever the umask: the builder refuses a cache folder others can write
-    for kind, pattern in (("debs", "*.deb"), ("pip", "**/*")):
+DOWNLOADS = {"debs": "*.deb", "pip": "**/*"}
+
+
+def own_cache(folder: Path, kinds: dict[str, str] = DOWNLOADS) -> Path:
+    """A cache folder of a build's own, its .debs and pip downloads (and any other `kinds`: folder -> glob)
+    hard-linked from the shared cache (sharing the folder would share apt's lock)."""
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)  # whatever the umask: the builder refuses a cache folder others can write
+    for kind, pattern in kinds.items():
         for path in (CACHE / kind).glob(pattern):
             if path.is_file() and not path.is_symlink():
-                link = own / kind / path.relative_to(CACHE / kind)
+                link = folder / kind / path.relative_to(CACHE / kind)
                 link.parent.mkdir(parents=True, exist_ok=True)
                 os.link(path, link)
+    return folder
+
+
+def start(spec_path: Path, key: Path, work: Path, background: bool = False) -> CleanBuilds:
+    own = own_cache(work / "cache-b")
     # Entries of earlier builds in b's cache, oldest first: b removes what it did not use beyond the ten most
     # recently used of each kind, so the oldest of each goes and the rest stay.
     planted = {kind: [own / kind / f"old-{i:02}.tar.zst" for i in range(KEEP_UNUSED + 1)] for kind in KINDS}

@@ -37,7 +37,7 @@ DISK_NEEDED = 24 * 2**30
 # Modules that boot no VM (some build): first, so no VM competes with their builds for the two cores; in this
 # order: the reproducibility test's clean builds (started in the background) are over before the Ctrl-C test
 # debootstraps with the same .deb cache (apt's lock).
-NO_VMS = ("test_image.py", "test_reproducible.py", "test_interrupt.py")
+NO_VMS = ("test_image.py", "test_patched.py", "test_reproducible.py", "test_archive_moved.py", "test_interrupt.py")
 # Modules with VMs of their own: they run (and are torn down) before the shared lab starts.
 EARLY = ("test_galera.py", "test_drbd.py", "test_lab_cli.py")
 

@@ -56,3 +56,19 @@ def test_a_lookup_marks_the_entry_used_now(tmp_path: Path) -> None:
     assert Cache(tmp_path).lookup("zipapp", "a", ".tar.zst") == path
     assert path.stat().st_mtime > before + 9 * 86400
     assert Cache(tmp_path, enabled=False).lookup("zipapp", "a", ".tar.zst") is None  # --no-cache
+
+
+def test_newest_finds_the_last_used_entry_of_a_recipe_and_never_a_half_written_one(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    for state, when in (("old", 1000), ("older", 500)):
+        path = cache.path("rootfs", f"base-recipe.{state}", ".tar.zst")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, (when, when))
+    (tmp_path / "rootfs/.base-recipe.newer.tar.zst.99.tmp").write_bytes(b"x")  # another build's, half-written
+    (tmp_path / "rootfs/base-other.newest.tar.zst").write_bytes(b"x")  # another recipe
+    found = cache.newest("rootfs", "base-recipe.", ".tar.zst")
+    assert found == cache.path("rootfs", "base-recipe.old", ".tar.zst")
+    assert found in cache.used  # used now: a prune keeps it
+    assert Cache(tmp_path, enabled=False).newest("rootfs", "base-recipe.", ".tar.zst") is None  # --no-cache
+    assert cache.newest("rootfs", "base-none.", ".tar.zst") is None

@@ -126,6 +126,20 @@ def test_compressed_size_change() -> None:
     assert "  compressed 100 MiB -> 90 MiB (-10.0 MiB)" in text(diff(old, new))
 
 
+def test_fixes_from_the_security_and_updates_archives_are_marked() -> None:
+    new = manifest("1.1")
+    web = new["images"]["web"]
+    web["packages"] = {"bash": "5.2.15-2+b8", "openssl": "3.0.13-1~deb12u1", "ipvsadm": "1:1.31-1+b1",
+                       "tzdata": "2026a-0+deb12u1"}
+    web["fixes"] = {"openssl": "bookworm-security", "tzdata": "bookworm-updates", "libc6": "bookworm-security"}
+    (w,) = [r for r in diff(OLD, new).roles if r.role == "web"]
+    assert w.fixes == {"tzdata": "bookworm-updates", "openssl": "bookworm-security"}
+    lines = text(diff(OLD, new)).splitlines()
+    assert "    ~ openssl 3.0.11-1~deb12u2 -> 3.0.13-1~deb12u1  [security fix]" in lines
+    assert "    + tzdata 2026a-0+deb12u1  [bookworm-updates]" in lines
+    assert "    ~ bash 5.2.15-2+b7 -> 5.2.15-2+b8" in lines  # a point release's: not marked
+
+
 def test_json_has_every_field() -> None:
     new = copy.deepcopy(OLD)
     new["images"]["web"]["packages"]["openssl"] = "3.0.13-1~deb12u1"
@@ -151,6 +165,7 @@ def test_json_has_every_field() -> None:
      r"images.web.packages.bash: must be a string, got 5"),
     ({"cluster": "x", "release": "1", "images": {"web": {"overlay": {"etc/x": None}}}},
      r"images.web.overlay.etc/x: must be a string"),
+    ({"cluster": "x", "release": "1", "images": {"web": {"fixes": ["openssl"]}}}, r"images.web: .*fixes must be"),
 ])
 def test_check_refuses_what_is_not_a_manifest(data: object, message: str) -> None:
     with pytest.raises(ManifestError, match=message):

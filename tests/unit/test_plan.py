@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from herd.build import disk
+from herd.build.archive import Release, archives
 from herd.build.disk import (
     BIOS_BOOT,
     ESP,
@@ -100,6 +101,8 @@ def test_base_change_changes_base_key_and_every_role_key(change: str) -> None:
 @pytest.mark.parametrize(("old", "new"), [
     ('suite = "bookworm"', 'suite = "trixie"'),
     ('mirror = "http://deb.debian.org/debian"', 'mirror = "http://mirror.example/debian"'),
+    ('security = "http://security.debian.org/debian-security"', 'security = "http://mirror.example/security"'),
+    ('security = "http://security.debian.org/debian-security"', 'security = false'),
 ])
 def test_debian_source_is_part_of_the_base_key(old: str, new: str) -> None:
     assert TEXT.count(old) == 1
@@ -315,3 +318,21 @@ def test_tree_digest_follows_names_and_bytes(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not matched by the pattern")
     assert tree_digest(tmp_path, ("**/*.py",)) == only_py
     assert tree_digest(tmp_path) != only_py
+
+
+def test_the_archives_state_is_part_of_the_base_key() -> None:
+    """A security fix published (the security archive's InRelease changed): no cached tree is reused."""
+    spec = spec_from()
+    (main, updates, security) = archives(spec.debian)
+    before = (Release(main, "Sat, 11 Jul 2026 10:16:37 UTC", "a" * 64),
+              Release(updates, "Sun, 06 Dec 2026 02:14:57 UTC", "b" * 64),
+              Release(security, "Sun, 06 Dec 2026 02:54:29 UTC", "c" * 64))
+    moved = (*before[:2], Release(security, "Mon, 07 Dec 2026 02:54:29 UTC", "d" * 64))
+
+    def plan(state: tuple[Release, ...]) -> BuildPlan:
+        return make_plan(spec, "2026.11.0", list(spec.roles), load_base(IMAGE), recipes(), "zipapp-key",
+                         Path("out"), archives=state)
+
+    assert plan(before).base_key == plan(before).base_key
+    assert plan(moved).base_key != plan(before).base_key
+    assert not set(role_keys(plan(moved)).values()) & set(role_keys(plan(before)).values())

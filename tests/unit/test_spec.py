@@ -105,6 +105,7 @@ address = "10.0.0.2"
     spec = parse(text, FILE)
     assert spec.release == "0.1.0"
     assert (spec.debian.suite, spec.debian.arch) == ("bookworm", "amd64")
+    assert spec.debian.security == "http://security.debian.org/debian-security"  # on unless the spec says no
     assert spec.membership.deadtime_ms >= 4 * spec.membership.interval_ms
     assert spec.services == () and spec.ssh_keys == ()
     assert spec.nodes[0].mac is None
@@ -454,6 +455,13 @@ def _bad_cases() -> dict[str, Bad]:
             edit(t, 'mirror = "http://deb.debian.org/debian"',
                  f'mirror = "http://deb.debian.org/debian\\ndeb http://evil.example/ x main"  {HERE}'),
             "debian.mirror", r"must be an http://, https:// or file:// URL"),
+        "security-with-a-second-line": Bad(
+            edit(t, 'security = "http://security.debian.org/debian-security"',
+                 f'security = "http://x.example/debian-security\\ndeb http://evil.example/ x main"  {HERE}'),
+            "debian.security", r"must be an http://, https:// or file:// URL"),
+        "security-true": Bad(
+            edit(t, 'security = "http://security.debian.org/debian-security"', f'security = true  {HERE}'),
+            "debian.security", r"must be the security archive's URL .*or false to build without security updates"),
         "suite-not-a-name": Bad(
             edit(t, 'suite = "bookworm"', f'suite = "bookworm main\\ndeb x"  {HERE}'), "debian.suite",
             r"is not a Debian suite name like bookworm"),
@@ -745,3 +753,11 @@ def test_metrics_are_for_the_subnet_unless_the_spec_says_whom() -> None:
                       'metrics_allow = ["10.9.8.7", "192.168.50.0/28", "fd00::/64"]\nmetrics_port = 9694 '))
     assert spec.membership.metrics_allow == (ipaddress.ip_network("10.9.8.7/32"), ipaddress.ip_network(
         "192.168.50.0/28"), ipaddress.ip_network("fd00::/64"))
+
+
+def test_security_updates_are_left_out_only_when_the_spec_says_so() -> None:
+    off = parse(edit(TEXT, 'security = "http://security.debian.org/debian-security"', "security = false"), FILE)
+    assert off.debian.security is None
+    mirror = parse(edit(TEXT, 'security = "http://security.debian.org/debian-security"',
+                        'security = "file:///srv/mirror/debian-security"'), FILE)
+    assert mirror.debian.security == "file:///srv/mirror/debian-security"

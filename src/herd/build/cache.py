@@ -34,6 +34,21 @@ class Cache:
         self._use(path)
         return path
 
+    def newest(self, kind: str, prefix: str, suffix: str) -> Path | None:
+        """The most recently used complete entry whose name starts with prefix (an older state of a tree)."""
+        if not self.enabled:
+            return None
+        found = []
+        with contextlib.suppress(OSError):
+            for entry in (self.root / kind).iterdir():
+                if entry.name.startswith(prefix) and entry.name.endswith(suffix) and entry.is_file():
+                    found.append((entry.stat().st_mtime_ns, entry.name, entry))
+        if not found:
+            return None
+        path = max(found)[2]
+        self._use(path)
+        return path
+
     def _use(self, path: Path) -> None:
         # The time of last use is the entry's mtime: what prune goes by.
         with contextlib.suppress(OSError):  # a read-only cache is still a cache

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from herd import __version__
 from herd.build import host, scratch
+from herd.build.archive import ArchiveError, fetch_state, state_summary
 from herd.build.cache import Cache
 from herd.build.checkout import CheckoutError
 from herd.build.context import BuildContext, ImageResult
@@ -43,13 +44,14 @@ EPILOG = """\
 examples:
   python3 build.py                          build every role of examples/cluster.toml into out/
   python3 build.py --spec site.toml --role web --release 2026.12.1
-  python3 build.py --no-cache               rebuild the root trees from scratch
+  python3 build.py --no-cache               rebuild the root trees from scratch (a cached tree is also
+                                            upgraded by itself once the Debian archives have moved)
 
   python3 build.py flash IMAGE /dev/sdX     write an image to a stick, then verify it
                                             (see python3 build.py flash --help)
   python3 build.py diff out/2026.11.0/manifest.json out/2026.12.0/manifest.json [--json]
-                                            what changed between two releases: packages, kernel,
-                                            herdd, config files, sizes
+                                            what changed between two releases: packages (security
+                                            fixes marked), kernel, herdd, config files, sizes
   python3 build.py make-pyz out/herd.pyz    the builder as one file: python3 herd.pyz --spec FILE
                                             on any Debian 12 host (root, host tools from apt)
 """
@@ -273,7 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_BAD_INPUT
 
-    plan = make_plan(spec, release, wanted, base, recipes, zipapp_key(PROJECT.root), args.out, epoch)
+    if spec.debian.security is None:
+        reporter.warn(f"{args.spec}: [debian] security = false: these images get no security updates (every fix "
+                      f"published for {spec.debian.suite} since its point release is missing)")
+    try:
+        archives = fetch_state(spec.debian)
+    except ArchiveError as exc:
+        err.print(f"[red]error:[/] {args.spec}: {escape(str(exc))}", highlight=False)
+        return EXIT_BAD_INPUT
+    reporter.info(f"[dim]archives: {escape(state_summary(archives))}[/]")
+    plan = make_plan(spec, release, wanted, base, recipes, zipapp_key(PROJECT.root), args.out, epoch, archives)
     cache = Cache(args.cache_dir, enabled=not args.no_cache)
     if not args.cache_dir.exists():  # made writable by its owner only, whatever the umask (see cache_problem)
         args.cache_dir.mkdir(parents=True)

@@ -21,6 +21,7 @@ class ImageResult:
     allocated: int = 0
     sha256: str = ""
     packages: dict[str, str] = field(default_factory=dict)
+    fixes: dict[str, str] = field(default_factory=dict)  # package -> the updates or security suite it is from
     overlay: dict[str, str] = field(default_factory=dict)  # rendered config file (root-relative) -> sha256
     zst_size: int = 0       # X.img.zst beside the image
     zst_sha256: str = ""

@@ -33,6 +33,7 @@ class RoleDiff:
     packages_added: dict[str, str] = field(default_factory=dict)
     packages_removed: dict[str, str] = field(default_factory=dict)
     packages_changed: dict[str, Change] = field(default_factory=dict)
+    fixes: dict[str, str] = field(default_factory=dict)  # added or changed package -> the -updates/-security suite
     kernel: Change | None = None
     herdd: Change | None = None  # the zipapp's sha256
     config_added: list[str] = field(default_factory=list)
@@ -69,10 +70,10 @@ def check(data: object, name: str) -> dict[str, Any]:
         raise ManifestError(f"{name}: not a herd manifest: images must map each role to an object")
     _types(data, TOP_FIELDS, name, "")
     for role, entry in images.items():
-        if not isinstance(entry.get("packages", {}), dict) or not isinstance(entry.get("overlay", {}), dict):
-            raise ManifestError(f"{name}: images.{role}: packages and overlay must be objects")
+        if not all(isinstance(entry.get(table, {}), dict) for table in ("packages", "overlay", "fixes")):
+            raise ManifestError(f"{name}: images.{role}: packages, overlay and fixes must be objects")
         _types(entry, IMAGE_FIELDS, name, f"images.{role}.")
-        for table in ("packages", "overlay"):
+        for table in ("packages", "overlay", "fixes"):
             for key, value in entry.get(table, {}).items():
                 if not isinstance(value, str):
                     raise ManifestError(f"{name}: images.{role}.{table}.{key}: must be a string, got {value!r}")
@@ -114,6 +115,8 @@ def diff_role(role: str, old: dict[str, Any] | None, new: dict[str, Any] | None)
     d.packages_removed = {p: old_pkgs[p] for p in sorted(old_pkgs.keys() - new_pkgs.keys())}
     d.packages_changed = {p: Change(old_pkgs[p], new_pkgs[p]) for p in sorted(old_pkgs.keys() & new_pkgs.keys())
                           if old_pkgs[p] != new_pkgs[p]}
+    fixes = new.get("fixes", {})
+    d.fixes = {p: fixes[p] for p in [*d.packages_added, *d.packages_changed] if isinstance(fixes.get(p), str)}
     d.kernel = _change(old.get("kernel") or None, new.get("kernel") or None)
     d.herdd = _change(old.get("herdd_sha256") or None, new.get("herdd_sha256") or None)
     old_cfg, new_cfg = old.get("overlay"), new.get("overlay")
@@ -157,6 +160,11 @@ def _size_line(what: str, c: Change) -> str:
     return f"  {what} {_mib(c.old)} -> {_mib(c.new)} ({'+' if delta >= 0 else '-'}{abs(delta) / MiB:.1f} MiB)"
 
 
+def _from(d: RoleDiff, package: str) -> str:
+    suite = d.fixes.get(package, "")
+    return f"  [{'security fix' if suite.endswith('-security') else suite}]" if suite else ""
+
+
 def role_text(d: RoleDiff) -> list[str]:
     if d.status == "added":
         return [f"{d.role}: new in this release ({_mib(d.size.new) if d.size and d.size.new else '?'})"]
@@ -173,9 +181,9 @@ def role_text(d: RoleDiff) -> list[str]:
                                              (d.packages_changed, "changed")) if x]
     if counts:
         lines.append(f"  packages: {', '.join(counts)}")
-        lines += [f"    + {p} {v}" for p, v in d.packages_added.items()]
+        lines += [f"    + {p} {v}{_from(d, p)}" for p, v in d.packages_added.items()]
         lines += [f"    - {p} {v}" for p, v in d.packages_removed.items()]
-        lines += [f"    ~ {p} {c.old} -> {c.new}" for p, c in d.packages_changed.items()]
+        lines += [f"    ~ {p} {c.old} -> {c.new}{_from(d, p)}" for p, c in d.packages_changed.items()]
     counts = [f"{len(x)} {w}" for x, w in ((d.config_added, "added"), (d.config_removed, "removed"),
                                              (d.config_changed, "changed")) if x]
     if counts:

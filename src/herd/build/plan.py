@@ -9,11 +9,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from herd.build.archive import Release
 from herd.build.recipes import BaseRecipe, RoleRecipe
 from herd.spec import Role, Spec
 
 # Bump when the way a cached tree is made changes (not what goes in it: that is in the key already).
-BASE_FORMAT = 2  # 2: PYTHONHASHSEED=0 and SOURCE_DATE_EPOCH for debootstrap too
+BASE_FORMAT = 3  # 2: PYTHONHASHSEED=0 and SOURCE_DATE_EPOCH for debootstrap too; 3: -updates and -security
 ROLE_FORMAT = 2  # 2: PYTHONHASHSEED=0 in the chroot
 
 ROOT_LABEL = "herd-root"
@@ -85,6 +86,13 @@ class BuildPlan:
     roles: tuple[RolePlan, ...]
     out_dir: Path  # out/<release>
     source_date_epoch: int = DEFAULT_EPOCH  # every time stamp in the images: files, filesystems, build date
+    archives: tuple[Release, ...] = ()  # what the Debian archives were when the build began (archive.py)
+    base_recipe_key: str = ""  # base_key without the archives' state: the trees an upgrade can start from
+
+    @property
+    def base_cache_name(self) -> str:
+        """The base tarball's cache entry: found by its recipe when the archives have moved (to upgrade it)."""
+        return f"base-{self.base_recipe_key}.{self.base_key}"
 
     @property
     def kernel_cmdline(self) -> str:
@@ -92,9 +100,13 @@ class BuildPlan:
 
 
 def make_plan(spec: Spec, release: str, roles: list[Role], base: BaseRecipe, role_recipes: dict[Role, RoleRecipe],
-              zipapp_key: str, out: Path, source_date_epoch: int = DEFAULT_EPOCH) -> BuildPlan:
-    base_key = digest("base", BASE_FORMAT, spec.debian.suite, spec.debian.arch, spec.debian.mirror,
-                      base.packages, base.kernel, base.initramfs_modules)
+              zipapp_key: str, out: Path, source_date_epoch: int = DEFAULT_EPOCH,
+              archives: tuple[Release, ...] = ()) -> BuildPlan:
+    base_recipe_key = digest("base", BASE_FORMAT, spec.debian.suite, spec.debian.arch, spec.debian.mirror,
+                             spec.debian.security, base.packages, base.kernel, base.initramfs_modules)
+    # The archives' state is in the key: a cached tree made before a security fix was published is not reused
+    # as it is (the base step upgrades it).
+    base_key = digest(base_recipe_key, [r.sha256 for r in archives])
     plans = []
     for role in roles:
         recipe = role_recipes[role]
@@ -107,7 +119,8 @@ def make_plan(spec: Spec, release: str, roles: list[Role], base: BaseRecipe, rol
             herdd_starts=units_herdd_starts(spec, role),
         ))
     return BuildPlan(spec=spec, release=release, base=base, base_key=base_key, zipapp_key=zipapp_key,
-                     roles=tuple(plans), out_dir=out / release, source_date_epoch=source_date_epoch)
+                     roles=tuple(plans), out_dir=out / release, source_date_epoch=source_date_epoch,
+                     archives=archives, base_recipe_key=base_recipe_key)
 
 
 def tree_digest(root: Path, patterns: tuple[str, ...] = ("**/*",)) -> str:

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from herd.spec.model import Database, Debian, Image, Role
+from herd.spec.model import DEBIAN_SECURITY, Database, Debian, Image, Role
 from herd.spec.reader import HOST_NAME, Reader
 
 # Matched with fullmatch(): `$` also matches before a final newline.
@@ -42,17 +42,27 @@ def parse_cluster(r: Reader, data: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def parse_debian(r: Reader, data: Mapping[str, Any]) -> Debian:
-    deb = r.table(data, "debian", {"suite", "arch", "mirror"})
+    deb = r.table(data, "debian", {"suite", "arch", "mirror", "security"})
+    security: str | None = DEBIAN_SECURITY
+    if deb.get("security") is False:
+        security = None  # an explicit choice: the build warns about it every time
+    elif "security" in deb and not isinstance(deb["security"], str):
+        r.fail("debian.security", f"must be the security archive's URL (Debian's: {DEBIAN_SECURITY!r}), or false "
+               f"to build without security updates; got {deb['security']!r}")
+    elif "security" in deb:
+        security = deb["security"]
     debian = Debian(
         suite=r.get(deb, "debian", "suite", str, "bookworm") or "bookworm",
         arch=r.get(deb, "debian", "arch", str, "amd64") or "amd64",
         mirror=r.get(deb, "debian", "mirror", str, Debian.mirror) or Debian.mirror,
+        security=security,
     )
     if debian.arch != "amd64":
         r.fail("debian.arch", f"{debian.arch!r} is not supported; herd builds amd64 images")
-    # Written into the images' sources.list and handed to debootstrap: one URL, one word.
-    if not re.fullmatch(r"(https?|file)://[\x21-\x7e]+", debian.mirror):
-        r.fail("debian.mirror", f"{debian.mirror!r} must be an http://, https:// or file:// URL")
+    # Written into the images' apt sources and handed to debootstrap: one URL, one word.
+    for key, url in (("mirror", debian.mirror), ("security", debian.security)):
+        if url is not None and not re.fullmatch(r"(https?|file)://[\x21-\x7e]+", url):
+            r.fail(f"debian.{key}", f"{url!r} must be an http://, https:// or file:// URL")
     if not re.fullmatch(r"[a-z][a-z0-9-]*", debian.suite):
         r.fail("debian.suite", f"{debian.suite!r} is not a Debian suite name like bookworm")
     return debian

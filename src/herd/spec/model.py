@@ -53,11 +53,15 @@ class Failback(enum.StrEnum):
     MANUAL = "manual"  # only by `herdctl site failback`
 
 
+DEBIAN_SECURITY = "http://security.debian.org/debian-security"
+
+
 @dataclass(frozen=True)
 class Debian:
     suite: str = "bookworm"
     arch: str = "amd64"
-    mirror: str = "http://deb.debian.org/debian"
+    mirror: str = "http://deb.debian.org/debian"  # the suite and <suite>-updates
+    security: str | None = DEBIAN_SECURITY  # <suite>-security; None: built without it (the spec said so)
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, An
             "overlay_sha256": overlay_sha256(result.overlay),
             "overlay": dict(sorted(result.overlay.items())),
             "packages": result.packages,
+            "fixes": result.fixes,  # the packages newer than the point release: from -updates or -security
         }
         if result.bundle_sha256:
             bundle = bundle_path(result.final_path)
@@ -101,7 +102,11 @@ def manifest(ctx: BuildContext, previous: dict[str, Any] | None) -> dict[str, An
         "spec_sha256": plan.spec.digest,
         "source_date_epoch": plan.source_date_epoch,
         "build_date": build_date(plan.source_date_epoch),
-        "debian": {"suite": plan.spec.debian.suite, "arch": plan.spec.debian.arch},
+        "debian": {"suite": plan.spec.debian.suite, "arch": plan.spec.debian.arch,
+                   # What each archive was when the build began: the packages are the newest it offered then.
+                   "archives": [{"uri": r.archive.uri, "suite": r.archive.suite, "date": r.date,
+                                 "inrelease_sha256": r.sha256, "packages_sha256": dict(r.packages)}
+                                for r in plan.archives]},
         "images": dict(sorted(images.items())),
     }
     if ctx.release_public:

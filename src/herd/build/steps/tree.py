@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
+from herd.build.archive import fixes, tree_lists
 from herd.build.checkout import read, walk
 from herd.build.chroot import in_chroot
 from herd.build.context import BuildContext
@@ -177,6 +178,7 @@ class Tree(Step):
             version = kernel_version(tree)
             ctx.kernel_versions[role] = version
             ctx.images[role].packages = tree_packages(tree)
+            ctx.images[role].fixes = fixes(ctx.images[role].packages, tree_lists(tree, ctx.plan.spec.debian))
             progress.line("cleaning")
             clean(tree)
             progress.line("overlay")
