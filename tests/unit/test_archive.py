@@ -128,7 +128,7 @@ def test_which_packages_are_fixes_from_the_updates_and_security_archives(tmp_pat
     (lists / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages").write_text(
         "Package: bash\nVersion: 5.2.15-2+b7\n")
     found = tree_lists(tmp_path, Debian())
-    assert set(found) == {"bookworm-updates", "bookworm-security"}
+    assert set(found) == {"bookworm", "bookworm-updates", "bookworm-security"}
     installed = {"bash": "5.2.15-2+b7", "tzdata": "2026a-0+deb12u1", "libc6": "2.36-9+deb12u10",
                  "openssl": "3.0.17-1~deb12u3", "libssl3:i386": "3.0.17-1~deb12u3"}
     assert fixes(installed, found) == {"libssl3:i386": "bookworm-security", "openssl": "bookworm-security",

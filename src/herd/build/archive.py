@@ -118,10 +118,12 @@ def list_versions(packages_text: str) -> dict[str, str]:
 
 
 def fixes(installed: dict[str, str], lists: dict[str, dict[str, str]]) -> dict[str, str]:
-    """Which installed packages are the version an updates or security archive has (suite -> its Packages):
-    package -> that suite, for the manifest and `build.py diff`."""
+    """Which installed packages are the version an updates or security archive has (suite -> its Packages;
+    other suites are passed over): package -> that suite, for the manifest and `build.py diff`."""
     found = {}
     for suite, versions in lists.items():
+        if not suite.endswith(("-updates", "-security")):
+            continue
         for name, version in installed.items():
             if versions.get(name.split(":")[0]) == version:
                 found[name] = suite
@@ -129,9 +131,9 @@ def fixes(installed: dict[str, str], lists: dict[str, dict[str, str]]) -> dict[s
 
 
 def tree_lists(tree: Path, debian: Debian) -> dict[str, dict[str, str]]:
-    """The updates and security archives' Packages lists apt fetched into a tree, by suite."""
+    """The archives' Packages lists apt fetched into a tree, by suite."""
     lists = {}
-    for a in archives(debian)[1:]:
+    for a in archives(debian):
         for path in sorted((tree / "var/lib/apt/lists").glob(f"*_dists_{a.suite}_main_binary-{debian.arch}_Packages")):
             lists[a.suite] = list_versions(path.read_text(encoding="utf-8", errors="replace"))
     return lists

@@ -14,6 +14,7 @@ from herd.build.archive import fixes, tree_lists
 from herd.build.checkout import read, walk
 from herd.build.chroot import in_chroot
 from herd.build.context import BuildContext
+from herd.build.debversion import newer_offered
 from herd.build.dpkg import tree_packages
 from herd.build.fs import pack, remove_tree, unpack
 from herd.build.intree import make_dirs, real_dir, remove, safe_path, write_file
@@ -178,7 +179,12 @@ class Tree(Step):
             version = kernel_version(tree)
             ctx.kernel_versions[role] = version
             ctx.images[role].packages = tree_packages(tree)
-            ctx.images[role].fixes = fixes(ctx.images[role].packages, tree_lists(tree, ctx.plan.spec.debian))
+            lists = tree_lists(tree, ctx.plan.spec.debian)
+            ctx.images[role].fixes = fixes(ctx.images[role].packages, lists)
+            if missed := newer_offered(ctx.images[role].packages, lists):
+                ctx.reporter.warn(f"[{role.value}] {len(missed)} packages are older than the archives offer (a fix "
+                                  "not installed: held back, or pinned?): " + ", ".join(
+                                      f"{name} {old} < {new}" for name, (old, new) in list(missed.items())[:10]))
             progress.line("cleaning")
             clean(tree)
             progress.line("overlay")
