@@ -66,7 +66,7 @@ def up(args: argparse.Namespace) -> int:
         names = tuple(n.name for n in build.spec.nodes)
         print(f"booting {len(names)} VMs (each from its own copy of its role's image) ...", flush=True)
         started = time.monotonic()
-        if set(names) == set(VM_NODES):  # the example: dir1 takes the VIP before dir2 and nfs1 boot
+        if set(names) == set(VM_NODES):  # the example: dir1 takes the VIP before web2 and nfs1 boot
             lab_gen = start_lab(build, work / "vms", persistent=True)
         else:  # another spec (two nfs nodes, say): every node at once
             lab_gen = start_lab(build, work / "vms", names, vip_after=None, persistent=True)
