@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Build benchmarks (figures, not asserts): a cold build of every role, a warm rebuild after changing only a
-template, and each image's size (file and allocated).
+template, a rebuild after the Debian archives moved (the cached base made older: the point release's kernel,
+tests/image/oldbase.py; the roles' trees gone, as a moved archive's new keys make them), and each image's size
+(file and allocated).
 
     python3 bench/build.py [--cold-cache DIR]
 
@@ -22,6 +24,13 @@ import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+sys.path.insert(0, str(PROJECT / "src"))
+
+from herd.build.recipes import load_base  # noqa: E402
+from herd.spec import load  # noqa: E402
+from tests.image.oldbase import make_older  # noqa: E402
+
 CACHE = Path(os.environ.get("HERD_CACHE", "/var/cache/herd"))
 STEP = re.compile(r"✓ (.+?) (?:\(cached\)|([\d.]+) s)\s*$")
 
@@ -64,6 +73,15 @@ def main() -> None:
         warm_role_s, warm_role_steps = build(cold, work / "out", key, "--role", "web")
     finally:
         template.write_text(original)
+    (current,) = (cold / "rootfs").glob("base-*.*.tar.zst")
+    recipe = current.name.removeprefix("base-").split(".")[0]
+    spec = load(PROJECT / "examples/cluster.toml")
+    make_older(current, cold, recipe, spec.debian.suite, load_base(PROJECT / "image").kernel, work)
+    for entry in (cold / "rootfs").glob("*.tar.zst"):
+        if not entry.name.startswith("base-"):
+            entry.unlink()  # the roles' trees: keyed by the base's state, so a moved archive misses them too
+    current.unlink()
+    moved_s, moved_steps = build(cold, work / "out", key)
     base = sum(v for k, v in cold_steps.items() if k.startswith("base system"))
     installs = sum(v for k, v in cold_steps.items() if "packages:" in k)
     print(f"cold build, all roles:        {cold_s:7.1f} s")
@@ -72,6 +90,9 @@ def main() -> None:
     print(f"debootstrap + role installs:  {base + installs:7.1f} s  (cold / that = {cold_s / (base + installs):.2f})")
     print(f"warm rebuild after a template change: {warm_s:.1f} s; one role (web): {warm_role_s:.1f} s")
     for name, seconds in warm_role_steps.items():
+        print(f"    {seconds:7.1f} s  {name}")
+    print(f"rebuild after the archives moved (a new kernel), all roles: {moved_s:.1f} s")
+    for name, seconds in moved_steps.items():
         print(f"    {seconds:7.1f} s  {name}")
     release = next((work / "out").iterdir())
     manifest = json.loads((release / "manifest.json").read_text())

@@ -2,9 +2,8 @@
 date with an apt upgrade rather than starting over from debootstrap, and the image gets the fix.
 
 The test gives a build a cache of its own whose base is the shared build's made older the way the archives make
-it old: the kernel the suite's point release has (the security archive's newer one is what a base made before
-its last kernel update lacks; an ABI change, the hardest case: a new package, the old one and the modules herd
-compressed to remove). The archives' state in that entry's name is not today's, so the build must upgrade it."""
+it old (oldbase.py: the point release's kernel, not the security archive's newer one). The archives' state in
+that entry's name is not today's, so the build must upgrade it."""
 
 from __future__ import annotations
 
@@ -13,9 +12,6 @@ import re
 from pathlib import Path
 
 from herd.build.cache import Cache
-from herd.build.chroot import in_chroot
-from herd.build.dpkg import installed_packages, stale_kernels
-from herd.build.fs import pack, remove_tree, unpack
 from herd.build.plan import digest, make_plan
 from herd.build.recipes import load_base, load_role
 from herd.spec import Role
@@ -23,10 +19,7 @@ from herd.spec import Role
 from .cleanbuilds import CACHE, DOWNLOADS, own_cache
 from .conftest import PROJECT, Build, run_build
 from .diskimage import RootFs
-
-
-def dpkg_status(tree: Path) -> str:
-    return (tree / "var/lib/dpkg/status").read_text(errors="replace")
+from .oldbase import MARKER, make_older
 
 
 def test_a_moved_archive_upgrades_the_cached_base_instead_of_rebuilding_it(build: Build, tmp_path: Path) -> None:
@@ -36,24 +29,10 @@ def test_a_moved_archive_upgrades_the_cached_base_instead_of_rebuilding_it(build
     current = Cache(CACHE).newest("rootfs", f"base-{recipe}.", ".tar.zst")
     assert current is not None, "the shared build left no base tree in the cache"
     own = own_cache(tmp_path / "cache", {**DOWNLOADS, "zipapp": "*.pyz"})  # herdd.pyz as the shared build made it
-    tree = tmp_path / "old-base"
-    unpack(current, tree)
-    newest, _ = stale_kernels(dpkg_status(tree), base.kernel)
-    newest_version = installed_packages(dpkg_status(tree))[base.kernel]
-    point_release = f"{base.kernel}/{spec.debian.suite}"
-    in_chroot(tree, own / "debs", f"INITRD=No apt-get install -y -q --allow-downgrades {point_release}\n"
-              f"apt-get purge -y -q {newest}")
-    older, _ = stale_kernels(dpkg_status(tree), base.kernel)
-    older_version = installed_packages(dpkg_status(tree))[base.kernel]
-    assert older_version != newest_version, \
+    old = make_older(current, own, recipe, spec.debian.suite, base.kernel, tmp_path)
+    newest, newest_version, older = old.newest, old.newest_version, old.older
+    assert old.older_version != newest_version, \
         f"{spec.debian.suite}'s point release has the newest kernel ({newest_version}): nothing to upgrade"
-    remove_tree(tree / "usr/lib/modules" / newest.removeprefix("linux-image-"))  # herd's compressed modules
-    # A file no package has: in the image only if the build started from this tree, not from debootstrap.
-    (tree / "usr/share/herd-test").mkdir()
-    (tree / "usr/share/herd-test/made-before").write_text("the old base\n")
-    (own / "rootfs").mkdir()
-    pack(tree, own / "rootfs" / f"base-{recipe}.made-before-the-archives-moved.tar.zst")
-    remove_tree(tree)
 
     r = run_build(["--spec", str(build.spec_path), "--key", str(build.key), "--out", str(tmp_path / "out"),
                    "--role", "director", "--cache-dir", str(own)], timeout=1500)
@@ -67,7 +46,7 @@ def test_a_moved_archive_upgrades_the_cached_base_instead_of_rebuilding_it(build
     abi = newest.removeprefix("linux-image-")
     assert director["kernel"] == abi
     fs = RootFs(tmp_path / "out" / spec.release / director["file"])
-    assert fs.text("/usr/share/herd-test/made-before") == "the old base\n"  # upgraded, not built again
+    assert fs.text(f"/{MARKER}") == "the old base\n"  # upgraded, not built again
     assert fs.listdir("/usr/lib/modules") == [abi]
     assert sorted(n for n in fs.listdir("/boot") if re.match(r"(vmlinuz|initrd\.img)-", n)) == \
         [f"initrd.img-{abi}", f"vmlinuz-{abi}"]
