@@ -7,4 +7,5 @@ herd.daemon, and nothing outside the standard library.
 - grubenv.py: GRUB's environment block file, read and written byte for byte as GRUB and grub-editenv do.
 - bootcount.py: the slot choice as a state machine (stage, what GRUB does at each boot, mark good, failed).
 - grubcfg.py: the GRUB script fragment that does at boot exactly what bootcount says.
+- blockwrite.py: a release's /usr written into the inactive slot, only the blocks that differ, then checked.
 """
