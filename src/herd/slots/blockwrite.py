@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 BLOCK = 1 << 20  # compared and written a MiB at a time: large enough for a stick's erase blocks
 
@@ -37,14 +38,20 @@ def write_differing(image: Path, slot: Path, progress: Callable[[int, int], None
                     block: int = BLOCK) -> Written:
     """Make slot's first bytes equal image, writing only the blocks that differ; synced before it returns.
     progress(done, total) after each block."""
-    size = image.stat().st_size
+    with open(image, "rb") as src:
+        return write_stream(src, image.stat().st_size, image.name, slot, progress, block)
+
+
+def write_stream(src: IO[bytes], size: int, name: str, slot: Path,
+                 progress: Callable[[int, int], None] | None = None, block: int = BLOCK) -> Written:
+    """write_differing from a stream of `size` bytes (a bundle's member, read once, in order)."""
     room = slot_size(slot)
     if size > room:
-        raise SlotError(f"{image.name} is {size / 2**20:.1f} MiB, the slot {slot} only {room / 2**20:.1f} MiB: "
+        raise SlotError(f"{name} is {size / 2**20:.1f} MiB, the slot {slot} only {room / 2**20:.1f} MiB: "
                         "the release does not fit (a larger slot needs a new flash)")
     written = blocks = done = 0
-    with open(image, "rb") as src, open(slot, "r+b") as dst:
-        while chunk := src.read(block):
+    with open(slot, "r+b") as dst:
+        while done < size and (chunk := src.read(min(block, size - done))):
             dst.seek(done)
             if dst.read(len(chunk)) != chunk:
                 dst.seek(done)
@@ -56,6 +63,8 @@ def write_differing(image: Path, slot: Path, progress: Callable[[int, int], None
                 progress(done, size)
         dst.flush()
         os.fsync(dst.fileno())
+    if done != size:
+        raise SlotError(f"{name} ended after {done} of its {size} bytes")
     return Written(size, written, blocks)
 
 
