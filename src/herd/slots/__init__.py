@@ -8,4 +8,5 @@ herd.daemon, and nothing outside the standard library.
 - bootcount.py: the slot choice as a state machine (stage, what GRUB does at each boot, mark good, failed).
 - grubcfg.py: the GRUB script fragment that does at boot exactly what bootcount says.
 - blockwrite.py: a release's /usr written into the inactive slot, only the blocks that differ, then checked.
+- verdict.py: good or back: after a boot, mark the tried slot good once its check passes, or give it up.
 """
