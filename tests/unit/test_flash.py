@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from herd.build import bmap, flash
+from herd.build import bmap, flash, flashio
 from herd.build.cli import main as build_main
 from herd.build.flash import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, main
 from herd.build.target import read_target
@@ -279,13 +279,13 @@ def corrupt(path: Path, offset: int) -> None:
 def test_a_bad_read_back_is_detected(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "vm.img"
-    drop_cache = flash.drop_cache
+    drop_cache = flashio.drop_cache
 
     def and_corrupt(fd: int, block: bool) -> None:  # between the write and the read-back
         drop_cache(fd, block)
         corrupt(target, 1 * MiB + 5000)
 
-    monkeypatch.setattr(flash, "drop_cache", and_corrupt)
+    monkeypatch.setattr(flashio, "drop_cache", and_corrupt)
     assert main([str(image), str(target)], interactive=False) == EXIT_FAILED
     out, err = output(capsys)
     assert out == ""
@@ -295,37 +295,37 @@ def test_a_bad_read_back_is_detected(tmp_path: Path, image: Path, capsys: pytest
 
 def test_ranges_longer_than_a_chunk(tmp_path: Path, image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of 8 KiB: a range is read, hashed and written in pieces, the next one read ahead."""
-    monkeypatch.setattr(flash, "CHUNK", 8192)
+    monkeypatch.setattr(flashio, "CHUNK", 8192)
     b = bmap.create(image)
     with open(image, "rb") as f:
-        pieces = [(c.range, c.offset, len(c.data), c.short) for c in flash.chunks(f.fileno(), b)]
+        pieces = [(c.range, c.offset, len(c.data), c.short) for c in flashio.chunks(f.fileno(), b)]
     assert pieces[:3] == [(0, 0, 8192, False), (1, 1 * MiB, 8192, False), (1, 1 * MiB + 8192, 8192, False)]
     assert len(pieces) == 1 + 8 + 1 + 1 and pieces[-1] == (3, 8 * MiB, 1000, False)
     target = tmp_path / "vm.img"
     assert main([str(image), str(target)], interactive=False) == EXIT_OK
     assert target.read_bytes() == image.read_bytes()
     corrupt(target, 1 * MiB + 60000)
-    assert [(r.first, r.last) for r in flash.verify(target, b)] == [(256, 271)]
+    assert [(r.first, r.last) for r in flashio.verify(target, b)] == [(256, 271)]
 
 
 def test_verify_names_every_bad_range(tmp_path: Path, image: Path) -> None:
     b = bmap.create(image)
     target = tmp_path / "vm.img"
     assert main([str(image), str(target)], interactive=False) == EXIT_OK
-    assert flash.verify(target, b) == []
+    assert flashio.verify(target, b) == []
     corrupt(target, 3 * MiB + 105)
     corrupt(target, 8 * MiB + 999)  # the last, short block
-    assert [(r.first, r.last) for r in flash.verify(target, b)] == [(768, 768), (2048, 2048)]
+    assert [(r.first, r.last) for r in flashio.verify(target, b)] == [(768, 768), (2048, 2048)]
     os.truncate(target, 4 * MiB)  # a target that ends early fails the ranges it cannot hold
-    assert [(r.first, r.last) for r in flash.verify(target, b)] == [(768, 768), (2048, 2048)]
+    assert [(r.first, r.last) for r in flashio.verify(target, b)] == [(768, 768), (2048, 2048)]
     os.truncate(target, 0)
-    assert len(flash.verify(target, b)) == 4
+    assert len(flashio.verify(target, b)) == 4
 
 
 def test_ctrl_c_says_the_target_is_incomplete(tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     writes = 0
-    pwrite_all = flash._pwrite_all
+    pwrite_all = flashio._pwrite_all
 
     def interrupted(fd: int, data: memoryview, offset: int) -> None:
         nonlocal writes
@@ -334,7 +334,7 @@ def test_ctrl_c_says_the_target_is_incomplete(tmp_path: Path, image: Path, capsy
             raise KeyboardInterrupt
         pwrite_all(fd, data, offset)
 
-    monkeypatch.setattr(flash, "_pwrite_all", interrupted)
+    monkeypatch.setattr(flashio, "_pwrite_all", interrupted)
     target = tmp_path / "vm.img"
     assert main([str(image), str(target)], interactive=False) == EXIT_INTERRUPTED
     assert f"interrupted: {target} is incomplete (8.0 KiB of 77.0 KiB written): flash it again before using it" \
@@ -391,11 +391,11 @@ def stick(path: Path, size: int) -> Path:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize("chunk", [flash.CHUNK, 8192])
+@pytest.mark.parametrize("chunk", [flashio.CHUNK, 8192])
 def test_flash_to_a_loop_device(tmp_path: Path, image: Path, loop: Callable[[Path], Path],
                                 capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
                                 chunk: int) -> None:
-    monkeypatch.setattr(flash, "CHUNK", chunk)  # O_DIRECT from either buffer, at any chunk boundary
+    monkeypatch.setattr(flashio, "CHUNK", chunk)  # O_DIRECT from either buffer, at any chunk boundary
     backing = stick(tmp_path / "stick.img", 12 * MiB)
     dev = loop(backing)
     prompts: list[str] = []
