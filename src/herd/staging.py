@@ -14,7 +14,6 @@ so it runs the same against a real disk and against files in a test."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tarfile
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from herd.bundle import Manifest, SignatureCheck, ssh_keygen_verify, verify
+from herd.daemon.state import write_atomic
 from herd.release import Version
 from herd.slots import grubenv
 from herd.slots.blockwrite import Written, write_stream
@@ -99,31 +99,12 @@ def _write_slot(bundle: Path, manifest: Manifest, slot: Slot, paths: SlotPaths,
             if member.name == "usr.squashfs":
                 written = write_stream(src, part.size, member.name, paths.usr[slot], progress)
             elif member.name in ("vmlinuz", "initrd.img"):
-                _write_file(paths.boot[slot] / member.name, src.read(), 0o644)
+                write_atomic(paths.boot[slot] / member.name, src.read(), 0o644)
             else:
                 rel = member.name.removeprefix("config/")
-                _write_file(config / rel, src.read(), part.mode)
+                write_atomic(config / rel, src.read(), part.mode)
     if written is None:
         raise StagingError(f"{bundle.name} has no usr.squashfs")
     usr = parts["usr.squashfs"]
     verify_slot(paths.usr[slot], usr.size, usr.sha256)
     return written
-
-
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    """Atomically and durably: a temporary name, fsync, rename, fsync of the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
